@@ -1,0 +1,252 @@
+"""The node's ASGI app: route each request to a function's isolate; `/_edge/...` is the node's own."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from itertools import count
+from time import monotonic
+from typing import Any, Protocol
+
+import msgspec
+
+from edge.routing import RESERVED_PREFIX, Router
+from edge.settings import NodeSettings
+from isolates.backends import RESPONSE, Reply
+from isolates.pool import IsolatePool
+
+__all__ = ["FunctionSource", "NodeApp", "create_app"]
+
+log = logging.getLogger("edge.node")
+function_log = logging.getLogger("edge.function")
+
+SETTINGS_VARIABLE = "EDGE_NODE_SETTINGS_JSON"
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_JSON = (b"content-type", b"application/json")
+_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
+
+
+class FunctionSource(Protocol):
+    """Where the node's functions come from (a local directory, or the origin)."""
+
+    async def start(self, app: NodeApp) -> None:
+        """Called in lifespan startup: deploy the initial functions into `app.pool`, set routes."""
+        ...
+
+    async def stop(self) -> None:
+        """Called in lifespan shutdown, before the isolates are stopped."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """Extra fields for `/_edge/ready` (e.g. the applied revision)."""
+        ...
+
+
+class NodeApp:
+    """The ASGI application of one node worker process."""
+
+    def __init__(self, settings: NodeSettings, source: FunctionSource) -> None:
+        self.settings = settings
+        self.source = source
+        self.router = Router(())
+        self.ready = False
+        self._pool: IsolatePool | None = None
+        self._ids = count(1)
+        self._id_prefix = os.urandom(5).hex()
+
+    @property
+    def pool(self) -> IsolatePool:
+        """The isolates of this process (exists from lifespan startup on)."""
+        if self._pool is None:
+            raise RuntimeError("the node's isolate pool exists only after lifespan startup")
+        return self._pool
+
+    def set_routes(self, routes: Iterable[tuple[str, str]]) -> None:
+        """Replace the routing table with (path prefix, function name) pairs."""
+        self.router = Router(routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1003})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        given_id = length = None
+        chunked = False
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                given_id = value
+            elif name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                chunked = True
+        if given_id is not None and _VALID_REQUEST_ID.fullmatch(given_id):
+            request_id = given_id.decode()
+        else:
+            request_id = f"{self._id_prefix}{next(self._ids):07x}"
+        path: str = scope["path"]
+        if path.startswith(RESERVED_PREFIX):
+            await self._node_endpoint(path, request_id, send)
+            return
+        name = self.router.match(path)
+        function = self._pool.get(name) if name is not None and self._pool is not None else None
+        if function is None:
+            await _send_error(send, 404, f"no function serves {path}", request_id)
+            return
+        isolate = function.pick()
+        if isolate is None and function.lazy is not None:
+            warmed = await self.pool.warm(function.name)
+            isolate = warmed.pick() if warmed is not None else None
+            function = warmed or function
+        if isolate is None:
+            await _send_error(send, 503, function.error or f"function {name} is not serving", request_id)
+            return
+        body = b""
+        if length is not None or chunked:
+            limit = self.settings.max_body_bytes
+            if length is not None and (not length.isdigit() or int(length) > limit):
+                await _send_error(send, 413, f"request body over the limit of {limit} bytes", request_id)
+                return
+            received = await _read_body(receive, limit)
+            if received is None:
+                await _send_error(send, 413, f"request body over the limit of {limit} bytes", request_id)
+                return
+            body = received
+        reply = await isolate.submit(
+            scope["method"],
+            path,
+            scope["query_string"].decode("latin-1"),
+            tuple(scope["headers"]),
+            body,
+            request_id,
+            monotonic() + function.timeout,
+        )
+        await _send_reply(send, reply, request_id)
+
+    async def _node_endpoint(self, path: str, request_id: str, send: Send) -> None:
+        if path == "/_edge/health":
+            await _send_json(send, 200, {"status": "ok"}, request_id)
+        elif path == "/_edge/ready":
+            functions = {}
+            if self._pool is not None:
+                for name, function in self._pool.functions.items():
+                    if function.error:
+                        functions[name] = {"state": "error", "error": function.error}
+                    elif function.lazy is not None:
+                        functions[name] = {"state": "cold", "versions": [function.lazy.version]}
+                    else:
+                        functions[name] = {"state": "serving", "versions": list(function.versions)}
+            body = {"ready": self.ready, "functions": functions, **self.source.status()}
+            await _send_json(send, 200 if self.ready else 503, body, request_id)
+        else:
+            await _send_error(send, 404, f"no node endpoint {path}", request_id)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("node start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        """Create the isolates (never at import: granian forks workers) and load the functions."""
+        scrub_environment(self.settings.scrub_env)
+        settings = self.settings
+        self._pool = IsolatePool(
+            _log_function_line,
+            drain_timeout=settings.shutdown_timeout_ms / 1000,
+            warm_pool=settings.warm_pool,
+            abandon_after=settings.abandon_after_ms / 1000,
+            preload=tuple(settings.warm_imports),
+        )
+        await self.source.start(self)
+        self.ready = True
+
+    async def shutdown(self) -> None:
+        """Stop syncing, then stop every isolate's thread so the worker can exit."""
+        self.ready = False
+        await self.source.stop()
+        if self._pool is not None:
+            await self._pool.close(self.settings.shutdown_timeout_ms / 1000)
+
+
+def scrub_environment(patterns: list[str]) -> None:
+    """Remove matching variables from the process (C) environment before isolates copy it."""
+    for variable in list(os.environ):
+        if any(fnmatch.fnmatchcase(variable, pattern) for pattern in patterns):
+            del os.environ[variable]
+
+
+def _log_function_line(function: str, version: str, stream: str, request_id: str, line: str) -> None:
+    level = logging.ERROR if stream == "error" else logging.INFO
+    function_log.log(level, "[%s %s] %s", function, request_id or "-", line)
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None as soon as it passes `limit` bytes."""
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b""
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _send_reply(send: Send, reply: Reply, request_id: str) -> None:
+    if reply[0] == RESPONSE:
+        headers = [*reply[3], (b"x-request-id", request_id.encode())]
+        await send({"type": "http.response.start", "status": reply[2], "headers": headers})
+        await send({"type": "http.response.body", "body": reply[4]})
+    else:
+        await _send_error(send, reply[2], reply[3], request_id)
+
+
+async def _send_json(send: Send, status: int, payload: dict[str, Any], request_id: str) -> None:
+    headers = [_JSON, (b"x-request-id", request_id.encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": msgspec.json.encode(payload)})
+
+
+async def _send_error(send: Send, status: int, message: str, request_id: str) -> None:
+    await _send_json(send, status, {"error": message, "request_id": request_id}, request_id)
+
+
+def create_app() -> NodeApp:
+    """Granian's factory: settings arrive JSON-encoded in an environment variable, removed here."""
+    from edge.local import LocalSource
+
+    raw = os.environ.pop(SETTINGS_VARIABLE, None)
+    settings = msgspec.json.decode(raw, type=NodeSettings) if raw else NodeSettings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not settings.functions:
+        raise RuntimeError("no function source: set `functions` (a directory)")
+    return NodeApp(settings, LocalSource(settings.functions))

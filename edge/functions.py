@@ -1,0 +1,62 @@
+"""Function directories on disk: finding them, naming their versions, describing how to run them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+from isolates.backends import IsolateSpec
+from isolates.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
+
+__all__ = ["FunctionDir", "content_version", "isolate_spec", "scan_functions"]
+
+_SKIP_DIRS = {"__pycache__", ".git"}
+
+
+class FunctionDir(NamedTuple):
+    """A directory with an `edge.toml`: its manifest, or why the manifest cannot be used."""
+
+    directory: Path
+    name: str
+    manifest: Manifest | None
+    error: str
+
+
+def scan_functions(root: Path) -> list[FunctionDir]:
+    """Every direct subdirectory of `root` that has an `edge.toml`, sorted by name."""
+    found = []
+    for directory in sorted(p for p in root.iterdir() if (p / MANIFEST_NAME).is_file()):
+        try:
+            manifest = load_manifest(directory)
+        except ManifestError as exc:
+            found.append(FunctionDir(directory, directory.name, None, str(exc)))
+        else:
+            found.append(FunctionDir(directory, manifest.name, manifest, ""))
+    return found
+
+
+def content_version(directory: Path) -> str:
+    """sha256 over the directory's file names and contents: same files, same version."""
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+        for filename in sorted(f for f in filenames if not f.endswith(".pyc")):
+            path = Path(dirpath, filename)
+            digest.update(str(path.relative_to(directory)).encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def isolate_spec(directory: Path, manifest: Manifest, version: str) -> IsolateSpec:
+    """How to run one version of a function that lives in `directory`."""
+    return IsolateSpec(
+        name=manifest.name,
+        version=version,
+        directory=str(directory.resolve()),
+        module=manifest.module,
+        attribute=manifest.attribute,
+        timeout_ms=manifest.timeout_ms,
+        env=tuple(sorted(manifest.env.items())),
+    )

@@ -1,0 +1,100 @@
+"""Node settings: embedded defaults, then a TOML file, then `EDGE_*` variables, then flags."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+__all__ = ["NodeSettings", "SettingsError", "load_settings"]
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; the message names the source, the field and the bad value."""
+
+
+DEFAULT_SCRUB = ("EDGE_*", "*TOKEN*", "*SECRET*", "*PASSWORD*", "*_KEY")
+
+
+class NodeSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """How an edge node runs. `config/node.toml` documents the same defaults."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    # "1" (HTTP/1.1 only, fastest), "2" (h2c prior knowledge only) or "auto" (both, sniffed per connection)
+    http: str = "1"
+    functions: str = ""
+    max_body_bytes: int = 10 * 1024 * 1024
+    # Start every function's isolate at start-up (true) or on its first request (false).
+    preload: bool = True
+    # Blank isolates kept ready per worker, so a cold start skips creating an interpreter.
+    warm_pool: int = 2
+    # Standard-library modules imported into blank isolates ahead of need (each costs memory).
+    warm_imports: list[str] = msgspec.field(default_factory=lambda: ["json"])
+    log_level: str = "info"
+    # How long an isolate may stay silent after a request's deadline before it is replaced.
+    abandon_after_ms: int = 1000
+    shutdown_timeout_ms: int = 5000
+    # Environment variables removed from the node process before any isolate exists (fnmatch).
+    scrub_env: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_SCRUB))
+
+
+_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def _check(settings: NodeSettings, source: str) -> None:
+    problems = (
+        ("port", settings.port, 0 <= settings.port <= 65535, "`int` from 0 to 65535"),
+        ("workers", settings.workers, 1 <= settings.workers <= 256, "`int` from 1 to 256"),
+        ("max_body_bytes", settings.max_body_bytes, settings.max_body_bytes >= 0, "`int` >= 0"),
+        ("http", settings.http, settings.http in ("1", "2", "auto"), "one of 1, 2, auto"),
+        ("log_level", settings.log_level, settings.log_level in _LEVELS, f"one of {', '.join(_LEVELS)}"),
+        ("warm_pool", settings.warm_pool, 0 <= settings.warm_pool <= 64, "`int` from 0 to 64"),
+        ("abandon_after_ms", settings.abandon_after_ms, settings.abandon_after_ms > 0, "`int` > 0"),
+        ("shutdown_timeout_ms", settings.shutdown_timeout_ms, settings.shutdown_timeout_ms > 0, "`int` > 0"),
+    )
+    for field, value, ok, expected in problems:
+        if not ok:
+            raise SettingsError(f"{source}: Expected {expected}, got {value!r} - at `$.{field}`")
+
+
+def _field_types() -> dict[str, Any]:
+    return {field.name: field.type for field in msgspec.structs.fields(NodeSettings)}
+
+
+def load_settings(
+    file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> NodeSettings:
+    """Merge the layers in order (later wins); raises SettingsError naming the layer at fault."""
+    settings = NodeSettings()
+    if file is not None:
+        try:
+            settings = msgspec.toml.decode(file.read_bytes(), type=NodeSettings)
+        except OSError as exc:
+            raise SettingsError(f"{file}: cannot read the settings: {exc.strerror}") from None
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise SettingsError(f"{file}: {exc}") from None
+        _check(settings, str(file))
+    types = _field_types()
+    changes: dict[str, Any] = {}
+    for name, kind in types.items():
+        variable = f"EDGE_{name.upper()}"
+        raw = (environ or {}).get(variable)
+        if raw is None:
+            continue
+        value: Any = raw.split(",") if kind == list[str] else raw
+        try:
+            changes[name] = msgspec.convert(value, kind, strict=False)
+        except msgspec.ValidationError as exc:
+            raise SettingsError(f"environment variable {variable}={raw!r}: {exc}") from None
+    settings = msgspec.structs.replace(settings, **changes)
+    _check(settings, "environment")
+    flag_values = {k: v for k, v in (flags or {}).items() if v is not None}
+    settings = msgspec.structs.replace(settings, **flag_values)
+    _check(settings, "command line")
+    return settings

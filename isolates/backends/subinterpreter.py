@@ -1,0 +1,364 @@
+"""A function version in one persistent, isolated subinterpreter (own GIL), driven from the event loop.
+
+A dedicated host thread creates the interpreter and stays inside it running the guest's serve
+loop (isolates/guest/_edge_runtime.py); requests cross as plain tuples on `_interpqueues` queues.
+The event loop wakes the guest with one eventfd write per loop iteration and watches the guest's
+eventfd with `add_reader`, so there is no thread hand-off per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from itertools import count
+from time import monotonic
+from typing import Any
+
+from isolates.backends import ERROR, LOADED, LOG, IsolateSpec, LoadError, LogSink, Reply
+from isolates.guest import GUEST_DIR
+from isolates.guest._edge_compat import (
+    call_exec,
+    create_interpreter,
+    destroy_interpreter,
+    queue_count,
+    queue_create,
+    queue_destroy,
+    queue_get,
+    queue_put,
+)
+
+__all__ = ["SubinterpreterIsolate", "WarmPool", "stdlib_paths"]
+
+log = logging.getLogger("edge.isolates")
+
+_ONE = (1).to_bytes(8, sys.byteorder)
+_STOP = (0,)
+_BLANK = IsolateSpec(name="", version="", directory="", module="", attribute="", timeout_ms=1)
+
+_BOOT = """\
+import sys
+sys.path[:] = paths
+sys.path_importer_cache.clear()
+del sys
+import _edge_runtime
+_edge_runtime.boot(in_q, out_q, wake_fd, done_fd, flag, preload)
+"""
+
+
+def stdlib_paths() -> tuple[str, ...]:
+    """The host's standard-library entries of sys.path (no site-packages, no project paths)."""
+    base = os.path.realpath(sys.base_prefix)
+    return tuple(
+        entry
+        for entry in sys.path
+        if entry
+        and os.path.realpath(entry).startswith(base + os.sep)
+        and not {"site-packages", "dist-packages"} & set(entry.split(os.sep))
+    )
+
+
+class SubinterpreterIsolate:
+    """One function version served by a persistent subinterpreter; see the module docstring."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        log_sink: LogSink,
+        on_stuck: Callable[[SubinterpreterIsolate], None] | None = None,
+        abandon_after: float = 1.0,
+        preload: tuple[str, ...] = (),
+    ) -> None:
+        self.spec = _BLANK
+        self._loop = loop
+        self._log_sink = log_sink
+        self._on_stuck = on_stuck
+        self._abandon_after = abandon_after
+        self._preload = preload
+        self._in_q = queue_create()
+        self._out_q = queue_create()
+        self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC)
+        self._done_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._seq = count(1)
+        self._pending: dict[int, tuple[asyncio.Future[Reply], float]] = {}
+        # One byte shared with the guest: 1 while it sleeps (or is about to) on the wake eventfd.
+        self._flag = memoryview(bytearray(1))
+        self._sweep: asyncio.TimerHandle | None = None
+        self._ready: asyncio.Future[None] = loop.create_future()
+        self._exited: asyncio.Future[None] = loop.create_future()
+        self._alive = True
+        self._last_progress = 0.0
+        self._thread = threading.Thread(target=self._run, name="isolate", daemon=True)
+        self._timeout_message = ""
+
+    @property
+    def ready(self) -> asyncio.Future[None]:
+        """Resolves once the entrypoint is imported; raises LoadError when it cannot be."""
+        return self._ready
+
+    @property
+    def alive(self) -> bool:
+        """False once the isolate was closed, crashed or abandoned."""
+        return self._alive
+
+    @property
+    def pending(self) -> int:
+        """Requests submitted and not yet answered."""
+        return len(self._pending)
+
+    def start(self) -> None:
+        """Begin creating a blank interpreter on its own thread; it waits for `assign`."""
+        self._loop.add_reader(self._done_fd, self._on_replies)
+        self._thread.start()
+
+    def assign(self, spec: IsolateSpec) -> None:
+        """Give a started (blank) isolate its function; `ready` resolves once it is loaded."""
+        self.spec = spec
+        self._thread.name = f"isolate-{spec.name}"
+        self._timeout_message = f"function {spec.name} timed out after {spec.timeout_ms} ms"
+        directory = spec.directory
+        deps = os.path.join(directory, ".deps")
+        paths = (directory, *([deps] if os.path.isdir(deps) else []), str(GUEST_DIR), *stdlib_paths())
+        attribute = spec.attribute
+        queue_put(self._in_q, (-1, paths, spec.name, spec.version, spec.env, spec.module, attribute))
+        self._wake()
+
+    def _run(self) -> None:
+        """The host thread: create the interpreter, live inside its serve loop, then destroy it."""
+        error: str | None
+        try:
+            iid = create_interpreter()
+        except Exception as exc:
+            error = f"cannot create an interpreter: {exc}"
+        else:
+            try:
+                # A memoryview can only be shared into an interpreter that imported _interpreters.
+                error = call_exec(iid, "import _interpreters") or call_exec(iid, _BOOT, self._shared())
+            finally:
+                destroy_interpreter(iid)
+        try:
+            self._loop.call_soon_threadsafe(self._on_exit, error)
+        except RuntimeError:  # the loop is already closed: nobody is waiting any more
+            pass
+
+    def _shared(self) -> dict[str, Any]:
+        return {
+            "paths": (str(GUEST_DIR), *stdlib_paths()),
+            "in_q": self._in_q,
+            "out_q": self._out_q,
+            "wake_fd": self._wake_fd,
+            "done_fd": self._done_fd,
+            "flag": self._flag,
+            "preload": self._preload,
+        }
+
+    def submit(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: tuple[tuple[bytes, bytes], ...],
+        body: bytes,
+        request_id: str,
+        deadline: float,
+    ) -> asyncio.Future[Reply]:
+        """Queue one request; the future resolves to a Reply (a 504 Reply at the deadline)."""
+        future: asyncio.Future[Reply] = self._loop.create_future()
+        if not self._alive:
+            future.set_result((ERROR, 0, 503, f"function {self.spec.name} is not running"))
+            return future
+        seq = next(self._seq)
+        self._pending[seq] = (future, deadline)
+        queue_put(self._in_q, (seq, method, path, query, headers, body, request_id, deadline))
+        self._wake()
+        if self._sweep is None:
+            self._schedule_sweep(deadline)
+        return future
+
+    def _wake(self) -> None:
+        # The guest raises the flag before its last look at the queue and then blocks on the
+        # eventfd: a request put after that look sees the flag and writes. While the guest is
+        # busy the flag is down and it finds new requests itself, so there is no syscall.
+        flag = self._flag
+        if flag[0]:
+            flag[0] = 0
+            os.write(self._wake_fd, _ONE)
+
+    def _schedule_sweep(self, deadline: float) -> None:
+        self._sweep = self._loop.call_later(max(0.0, deadline - monotonic()), self._expire_overdue)
+
+    def _expire_overdue(self) -> None:
+        """Answer 504 for requests past their deadline (one timer per isolate, not per request)."""
+        self._sweep = None
+        now = monotonic()
+        pending = self._pending
+        expired = False
+        # All requests of an isolate share one timeout, so insertion order is deadline order.
+        while pending:
+            seq, (future, deadline) = next(iter(pending.items()))
+            if deadline > now:
+                self._schedule_sweep(deadline)
+                break
+            del pending[seq]
+            future.set_result((ERROR, seq, 504, self._timeout_message))
+            expired = True
+        if expired:
+            self._loop.call_later(self._abandon_after, self._check_stuck, self._loop.time())
+
+    def _on_replies(self) -> None:
+        try:
+            os.read(self._done_fd, 8)
+        except BlockingIOError:
+            pass
+        out_q, pending = self._out_q, self._pending
+        self._last_progress = self._loop.time()
+        while queue_count(out_q):
+            message = queue_get(out_q)
+            kind = message[0]
+            if kind <= ERROR:
+                entry = pending.pop(message[1], None)
+                if entry is not None:
+                    entry[0].set_result(message)
+            elif kind == LOG:
+                self._log_sink(self.spec.name, self.spec.version, message[1], message[2], message[3])
+            elif kind == LOADED:
+                self._on_loaded(message[1], message[2])
+
+    def _on_loaded(self, ok: bool, message: str) -> None:
+        if ok:
+            self._ready.set_result(None)
+            return
+        self._ready.set_exception(LoadError(message))
+        self._ready.exception()  # mark retrieved: a failed load is reported by the pool, not asyncio
+        self._fail_pending(503, f"function {self.spec.name} failed to load: {message}")
+
+    def _check_stuck(self, expired_at: float) -> None:
+        # The guest interrupts Python-level loops itself and answers; silence since the deadline
+        # means it is stuck in C code, where nothing can interrupt it.
+        if self._alive and self._last_progress < expired_at and self._on_stuck is not None:
+            log.error(
+                "function %s version %s: isolate stuck past its deadline; replacing it",
+                self.spec.name,
+                self.spec.version[:12],
+            )
+            self._on_stuck(self)
+
+    def take_queued(self) -> list[tuple[tuple[Any, ...], asyncio.Future[Reply]]]:
+        """Remove the requests the guest has not picked up yet, with their futures (for a successor)."""
+        taken = []
+        while queue_count(self._in_q):
+            item = queue_get(self._in_q)
+            entry = self._pending.pop(item[0], None)
+            if entry is not None:
+                taken.append((item, entry[0]))
+        return taken
+
+    def adopt(self, queued: list[tuple[tuple[Any, ...], asyncio.Future[Reply]]]) -> None:
+        """Take over requests queued on a predecessor, keeping their futures and deadlines."""
+        for item, future in queued:
+            seq = next(self._seq)
+            self._pending[seq] = (future, item[7])
+            queue_put(self._in_q, (seq, *item[1:]))
+        if queued:
+            self._wake()
+            if self._sweep is None:
+                self._schedule_sweep(queued[0][0][7])
+
+    def abandon(self) -> None:
+        """Stop routing to this isolate; it exits by itself if its stuck call ever returns."""
+        self._alive = False
+        queue_put(self._in_q, _STOP)
+        self._wake()
+
+    async def close(self, timeout: float) -> bool:
+        """Stop after the requests in hand are answered; returns False if it had to be abandoned."""
+        if self._alive:
+            self._alive = False
+            queue_put(self._in_q, _STOP)
+            self._wake()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._exited), timeout)
+        except TimeoutError:
+            log.error("function %s: isolate did not stop within %.1f s; abandoned", self.spec.name, timeout)
+            return False
+        return True
+
+    def _on_exit(self, error: str | None) -> None:
+        """Runs on the loop once the host thread has left the interpreter."""
+        self._alive = False
+        self._on_replies()
+        if error is not None:
+            log.error("function %s: isolate crashed:\n%s", self.spec.name, error)
+        if not self._ready.done():
+            self._ready.set_exception(LoadError(f"isolate exited before loading: {error}"))
+            self._ready.exception()
+        self._fail_pending(503, f"function {self.spec.name} is not running")
+        if self._sweep is not None:
+            self._sweep.cancel()
+        self._loop.remove_reader(self._done_fd)
+        os.close(self._wake_fd)
+        os.close(self._done_fd)
+        queue_destroy(self._in_q)
+        queue_destroy(self._out_q)
+        self._exited.set_result(None)
+
+    def _fail_pending(self, status: int, message: str) -> None:
+        pending, self._pending = self._pending, {}
+        for seq, (future, _) in pending.items():
+            if not future.done():
+                future.set_result((ERROR, seq, status, message))
+
+
+class WarmPool:
+    """Blank isolates created ahead of need, so a cold start skips creating an interpreter."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        log_sink: LogSink,
+        size: int,
+        abandon_after: float = 1.0,
+        preload: tuple[str, ...] = (),
+    ) -> None:
+        self._loop = loop
+        self._log_sink = log_sink
+        self._size = size
+        self._abandon_after = abandon_after
+        self._preload = preload
+        self._standby: list[SubinterpreterIsolate] = []
+        self._closed = False
+        self.refill()
+
+    def take(
+        self, spec: IsolateSpec, on_stuck: Callable[[SubinterpreterIsolate], None] | None
+    ) -> SubinterpreterIsolate:
+        """A started isolate assigned to `spec`: a blank one from the pool, else a new one."""
+        if self._standby:
+            isolate = self._standby.pop(0)
+        else:
+            isolate = self._new()
+        isolate._on_stuck = on_stuck
+        isolate.assign(spec)
+        self._loop.call_soon(self.refill)
+        return isolate
+
+    def _new(self) -> SubinterpreterIsolate:
+        isolate = SubinterpreterIsolate(
+            self._loop, self._log_sink, abandon_after=self._abandon_after, preload=self._preload
+        )
+        isolate.start()
+        return isolate
+
+    def refill(self) -> None:
+        """Top the pool up to its size (interpreters are created on their own threads)."""
+        while not self._closed and len(self._standby) < self._size:
+            self._standby.append(self._new())
+
+    async def close(self, timeout: float) -> None:
+        """Stop the blank isolates."""
+        self._closed = True
+        standby, self._standby = self._standby, []
+        await asyncio.gather(*(isolate.close(timeout) for isolate in standby))

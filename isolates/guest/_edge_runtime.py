@@ -1,0 +1,459 @@
+"""The serve loop that runs inside an isolate, for the whole life of the isolate.
+
+The host thread that owns the isolate calls `boot(...)` once through `_interpreters.exec`; it
+loads the function, reports the outcome on the out-queue and then serves until told to stop.
+
+An isolate boots blank (standard library and this runtime imported, watchdog running) and waits
+for the function it is assigned, so a warm pool of blank isolates makes cold starts cheap.
+
+Host -> guest (in-queue); the host writes the wake eventfd only while the guest's flag is raised:
+    (-1, paths, name, version, env, module, attribute)                        assignment, first
+    (seq, method, path, query_string, headers, body, request_id, deadline)   seq >= 1
+    (0,)                                                                      stop
+Guest -> host (out-queue), then one eventfd write per drained batch:
+    (RESPONSE, seq, status, headers, body)
+    (ERROR, seq, status, message)        the host renders the JSON error body
+    (LOG, stream, request_id, line)
+    (LOADED, ok, message)                 once, after the entrypoint was imported (or failed)
+Standard library only; keep module-level imports cheap: they are part of every cold start.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import sys
+import threading
+import time
+
+from _edge_compat import queue_count, queue_get, queue_put
+from edgefn import Context, Headers, Request, Response
+
+TYPE_CHECKING = False  # importing typing would cost ~10 ms of every cold start
+if TYPE_CHECKING:
+    from typing import Any
+
+RESPONSE, ERROR, LOG, LOADED = 0, 1, 2, 3
+_ONE = (1).to_bytes(8, sys.byteorder)
+_TEXT = ((b"content-type", b"text/plain; charset=utf-8"),)
+_BINARY = ((b"content-type", b"application/octet-stream"),)
+_JSON = ((b"content-type", b"application/json"),)
+_CO_COROUTINE = 0x80
+
+_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+
+class HandlerTimeout(BaseException):
+    """Raised inside a handler that ran past its deadline (a BaseException: `except Exception` misses it)."""
+
+
+class _Channel:
+    """The two queues and two eventfds shared with the host."""
+
+    def __init__(self, in_q: int, out_q: int, wake_fd: int, done_fd: int, flag: memoryview) -> None:
+        self.in_q, self.out_q, self.wake_fd, self.done_fd = in_q, out_q, wake_fd, done_fd
+        # 1 = "I am about to sleep on wake_fd": the host writes wake_fd only then (see _serve_sync).
+        self.flag = memoryview(flag)
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        queue_put(self.out_q, message)
+
+    def notify(self) -> None:
+        os.write(self.done_fd, _ONE)
+
+
+class _LogWriter:
+    """Replaces sys.stdout/sys.stderr: complete lines go to the host, tagged with the request id."""
+
+    encoding = "utf-8"
+    errors = "replace"
+
+    def __init__(self, channel: _Channel, stream: str) -> None:
+        self._channel = channel
+        self._stream = stream
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._channel.send((LOG, self._stream, _request_id.get(), line))
+        if lines:
+            self._channel.notify()
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial:
+            line, self._partial = self._partial, ""
+            self._channel.send((LOG, self._stream, _request_id.get(), line))
+            self._channel.notify()
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+
+class _Watchdog:
+    """A thread in this interpreter that interrupts the serving thread when a deadline passes.
+
+    Arming does not wake the watchdog unless it sleeps with no deadline or a later one, so a
+    busy function costs no thread switch per request.
+    """
+
+    def __init__(self, target_thread: int) -> None:
+        self._target = target_thread
+        self._cond = threading.Condition(threading.Lock())
+        self._deadlines: dict[int, float] = {}
+        self._next = 0
+        self._sleeping_until: float | None = None  # None: idle, waiting for a deadline
+        self._fired: set[int] = set()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="edge-watchdog", daemon=False)
+        self._thread.start()
+
+    def arm(self, deadline: float) -> int:
+        with self._cond:
+            self._next += 1
+            self._deadlines[self._next] = deadline
+            if self._sleeping_until is None or deadline < self._sleeping_until:
+                self._cond.notify()
+            return self._next
+
+    def disarm(self, token: int) -> None:
+        with self._cond:
+            self._deadlines.pop(token, None)
+            fired = token in self._fired
+            self._fired.discard(token)
+        if fired:
+            # The interrupt may still be pending on the serving thread: withdraw it.
+            _set_async_exc(self._target, None)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._stopped:
+                if not self._deadlines:
+                    self._sleeping_until = None
+                    self._cond.wait()
+                    continue
+                token, deadline = min(self._deadlines.items(), key=lambda item: item[1])
+                remaining = deadline - time.monotonic()
+                if remaining > 0:
+                    self._sleeping_until = deadline
+                    self._cond.wait(remaining)
+                    continue
+                del self._deadlines[token]
+                self._fired.add(token)
+                _set_async_exc(self._target, HandlerTimeout)
+
+
+def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
+    import ctypes
+
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else None
+    )
+
+
+class _Function:
+    """The loaded handler and everything needed to call it."""
+
+    def __init__(self, channel: _Channel, watchdog: _Watchdog, name: str, version: str, handler: Any) -> None:
+        self.channel = channel
+        self.name = name
+        self.version = version
+        self.handler = handler
+        self.watchdog = watchdog
+        self._loop: Any = None
+
+    def request(self, item: tuple[Any, ...]) -> Request:
+        seq, method, path, query, headers, body, request_id, deadline = item
+        context = Context(self.name, self.version, request_id, deadline)
+        return Request(method, path, query, Headers(headers), body, context)
+
+    def call_sync(self, item: tuple[Any, ...]) -> None:
+        seq, deadline = item[0], item[7]
+        _request_id.set(item[6])
+        token = self.watchdog.arm(deadline)
+        try:
+            try:
+                result = self.handler(self.request(item))
+                if hasattr(result, "__await__"):
+                    result = self._run_awaitable(result)
+            finally:
+                self.watchdog.disarm(token)
+            message = _encode(seq, result)
+        except HandlerTimeout:
+            message = (ERROR, seq, 504, f"function {self.name} timed out")
+        except Exception as exc:
+            message = self.failure(seq, exc)
+        _request_id.set("")
+        self.channel.send(message)
+
+    async def call_async(self, item: tuple[Any, ...]) -> None:
+        import asyncio
+
+        seq, deadline = item[0], item[7]
+        _request_id.set(item[6])
+        # asyncio's timeout cancels a handler that awaits; the watchdog (a little later) stops
+        # one that blocks the loop with a Python-level busy loop.
+        token = self.watchdog.arm(deadline + 0.05)
+        try:
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    result = await self.handler(self.request(item))
+            finally:
+                self.watchdog.disarm(token)
+            message = _encode(seq, result)
+        except (HandlerTimeout, TimeoutError):
+            message = (ERROR, seq, 504, f"function {self.name} timed out")
+        except Exception as exc:
+            message = self.failure(seq, exc)
+        self.channel.send(message)
+        self.channel.notify()
+
+    def failure(self, seq: int, exc: BaseException) -> tuple[Any, ...]:
+        import traceback
+
+        text = "".join(traceback.format_exception(exc)).rstrip("\n")
+        self.channel.send((LOG, "error", _request_id.get(), text))
+        return (ERROR, seq, 500, f"{type(exc).__name__}: {exc}")
+
+    def _run_awaitable(self, awaitable: Any) -> Any:
+        import asyncio
+
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(awaitable)
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.close()
+
+
+def _header_pairs(headers: Any) -> tuple[tuple[bytes, bytes], ...]:
+    items = headers.items() if hasattr(headers, "items") else headers
+    return tuple((str(k).lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in items)
+
+
+def _encode(seq: int, result: Any) -> tuple[Any, ...]:
+    """Turn what a handler returned into a RESPONSE message; raises TypeError for anything else."""
+    status = 200
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    if isinstance(result, Response):
+        body, status, extra = result.body, result.status, result.headers
+        headers = _header_pairs(extra) if extra else ()
+    elif isinstance(result, tuple) and 2 <= len(result) <= 3:
+        body, status = result[0], result[1]
+        headers = _header_pairs(result[2]) if len(result) == 3 and result[2] else ()
+    else:
+        body = result
+    if type(status) is not int or not 100 <= status <= 599:
+        raise TypeError(f"handler returned status {status!r}; expected an int from 100 to 599")
+    if isinstance(body, str):
+        data, default = body.encode(), _TEXT
+    elif isinstance(body, bytes | bytearray | memoryview):
+        data, default = bytes(body), _BINARY
+    elif isinstance(body, dict | list):
+        import json
+
+        data, default = json.dumps(body, separators=(",", ":")).encode(), _JSON
+    elif body is None:
+        data, default = b"", ()
+    else:
+        raise TypeError(
+            f"handler returned {type(body).__name__}; expected str, bytes, dict, list, "
+            "a (body, status[, headers]) tuple or a Response"
+        )
+    if default and not any(name == b"content-type" for name, _ in headers):
+        headers = default + headers
+    return (RESPONSE, seq, status, headers, data)
+
+
+def _isolate_environment(env: dict[str, str]) -> None:
+    # os.environ writes call putenv, which is process-wide: make them local to this isolate.
+    os.putenv = lambda key, value: None  # type: ignore[assignment]
+    os.unsetenv = lambda key: None  # type: ignore[assignment]
+    os.environ.clear()
+    os.environ.update(env)
+
+
+def _load(module_name: str, attribute: str) -> Any:
+    """Import the entrypoint; raises LookupError with a message that says what went wrong."""
+    import importlib
+
+    entrypoint = f"{module_name}:{attribute}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        parts = module_name.split(".")
+        if exc.name in {".".join(parts[: i + 1]) for i in range(len(parts))}:
+            raise LookupError(
+                f"module not found: entrypoint {entrypoint!r} names module {module_name!r}, "
+                "which is not in the function directory"
+            ) from None
+        raise LookupError(f"importing module {module_name!r} raised ModuleNotFoundError: {exc}") from exc
+    except BaseException as exc:
+        raise LookupError(f"importing module {module_name!r} raised {type(exc).__name__}: {exc}") from exc
+    target: Any = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise LookupError(
+                f"entrypoint {entrypoint!r} not found: module {module_name!r} has no attribute {attribute!r}"
+            ) from None
+    if not callable(target):
+        raise LookupError(f"entrypoint {entrypoint!r} is not callable (it is {type(target).__name__})")
+    return target
+
+
+def _is_async(handler: Any) -> bool:
+    code = getattr(handler, "__code__", None) or getattr(getattr(handler, "__call__", None), "__code__", None)
+    return bool(code is not None and code.co_flags & _CO_COROUTINE)
+
+
+def boot(
+    in_q: int, out_q: int, wake_fd: int, done_fd: int, flag: memoryview, preload: tuple[str, ...]
+) -> None:
+    """Wait (blank) for an assignment, load that function, report LOADED, serve until stop."""
+    channel = _Channel(in_q, out_q, wake_fd, done_fd, flag)
+    for module in preload:
+        __import__(module)
+    watchdog = _Watchdog(threading.get_ident())
+    try:
+        assignment = _next_item(channel)
+        if assignment[0] == 0:
+            return
+        _serve_assignment(channel, watchdog, *assignment[1:])
+    finally:
+        watchdog.stop()
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def _serve_assignment(
+    channel: _Channel,
+    watchdog: _Watchdog,
+    paths: tuple[str, ...],
+    name: str,
+    version: str,
+    env: tuple[tuple[str, str], ...],
+    module_name: str,
+    attribute: str,
+) -> None:
+    sys.path[:] = paths
+    sys.path_importer_cache.clear()
+    _isolate_environment(dict(env))
+    sys.stdout = _LogWriter(channel, "stdout")  # type: ignore[assignment]
+    sys.stderr = _LogWriter(channel, "stderr")  # type: ignore[assignment]
+    try:
+        handler = _load(module_name, attribute)
+    except LookupError as exc:
+        if exc.__cause__ is not None:
+            import traceback
+
+            text = "".join(traceback.format_exception(exc.__cause__)).rstrip("\n")
+            channel.send((LOG, "error", "", text))
+        channel.send((LOADED, False, str(exc)))
+        channel.notify()
+        _wait_for_stop(channel)
+        return
+    function = _Function(channel, watchdog, name, version, handler)
+    channel.send((LOADED, True, ""))
+    channel.notify()
+    try:
+        if _is_async(handler):
+            _serve_async(channel, function)
+        else:
+            _serve_sync(channel, function)
+    finally:
+        function.close()
+
+
+def _next_item(channel: _Channel) -> tuple[Any, ...]:
+    """Block until the host queues something; same flag protocol as _serve_sync."""
+    while True:
+        if queue_count(channel.in_q):
+            channel.flag[0] = 0
+            item: tuple[Any, ...] = queue_get(channel.in_q)
+            return item
+        channel.flag[0] = 1
+        if not queue_count(channel.in_q):
+            os.read(channel.wake_fd, 8)
+
+
+def _wait_for_stop(channel: _Channel) -> None:
+    channel.flag[0] = 1
+    while True:
+        while queue_count(channel.in_q):
+            if queue_get(channel.in_q)[0] == 0:
+                return
+        os.read(channel.wake_fd, 8)
+        channel.flag[0] = 1
+
+
+def _serve_sync(channel: _Channel, function: _Function) -> None:
+    read, in_q, wake_fd, call, flag = os.read, channel.in_q, channel.wake_fd, function.call_sync, channel.flag
+    while True:
+        handled = False
+        while queue_count(in_q):
+            item = queue_get(in_q)
+            if item[0] == 0:
+                return
+            call(item)
+            handled = True
+        if handled:
+            channel.notify()
+        # Raise the flag, then look once more: a request put after this look finds the flag
+        # raised and writes the eventfd, so the read below cannot miss it.
+        flag[0] = 1
+        if queue_count(in_q):
+            flag[0] = 0
+            continue
+        read(wake_fd, 8)
+        flag[0] = 0
+
+
+def _serve_async(channel: _Channel, function: _Function) -> None:
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    stopped = loop.create_future()
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_wake() -> None:
+        os.read(channel.wake_fd, 8)
+        # The loop only looks at the queue when woken: keep the flag raised, before draining.
+        channel.flag[0] = 1
+        while queue_count(channel.in_q):
+            item = queue_get(channel.in_q)
+            if item[0] == 0:
+                if not stopped.done():
+                    stopped.set_result(None)
+                return
+            task = loop.create_task(function.call_async(item))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    loop.add_reader(channel.wake_fd, on_wake)
+    channel.flag[0] = 1
+    on_wake_pending = queue_count(channel.in_q)
+    if on_wake_pending:
+        os.write(channel.wake_fd, _ONE)
+    try:
+        loop.run_until_complete(stopped)
+        # Requests in flight finish (each is bounded by its own deadline) before the isolate stops.
+        if tasks:
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    finally:
+        loop.remove_reader(channel.wake_fd)
+        loop.close()

@@ -1,0 +1,136 @@
+"""The SDK a function imports: `from edgefn import Request, Response`. Standard library only."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+
+TYPE_CHECKING = False  # importing typing would cost ~10 ms of every cold start
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["Context", "Headers", "Request", "Response"]
+
+
+class Headers(Mapping[str, str]):
+    """Case-insensitive, read-only request headers; repeated headers are joined with ', '."""
+
+    __slots__ = ("_map", "_raw")
+
+    def __init__(self, raw: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        self._raw = raw
+        self._map: dict[str, str] | None = None
+
+    def _build(self) -> dict[str, str]:
+        built: dict[str, str] = {}
+        for name, value in self._raw:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            built[key] = f"{built[key]}, {text}" if key in built else text
+        self._map = built
+        return built
+
+    def __getitem__(self, name: str) -> str:
+        return (self._map if self._map is not None else self._build())[name.lower()]
+
+    def __contains__(self, name: object) -> bool:
+        mapping = self._map if self._map is not None else self._build()
+        return isinstance(name, str) and name.lower() in mapping
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map if self._map is not None else self._build())
+
+    def __len__(self) -> int:
+        return len(self._map if self._map is not None else self._build())
+
+    def getall(self, name: str) -> list[str]:
+        """Every value of a repeated header, in order."""
+        key = name.lower().encode("latin-1")
+        return [v.decode("latin-1") for k, v in self._raw if k.lower() == key]
+
+    def __repr__(self) -> str:
+        return f"Headers({dict(self)!r})"
+
+
+class Context:
+    """Who is running: function name, version, request id and the deadline."""
+
+    __slots__ = ("deadline", "function", "request_id", "version")
+
+    def __init__(self, function: str, version: str, request_id: str, deadline: float) -> None:
+        self.function = function
+        self.version = version
+        self.request_id = request_id
+        self.deadline = deadline
+
+    @property
+    def remaining_ms(self) -> int:
+        """Milliseconds left before the request times out (never negative)."""
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+    def __repr__(self) -> str:
+        return f"Context(function={self.function!r}, request_id={self.request_id!r})"
+
+
+class Request:
+    """One HTTP request as the handler sees it."""
+
+    __slots__ = ("_query", "body", "context", "headers", "method", "path", "query_string")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query_string: str,
+        headers: Headers,
+        body: bytes,
+        context: Context,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query_string = query_string
+        self.headers = headers
+        self.body = body
+        self.context = context
+        self._query: dict[str, list[str]] | None = None
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        """The query string parsed into lists of values: `?a=1&a=2` gives `{"a": ["1", "2"]}`."""
+        if self._query is None:
+            from urllib.parse import parse_qs
+
+            self._query = parse_qs(self.query_string, keep_blank_values=True)
+        return self._query
+
+    def text(self, encoding: str = "utf-8") -> str:
+        """The body decoded as text."""
+        return self.body.decode(encoding)
+
+    def json(self) -> Any:
+        """The body decoded as JSON; raises ValueError when it is not JSON."""
+        import json
+
+        return json.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"Request({self.method} {self.path})"
+
+
+class Response:
+    """An explicit response: body (str, bytes, dict or list), status and headers."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(
+        self,
+        body: str | bytes | dict[str, Any] | list[Any] = b"",
+        status: int = 200,
+        headers: Mapping[str, str] | list[tuple[str, str]] | None = None,
+    ) -> None:
+        self.body = body
+        self.status = status
+        self.headers = headers
+
+    def __repr__(self) -> str:
+        return f"Response(status={self.status})"

@@ -1,0 +1,95 @@
+"""The function manifest, `edge.toml`: decoded with msgspec into typed structs, checked, explained."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import msgspec
+
+__all__ = ["MANIFEST_NAME", "CachePolicy", "Manifest", "ManifestError", "decode_manifest", "load_manifest"]
+
+MANIFEST_NAME = "edge.toml"
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_ENTRYPOINT = re.compile(rf"{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ROUTE = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
+MAX_TIMEOUT_MS = 15 * 60 * 1000
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message names the file, the place and the bad value."""
+
+
+class CachePolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """`[cache]`: the default freshness for responses that carry no caching headers of their own."""
+
+    ttl: int = 0
+
+
+class Manifest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`edge.toml`: what a function is called, where its handler is and how it runs."""
+
+    name: str = ""
+    entrypoint: str = "main:handler"
+    timeout_ms: int = 30_000
+    env: dict[str, str] = {}
+    routes: list[str] = []
+    cache: CachePolicy = CachePolicy()
+
+    @property
+    def module(self) -> str:
+        """The module part of the entrypoint."""
+        return self.entrypoint.partition(":")[0]
+
+    @property
+    def attribute(self) -> str:
+        """The attribute part of the entrypoint."""
+        return self.entrypoint.partition(":")[2]
+
+
+def _fail(source: str, expected: str, value: object, where: str) -> ManifestError:
+    return ManifestError(f"{source}: Expected {expected}, got {value!r} - at `{where}`")
+
+
+def _check(manifest: Manifest, source: str) -> None:
+    if not _NAME.fullmatch(manifest.name):
+        raise _fail(source, "a name of 1-63 lowercase letters, digits, '-' or '_'", manifest.name, "$.name")
+    if not _ENTRYPOINT.fullmatch(manifest.entrypoint):
+        raise _fail(source, "`module:attribute`", manifest.entrypoint, "$.entrypoint")
+    if not 1 <= manifest.timeout_ms <= MAX_TIMEOUT_MS:
+        raise _fail(source, f"`int` from 1 to {MAX_TIMEOUT_MS}", manifest.timeout_ms, "$.timeout_ms")
+    for key in manifest.env:
+        if not _ENV_NAME.fullmatch(key):
+            raise _fail(source, "an environment variable name", key, f"$.env.{key}")
+    for index, route in enumerate(manifest.routes):
+        if not _ROUTE.fullmatch(route) or route.startswith("/_edge") or "//" in route:
+            raise _fail(
+                source, "a path prefix starting with '/' (not under /_edge)", route, f"$.routes[{index}]"
+            )
+    if manifest.cache.ttl < 0:
+        raise _fail(source, "`int` >= 0", manifest.cache.ttl, "$.cache.ttl")
+
+
+def decode_manifest(data: bytes | str, source: str, default_name: str) -> Manifest:
+    """Decode and check manifest text; `source` prefixes every error. Raises ManifestError."""
+    try:
+        manifest = msgspec.toml.decode(data, type=Manifest)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ManifestError(f"{source}: {exc}") from None
+    if not manifest.name:
+        manifest.name = default_name
+    _check(manifest, source)
+    return manifest
+
+
+def load_manifest(directory: Path) -> Manifest:
+    """Read `directory/edge.toml`; the name defaults to the directory's name. Raises ManifestError."""
+    path = directory / MANIFEST_NAME
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read the manifest: {exc.strerror}") from None
+    return decode_manifest(data, str(path), directory.name)

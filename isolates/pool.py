@@ -1,0 +1,213 @@
+"""The isolates of one node process: which versions of which functions run, and switching them.
+
+A function's releases (version, weight) switch atomically: new versions are started and warmed
+first; only when every one of them loaded does the function point at them. Requests in flight
+finish on the isolates they were sent to, which are retired once they drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+from isolates.backends import Isolate, IsolateSpec, LoadError, LogSink
+from isolates.backends.subinterpreter import SubinterpreterIsolate, WarmPool
+
+__all__ = ["Function", "IsolateFactory", "IsolatePool", "Release"]
+
+log = logging.getLogger("edge.isolates")
+
+# Starts an isolate for a spec; the callback is for an isolate stuck in C code.
+IsolateFactory = Callable[[IsolateSpec, Callable[[SubinterpreterIsolate], None]], Isolate]
+
+
+class Release(NamedTuple):
+    """One version of a function and its share of the traffic (a weight out of the total)."""
+
+    isolate: Isolate
+    weight: int
+
+
+class Function:
+    """What requests for one function are dispatched to: its live releases, or why it is down."""
+
+    __slots__ = ("_cumulative", "_total", "error", "lazy", "name", "releases", "timeout")
+
+    def __init__(
+        self,
+        name: str,
+        timeout: float,
+        releases: Sequence[Release] = (),
+        error: str = "",
+        lazy: IsolateSpec | None = None,
+    ) -> None:
+        self.name = name
+        self.timeout = timeout
+        self.releases = tuple(releases)
+        self.error = error
+        # Started on its first request instead of at start-up (scale from zero).
+        self.lazy = lazy
+        running = 0
+        cumulative = []
+        for release in self.releases:
+            running += release.weight
+            cumulative.append(running)
+        self._cumulative = tuple(cumulative)
+        self._total = running
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        """The versions serving, stable one first."""
+        return tuple(release.isolate.spec.version for release in self.releases)
+
+    def pick(self) -> Isolate | None:
+        """The isolate for the next request: weighted at random between releases."""
+        releases = self.releases
+        if len(releases) == 1:
+            return releases[0].isolate
+        if not releases or self._total <= 0:
+            return None
+        ticket = random.random() * self._total
+        for release, edge in zip(releases, self._cumulative, strict=True):
+            if ticket < edge:
+                return release.isolate
+        return releases[-1].isolate
+
+
+class IsolatePool:
+    """All functions of this process; create it inside the running event loop (ASGI lifespan)."""
+
+    def __init__(
+        self,
+        log_sink: LogSink,
+        factory: IsolateFactory | None = None,
+        drain_timeout: float = 30.0,
+        warm_pool: int = 2,
+        abandon_after: float = 1.0,
+        preload: tuple[str, ...] = (),
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._log_sink = log_sink
+        self._blank = WarmPool(self._loop, log_sink, warm_pool, abandon_after, preload)
+        self._factory: IsolateFactory = factory or self._blank.take
+        self._drain_timeout = drain_timeout
+        self._functions: dict[str, Function] = {}
+        self._isolates: dict[tuple[str, str], Isolate] = {}
+        self._retiring: set[asyncio.Task[bool]] = set()
+        self._warming: dict[str, asyncio.Task[None]] = {}
+        self.abandoned = 0
+
+    @property
+    def functions(self) -> dict[str, Function]:
+        """Functions by name (read-only use)."""
+        return self._functions
+
+    def get(self, name: str) -> Function | None:
+        """The function called `name`, if this node has it."""
+        return self._functions.get(name)
+
+    async def deploy(self, name: str, releases: Sequence[tuple[IsolateSpec, int]]) -> None:
+        """Warm every version in `releases`, then switch the function to them; raises LoadError.
+
+        On LoadError the function keeps serving what it served before.
+        """
+        started: list[Isolate] = []
+        chosen: list[Release] = []
+        for spec, weight in releases:
+            isolate = self._isolates.get((name, spec.version))
+            if isolate is None or not isolate.alive or isolate.spec != spec:
+                isolate = self._factory(spec, self._replace_stuck)
+                started.append(isolate)
+            chosen.append(Release(isolate, weight))
+        try:
+            await asyncio.gather(*(isolate.ready for isolate in started))
+        except LoadError:
+            for isolate in started:
+                self._retire(isolate)
+            raise
+        old = self._functions.get(name)
+        timeout = releases[0][0].timeout_ms / 1000 if releases else 30.0
+        self._functions[name] = Function(name, timeout, chosen)
+        for isolate in started:
+            self._isolates[(name, isolate.spec.version)] = isolate
+        keep = {id(release.isolate) for release in chosen}
+        if old is not None:
+            for release in old.releases:
+                if id(release.isolate) not in keep:
+                    self._isolates.pop((name, release.isolate.spec.version), None)
+                    self._retire(release.isolate)
+
+    def register_lazy(self, spec: IsolateSpec) -> None:
+        """Route to a function whose isolate starts on its first request (see `warm`)."""
+        self._functions[spec.name] = Function(spec.name, spec.timeout_ms / 1000, lazy=spec)
+
+    async def warm(self, name: str) -> Function | None:
+        """Start a lazily registered function (once, however many requests wait); returns it."""
+        function = self._functions.get(name)
+        if function is None or function.lazy is None:
+            return function
+        task = self._warming.get(name)
+        if task is None:
+            task = self._loop.create_task(self._warm(function.lazy))
+            self._warming[name] = task
+            task.add_done_callback(lambda _: self._warming.pop(name, None))
+        await asyncio.shield(task)
+        return self._functions.get(name)
+
+    async def _warm(self, spec: IsolateSpec) -> None:
+        try:
+            await self.deploy(spec.name, [(spec, 100)])
+        except LoadError as exc:
+            log.error("function %s: failed to load: %s", spec.name, exc)
+            self._functions[spec.name] = Function(
+                spec.name, spec.timeout_ms / 1000, error=f"function {spec.name} failed to load: {exc}"
+            )
+
+    def fail(self, name: str, error: str, timeout: float = 30.0) -> None:
+        """Record a function that cannot run (its routes answer 503 with `error`)."""
+        if name not in self._functions:
+            self._functions[name] = Function(name, timeout, error=error)
+
+    async def remove(self, name: str) -> None:
+        """Stop routing to `name` and retire its isolates once they drain."""
+        function = self._functions.pop(name, None)
+        if function is None:
+            return
+        for release in function.releases:
+            self._isolates.pop((name, release.isolate.spec.version), None)
+            self._retire(release.isolate)
+
+    def _retire(self, isolate: Isolate) -> None:
+        task = self._loop.create_task(isolate.close(self._drain_timeout))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    def _replace_stuck(self, stuck: SubinterpreterIsolate) -> None:
+        """An isolate hung in C code: route its function to a fresh isolate of the same version."""
+        self.abandoned += 1
+        spec = stuck.spec
+        fresh = self._blank.take(spec, self._replace_stuck)
+        fresh.adopt(stuck.take_queued())
+        stuck.abandon()
+        self._isolates[(spec.name, spec.version)] = fresh
+        function = self._functions.get(spec.name)
+        if function is not None:
+            releases = [
+                Release(fresh, release.weight) if release.isolate is stuck else release
+                for release in function.releases
+            ]
+            self._functions[spec.name] = Function(function.name, function.timeout, releases, function.error)
+
+    async def close(self, timeout: float) -> None:
+        """Stop every isolate (called from lifespan shutdown, so the worker exits without hanging)."""
+        isolates = list(self._isolates.values())
+        self._functions.clear()
+        self._isolates.clear()
+        await self._blank.close(timeout)
+        results = await asyncio.gather(*(isolate.close(timeout) for isolate in isolates), *self._retiring)
+        stuck = results.count(False)
+        if stuck:
+            log.error("%d isolate(s) could not be stopped", stuck)

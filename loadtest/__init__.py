@@ -1,0 +1,1 @@
+"""Benchmarks and load scenarios; `_servers` is shared with the tests."""

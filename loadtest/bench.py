@@ -1,0 +1,162 @@
+"""`make bench`: the node against a bare granian app, side by side in one run, reported as ratios.
+
+Throughput: wrk drives the bare app and the node serving examples/hello alternately (same
+connections, duration, granian settings), several rounds; the median of each is compared.
+Cold start: time to the first response of functions whose isolates do not exist yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import NamedTuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from loadtest._servers import ROOT, Server, free_port
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+class WrkResult(NamedTuple):
+    """One wrk run: requests per second and latency percentiles in milliseconds."""
+
+    rps: float
+    p50: float
+    p99: float
+    errors: int
+
+
+def ensure_wrk() -> str:
+    """The path of wrk, installing Debian's package when running as root; exits with advice otherwise."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("wrk is missing: installing Debian's package", file=sys.stderr)
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+        found = shutil.which("wrk")
+    if not found:
+        sys.exit("error: wrk is not installed; install it with `sudo apt-get install wrk` and run again")
+    return found
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not match:
+        raise ValueError(f"wrk printed a latency of {text!r}; expected a number with us, ms or s")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def run_wrk(wrk: str, url: str, connections: int, seconds: int, threads: int) -> WrkResult:
+    """Drive `url` with wrk and parse its report."""
+    out = subprocess.run(
+        [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    errors = sum(
+        int(n) for n in re.findall(r"(?:Non-2xx or 3xx responses|Socket errors:.*?timeout)\s*:?\s*(\d+)", out)
+    )
+    return WrkResult(rps, p50, p99, errors)
+
+
+def bare_server(port: int) -> Server:
+    """The baseline under the same granian settings as the node (1 worker, uvloop, HTTP/1)."""
+    argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop", "--http", "1"]
+    argv += ["--workers", "1", "--port", str(port), "--log-level", "warning", "loadtest.bare_app:app"]
+    return Server(argv, f"http://127.0.0.1:{port}/")
+
+
+def node_server(port: int, functions: Path, **env: str) -> Server:
+    """An edge node serving `functions` (1 worker, uvloop, HTTP/1, the defaults)."""
+    argv = [sys.executable, "-m", "edge", "node", "--functions", str(functions), "--port", str(port)]
+    return Server(argv, f"http://127.0.0.1:{port}/_edge/ready", env={"EDGE_LOG_LEVEL": "warning", **env})
+
+
+def throughput(
+    wrk: str, rounds: int, seconds: int, connections: int, threads: int
+) -> dict[str, list[WrkResult]]:
+    """Alternate bare and node runs so both see the same machine conditions."""
+    results: dict[str, list[WrkResult]] = {"bare granian": [], "node: hello through an isolate": []}
+    for _ in range(rounds):
+        port = free_port()
+        with bare_server(port):
+            run_wrk(wrk, f"http://127.0.0.1:{port}/", connections, 1, threads)  # warm-up
+            results["bare granian"].append(
+                run_wrk(wrk, f"http://127.0.0.1:{port}/", connections, seconds, threads)
+            )
+        port = free_port()
+        with node_server(port, ROOT / "examples"):
+            url = f"http://127.0.0.1:{port}/hello"
+            run_wrk(wrk, url, connections, 1, threads)
+            results["node: hello through an isolate"].append(run_wrk(wrk, url, connections, seconds, threads))
+    return results
+
+
+def cold_starts(count: int) -> list[float]:
+    """First-response times (ms) of `count` functions whose isolates start on their first request."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for index in range(count):
+            shutil.copytree(ROOT / "examples" / "hello", root / f"cold{index:02d}")
+        port = free_port()
+        times = []
+        with node_server(port, root, EDGE_PRELOAD="false"):
+            for index in range(count):
+                url = f"http://127.0.0.1:{port}/cold{index:02d}"
+                started = time.perf_counter()
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    response.read()
+                times.append((time.perf_counter() - started) * 1000)
+                # A warm request for comparison is not needed; space the cold ones a little.
+                time.sleep(0.05)
+        return times
+
+
+def main() -> int:
+    """Run the benchmarks and print the tables."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (it shares the 2 cores)")
+    parser.add_argument("--cold", type=int, default=24, help="functions for the cold-start figure")
+    args = parser.parse_args()
+    wrk = ensure_wrk()
+    print(
+        f"throughput: wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.rounds} rounds, median"
+    )
+    results = throughput(wrk, args.rounds, args.seconds, args.connections, args.threads)
+    bare_rps = statistics.median(r.rps for r in results["bare granian"])
+    print(f"| {'what':<34} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'ratio':>6} |")
+    print(f"| {'-' * 34} | {'-' * 9} | {'-' * 7} | {'-' * 7} | {'-' * 6} |")
+    for name, runs in results.items():
+        rps = statistics.median(r.rps for r in runs)
+        p50 = statistics.median(r.p50 for r in runs)
+        p99 = statistics.median(r.p99 for r in runs)
+        print(f"| {name:<34} | {rps:>9.0f} | {p50:>7.2f} | {p99:>7.2f} | {rps / bare_rps:>5.2f}x |")
+    if args.cold:
+        times = sorted(cold_starts(args.cold))
+        p50 = statistics.median(times)
+        print(f"\ncold start (first response, isolate created on demand), {len(times)} functions:")
+        print(f"p50 {p50:.1f} ms, min {times[0]:.1f} ms, max {times[-1]:.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
