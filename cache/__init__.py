@@ -1,0 +1,29 @@
+"""The node's HTTP response cache (RFC 9111 subset) on cachetools; never imports `edge` or `isolates`."""
+
+from cache.http_cache import HttpCache
+from cache.messages import (
+    CachedRequest,
+    CacheResult,
+    CacheStatus,
+    Headers,
+    Invoke,
+    Response,
+    Spawn,
+    Timer,
+)
+from cache.settings import CacheSettings
+from cache.stats import CacheStats
+
+__all__ = [
+    "CacheResult",
+    "CacheSettings",
+    "CacheStats",
+    "CacheStatus",
+    "CachedRequest",
+    "Headers",
+    "HttpCache",
+    "Invoke",
+    "Response",
+    "Spawn",
+    "Timer",
+]

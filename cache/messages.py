@@ -1,0 +1,62 @@
+"""The plain values that cross the cache's boundary: the request, the response, the seams."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Literal, Protocol
+
+import msgspec
+
+__all__ = [
+    "CacheResult",
+    "CacheStatus",
+    "CachedRequest",
+    "Headers",
+    "Invoke",
+    "Response",
+    "Spawn",
+    "Timer",
+]
+
+Headers = list[tuple[bytes, bytes]]
+"""Header pairs with lowercase names, as ASGI carries them."""
+
+Response = tuple[int, Headers, bytes]
+"""What a function answers: status, headers, body."""
+
+Invoke = Callable[[], Awaitable[Response]]
+"""Runs the function for the request being handled; may raise (timeout, isolate down)."""
+
+Timer = Callable[[], float]
+"""Wall-clock seconds since the epoch (`time.time`): compared with `Date` and `Expires` headers."""
+
+CacheStatus = Literal["HIT", "MISS", "STALE", "BYPASS"]
+
+
+class Spawn(Protocol):
+    """Schedules a background revalidation (stale-while-revalidate)."""
+
+    def __call__(self, coroutine: Coroutine[Any, Any, None], /) -> object:
+        """Called once per refresh, inside the event loop; must run the coroutine to completion soon."""
+        ...
+
+
+class CachedRequest(msgspec.Struct, frozen=True, gc=False):
+    """One request as the cache sees it; cheap to build from an ASGI scope."""
+
+    function: str
+    version: str
+    method: str
+    path: str
+    query: bytes
+    headers: Sequence[tuple[bytes, bytes]]
+    default_ttl: int = 0
+
+
+class CacheResult(msgspec.Struct, frozen=True, gc=False):
+    """The response to send: `headers` already carry `x-cache` (and `age` when served from the cache)."""
+
+    status: int
+    headers: Headers
+    body: bytes
+    cache_status: CacheStatus
