@@ -1,0 +1,268 @@
+"""A function bundle: the function directory as a deterministic tar.gz, named by its sha256."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+import msgspec
+
+from isolates.manifest import MANIFEST_NAME, Manifest, ManifestError, decode_manifest
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "DEPS_DIR",
+    "BundleError",
+    "Limits",
+    "build",
+    "digest",
+    "extract",
+    "pack",
+    "validate",
+]
+
+DEPS_DIR = ".deps"
+_SKIP_DIRS = frozenset({"__pycache__", ".git"})
+_SKIP_SUFFIXES = (".pyc",)
+_CHUNK = 1 << 16
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used; the message names the member and what is wrong with it."""
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """How big a bundle may be: compressed bytes, unpacked bytes and number of members."""
+
+    max_bytes: int = 64 * 1024 * 1024
+    max_unpacked_bytes: int = 256 * 1024 * 1024
+    max_members: int = 20_000
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def digest(data: bytes) -> str:
+    """The bundle's version: the sha256 hex digest of the archive bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _files(directory: Path) -> Iterator[tuple[str, Path]]:
+    """Every file to pack as (archive name, path), sorted; raises BundleError on a symlink."""
+    for root, dirs, names in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
+        base = Path(root)
+        for sub in dirs:
+            if (base / sub).is_symlink():
+                raise BundleError(f"{base / sub}: symbolic links cannot be packed into a bundle")
+        for name in sorted(names):
+            path = base / name
+            if name.endswith(_SKIP_SUFFIXES):
+                continue
+            if path.is_symlink():
+                raise BundleError(f"{path}: symbolic links cannot be packed into a bundle")
+            if not path.is_file():
+                raise BundleError(f"{path}: only regular files can be packed into a bundle")
+            yield path.relative_to(directory).as_posix(), path
+
+
+def pack(directory: Path) -> bytes:
+    """Pack `directory` into a deterministic tar.gz: identical content gives identical bytes."""
+    entries = sorted(_files(directory))
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, path in entries:
+            data = path.read_bytes()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 0
+            info.mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+    out = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=9) as gz:
+        gz.write(raw.getvalue())
+    return out.getvalue()
+
+
+def build(directory: Path, *, platform: str | None = None, python: str = sys.executable) -> bytes:
+    """Pack `directory`, first installing `requirements.txt` into `.deps/` when there is one."""
+    requirements = directory / "requirements.txt"
+    if not requirements.is_file():
+        return pack(directory)
+    with tempfile.TemporaryDirectory(prefix="edge-bundle-") as tmp:
+        staging = Path(tmp) / directory.name
+        shutil.copytree(
+            directory,
+            staging,
+            symlinks=True,
+            ignore=shutil.ignore_patterns(*_SKIP_DIRS, "*.pyc", DEPS_DIR),
+        )
+        command = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        command += ["--no-compile", "--target", str(staging / DEPS_DIR), "-r", str(requirements)]
+        if platform is not None:
+            command += ["--platform", platform, "--only-binary=:all:", "--python-version", "3.13"]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            output = (result.stderr or result.stdout).strip()
+            raise BundleError(f"{requirements}: pip install failed (exit {result.returncode}):\n{output}")
+        return pack(staging)
+
+
+class _Bounded(io.RawIOBase):
+    """The gzip stream, raising BundleError once more than `limit` bytes have been unpacked."""
+
+    def __init__(self, stream: gzip.GzipFile, limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self._stream.read(len(buffer))
+        self.count += len(data)
+        if self.count > self._limit:
+            raise BundleError(f"bundle unpacks to more than {self._limit} bytes; that is the limit")
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _member_name(member: tarfile.TarInfo) -> str:
+    """The member's normalised relative path; raises BundleError on anything unsafe."""
+    name = member.name
+    if name.startswith("/") or PurePosixPath(name).is_absolute():
+        raise BundleError(f"{name}: absolute paths are not allowed in a bundle")
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise BundleError(f"{name}: '..' path components are not allowed in a bundle")
+    if "\\" in name or "\0" in name:
+        raise BundleError(f"{name}: backslashes and NUL bytes are not allowed in bundle paths")
+    if member.issym():
+        raise BundleError(f"{name}: symbolic links are not allowed in a bundle")
+    if member.islnk():
+        raise BundleError(f"{name}: hard links are not allowed in a bundle")
+    if member.ischr() or member.isblk() or member.isfifo():
+        raise BundleError(f"{name}: device and fifo files are not allowed in a bundle")
+    if not (member.isfile() or member.isdir()):
+        raise BundleError(f"{name}: only regular files and directories are allowed in a bundle")
+    if not parts:
+        if member.isdir():
+            return ""
+        raise BundleError(f"{name!r}: a bundle member needs a file name")
+    return "/".join(parts)
+
+
+def _compile_error(name: str, source: bytes) -> str | None:
+    """`file:line: SyntaxError: msg` when `source` does not compile, else None."""
+    try:
+        compile(source, name, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        where = name if exc.lineno is None else f"{name}:{exc.lineno}"
+        return f"{where}: {type(exc).__name__}: {exc.msg}"
+    except ValueError as exc:
+        return f"{name}: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _members(data: bytes, limits: Limits) -> Iterator[tuple[str, tarfile.TarInfo, bytes | None]]:
+    """Each checked member as (name, info, content for files); raises BundleError."""
+    if len(data) > limits.max_bytes:
+        raise BundleError(f"bundle is {len(data)} bytes compressed; the limit is {limits.max_bytes}")
+    gz = gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb")
+    stream = io.BufferedReader(_Bounded(gz, limits.max_unpacked_bytes), _CHUNK)
+    seen: set[str] = set()
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for count, member in enumerate(tar, start=1):
+                if count > limits.max_members:
+                    raise BundleError(f"bundle has more than {limits.max_members} members; that is the limit")
+                name = _member_name(member)
+                if member.isdir():
+                    yield name, member, None
+                    continue
+                if name in seen:
+                    raise BundleError(f"{name}: appears more than once in the bundle")
+                seen.add(name)
+                handle = tar.extractfile(member)
+                content = handle.read() if handle is not None else b""
+                yield name, member, content
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, OSError) as exc:
+        raise BundleError(f"bundle is not a valid tar.gz archive: {exc}") from None
+
+
+def _check_manifest(files: dict[str, bytes], default_name: str) -> Manifest:
+    if MANIFEST_NAME not in files:
+        raise BundleError(f"{MANIFEST_NAME}: missing; a bundle needs a manifest at its top level")
+    try:
+        manifest = decode_manifest(files[MANIFEST_NAME], MANIFEST_NAME, default_name)
+    except ManifestError as exc:
+        raise BundleError(str(exc)) from None
+    module = manifest.module.replace(".", "/")
+    if f"{module}.py" not in files and f"{module}/__init__.py" not in files:
+        raise BundleError(
+            f"{MANIFEST_NAME}: entrypoint module `{manifest.module}` is not in the bundle"
+            f" (expected {module}.py or {module}/__init__.py) - at `$.entrypoint`"
+        )
+    return manifest
+
+
+def validate(data: bytes, default_name: str, limits: Limits = DEFAULT_LIMITS) -> Manifest:
+    """Check a bundle and return its manifest; raises BundleError naming the bad member.
+
+    Parameters
+    ----------
+    data: the tar.gz bytes.
+    default_name: the function name when `edge.toml` has none (as `decode_manifest` takes it).
+    limits: the size and member-count limits.
+
+    Python files outside `.deps/` must compile; manifest errors are reported against `edge.toml`.
+    """
+    files: dict[str, bytes] = {}
+    for name, _member, content in _members(data, limits):
+        if content is None:
+            continue
+        files[name] = content if name == MANIFEST_NAME else b""
+        if name.endswith(".py") and not name.startswith(f"{DEPS_DIR}/"):
+            problem = _compile_error(name, content)
+            if problem is not None:
+                raise BundleError(problem)
+    return _check_manifest(files, default_name)
+
+
+def extract(data: bytes, dest: Path, default_name: str, limits: Limits = DEFAULT_LIMITS) -> Manifest:
+    """Validate, then unpack into the new directory `dest` atomically (temp sibling, then rename)."""
+    manifest = validate(data, default_name, limits)
+    if dest.exists():
+        raise BundleError(f"{dest}: already exists; extract needs a new directory")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        for name, member, content in _members(data, limits):
+            target = tmp / name
+            if content is None:
+                target.mkdir(mode=0o755, parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            with open(target, "xb") as out:
+                out.write(content)
+            target.chmod(0o755 if member.mode & 0o111 else 0o644)
+        tmp.chmod(0o755)
+        tmp.rename(dest)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise BundleError(f"{dest}: cannot extract the bundle: {exc}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest

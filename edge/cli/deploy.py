@@ -1,0 +1,398 @@
+"""`edge deploy`, `ls`, `versions`, `rollback`, `promote`, `rm`, `nodes`, `purge`: talk to the origin."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NoReturn
+
+import msgspec
+
+from edge import bundle
+from edge.cli._abort import abort
+from edge.control.admin import NodeStatus, ReleaseResult, Removed
+from edge.control.client import ControlError, OriginClient
+from edge.control.messages import PurgeKind, Release
+from isolates.manifest import ManifestError, load_manifest
+
+__all__ = ["register"]
+
+DEFAULT_ORIGIN = "http://127.0.0.1:8700"
+_POLL_S = 0.25
+
+
+def _percent(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 100:
+        raise argparse.ArgumentTypeError(f"Expected a percentage from 1 to 100, got {value!r}")
+    return int(value)
+
+
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"Expected a number of seconds > 0, got {value!r}")
+    return number
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the commands that use the origin's admin API."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--origin", help=f"origin URL (default $EDGE_ORIGIN or {DEFAULT_ORIGIN})")
+    common.add_argument("--token", help="admin token (default $EDGE_TOKEN)")
+    common.add_argument("--json", action="store_true", help="print JSON for scripts")
+    waiting = argparse.ArgumentParser(add_help=False)
+    waiting.add_argument("--wait", action="store_true", help="wait until every live node has applied it")
+    waiting.add_argument("--timeout", type=_seconds, default=60.0, help="seconds --wait waits (default 60)")
+
+    add = subparsers.add_parser
+    deploy = add("deploy", parents=[common, waiting], help="upload a function directory as a new version")
+    deploy.add_argument("directory", type=Path, help="the function directory (with edge.toml)")
+    deploy.add_argument("--canary", type=_percent, metavar="PERCENT", help="send only this share to it")
+    deploy.add_argument(
+        "--platform", help="pip platform tag for requirements.txt (e.g. manylinux2014_aarch64)"
+    )
+    deploy.set_defaults(func=_deploy)
+
+    add("ls", parents=[common], help="list functions and their releases").set_defaults(func=_ls)
+    versions = add("versions", parents=[common], help="list the kept versions of a function")
+    versions.add_argument("name")
+    versions.set_defaults(func=_versions)
+    rollback = add("rollback", parents=[common, waiting], help="go back to the previous version")
+    rollback.add_argument("name")
+    rollback.add_argument("--to", metavar="VERSION", help="a version digest or a unique prefix of one")
+    rollback.set_defaults(func=_rollback)
+    promote = add("promote", parents=[common, waiting], help="give the canary 100%% of the traffic")
+    promote.add_argument("name")
+    promote.set_defaults(func=_promote)
+    remove = add("rm", parents=[common, waiting], help="remove a function and its versions")
+    remove.add_argument("name")
+    remove.set_defaults(func=_rm)
+    add("nodes", parents=[common], help="list nodes and what they have applied").set_defaults(func=_nodes)
+    purge = add("purge", parents=[common, waiting], help="purge a function's responses from edge caches")
+    purge.add_argument("name")
+    what = purge.add_mutually_exclusive_group(required=True)
+    what.add_argument("--path", help="one path")
+    what.add_argument("--prefix", help="every path under this prefix")
+    what.add_argument("--tag", help="every response tagged with this")
+    what.add_argument("--all", action="store_true", help="everything the function cached")
+    purge.set_defaults(func=_purge)
+
+
+def _client(args: argparse.Namespace) -> OriginClient:
+    url = args.origin or os.environ.get("EDGE_ORIGIN") or DEFAULT_ORIGIN
+    token = args.token or os.environ.get("EDGE_TOKEN") or None
+    try:
+        return OriginClient(url, token)
+    except ValueError as exc:
+        abort(str(exc))
+
+
+def _print_json(value: object) -> None:
+    print(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
+
+
+def _short(version: str) -> str:
+    return version[:12]
+
+
+def _releases(releases: Sequence[Release]) -> str:
+    return ", ".join(f"{_short(r.version)} {r.weight}%" for r in releases)
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024 or unit == "MiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s ago"
+    if seconds < 7200:
+        return f"{seconds // 60}m ago"
+    return f"{seconds // 3600}h ago"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell, two spaces apart, no trailing blanks."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [headers, *rows]
+    ]
+    return "\n".join(lines)
+
+
+class _Bar:
+    """A progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.active = sys.stderr.isatty()
+        self.shown = False
+
+    def update(self, done: int, total: int, detail: str = "") -> None:
+        if not self.active:
+            return
+        fraction = done / total if total else 1.0
+        filled = int(fraction * 30)
+        bar = "#" * filled + "." * (30 - filled)
+        sys.stderr.write(f"\r{self.label} [{bar}] {fraction:4.0%} {detail}\x1b[K")
+        sys.stderr.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def _fail(exc: ControlError) -> NoReturn:
+    abort(str(exc))
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    directory: Path = args.directory
+    if not directory.is_dir():
+        abort(f"{directory}: not a directory; `edge deploy` takes a function directory")
+    try:
+        manifest = load_manifest(directory)
+        data = bundle.build(directory, platform=args.platform)
+    except (ManifestError, bundle.BundleError) as exc:
+        abort(str(exc))
+    client = _client(args)
+    bar = _Bar(f"uploading {manifest.name}")
+    try:
+        result = client.deploy(
+            manifest.name,
+            data,
+            args.canary,
+            progress=lambda done, total: bar.update(done, total, _size(total)),
+        )
+    except ControlError as exc:
+        bar.done()
+        _fail(exc)
+    bar.done()
+    if args.json and not args.wait:
+        _print_json(result)
+    elif not args.json:
+        print(
+            f"deployed {result.name} {_short(result.version)} at revision {result.revision}: "
+            f"{_releases(result.releases)}"
+        )
+    if args.wait:
+        failure = _function_failure(result.name, result.version)
+        _wait(
+            client,
+            args,
+            f"revision {result.revision}",
+            lambda node: node.report is not None and node.report.applied_revision >= result.revision,
+            failure,
+        )
+        if args.json:
+            _print_json(result)
+    return 0
+
+
+def _function_failure(name: str, version: str) -> Callable[[NodeStatus], str | None]:
+    def failure(node: NodeStatus) -> str | None:
+        for status in node.report.functions if node.report else []:
+            if (
+                status.name == name
+                and status.state == "error"
+                and (not status.versions or version in status.versions)
+            ):
+                where = f"node {node.info.node_id} ({node.info.hostname})"
+                return f"{where}: {name} {_short(version)}: {status.error}"
+        return None
+
+    return failure
+
+
+def _wait(
+    client: OriginClient,
+    args: argparse.Namespace,
+    what: str,
+    applied: Callable[[NodeStatus], bool],
+    failure: Callable[[NodeStatus], str | None] = lambda node: None,
+) -> None:
+    """Poll `GET /v1/nodes` until every live node has `applied`; aborts on a node error or timeout."""
+    deadline = time.monotonic() + args.timeout
+    bar = _Bar(f"waiting for nodes to apply {what}")
+    while True:
+        try:
+            live = [node for node in client.nodes().nodes if node.live]
+        except ControlError as exc:
+            bar.done()
+            _fail(exc)
+        pending = [node for node in live if not applied(node)]
+        for node in pending:
+            problem = failure(node)
+            if problem is not None:
+                bar.done()
+                abort(problem)
+        bar.update(len(live) - len(pending), len(live), f"{len(live) - len(pending)}/{len(live)} nodes")
+        if not pending:
+            bar.done()
+            if not args.json:
+                print(f"{len(live)} live node(s) applied {what}" if live else "no live nodes to wait for")
+            return
+        if time.monotonic() >= deadline:
+            bar.done()
+            names = ", ".join(node.info.node_id for node in pending)
+            waited = f"timed out after {args.timeout:g} s waiting for {len(pending)} node(s)"
+            abort(f"{waited} to apply {what}: {names}")
+        time.sleep(_POLL_S)
+
+
+def _ls(args: argparse.Namespace) -> int:
+    try:
+        functions = _client(args).functions()
+    except ControlError as exc:
+        _fail(exc)
+    if args.json:
+        _print_json(functions)
+        return 0
+    if not functions:
+        print("no functions deployed")
+        return 0
+    rows = [
+        [f.name, _releases(f.releases), str(f.versions), " ".join(f.routes) or "-", _when(f.updated_at)]
+        for f in functions
+    ]
+    print(table(["NAME", "RELEASES", "VERSIONS", "ROUTES", "UPDATED (UTC)"], rows))
+    return 0
+
+
+def _versions(args: argparse.Namespace) -> int:
+    try:
+        detail = _client(args).function(args.name)
+    except ControlError as exc:
+        _fail(exc)
+    if args.json:
+        _print_json(detail)
+        return 0
+    stable = detail.releases[0].version if detail.releases else None
+    rows = []
+    for v in detail.versions:
+        traffic = "-" if not v.weight else f"{v.weight}% " + ("stable" if v.version == stable else "canary")
+        rows.append([_short(v.version), _when(v.created_at), _size(v.size), traffic])
+    print(table(["VERSION", "CREATED (UTC)", "SIZE", "TRAFFIC"], rows))
+    return 0
+
+
+def _release_command(
+    args: argparse.Namespace, verb: str, call: Callable[[OriginClient], ReleaseResult | Removed]
+) -> int:
+    client = _client(args)
+    try:
+        result = call(client)
+    except ControlError as exc:
+        _fail(exc)
+    revision = result.revision
+    if args.json and not args.wait:
+        _print_json(result)
+    elif not args.json:
+        tail = f": {_releases(result.releases)}" if isinstance(result, ReleaseResult) else ""
+        print(f"{verb} {args.name} at revision {revision}{tail}")
+    if args.wait:
+        _wait(
+            client,
+            args,
+            f"revision {revision}",
+            lambda node: node.report is not None and node.report.applied_revision >= revision,
+        )
+        if args.json:
+            _print_json(result)
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    return _release_command(args, "rolled back", lambda client: client.rollback(args.name, args.to))
+
+
+def _promote(args: argparse.Namespace) -> int:
+    return _release_command(args, "promoted", lambda client: client.promote(args.name))
+
+
+def _rm(args: argparse.Namespace) -> int:
+    return _release_command(args, "removed", lambda client: client.remove(args.name))
+
+
+def _purge(args: argparse.Namespace) -> int:
+    kind: PurgeKind
+    if args.all:
+        kind, value = "all", ""
+    elif args.path is not None:
+        kind, value = "path", args.path
+    elif args.prefix is not None:
+        kind, value = "prefix", args.prefix
+    else:
+        kind, value = "tag", args.tag
+    client = _client(args)
+    try:
+        result = client.purge(args.name, kind, value)
+    except ControlError as exc:
+        _fail(exc)
+    if args.json and not args.wait:
+        _print_json(result)
+    elif not args.json:
+        target = "everything" if kind == "all" else f"{kind} {value}"
+        print(f"purge order {result.id} for {result.function} ({target}) at revision {result.revision}")
+    if args.wait:
+        _wait(
+            client,
+            args,
+            f"purge order {result.id}",
+            lambda node: node.report is not None and node.report.applied_purge_id >= result.id,
+        )
+        if args.json:
+            _print_json(result)
+    return 0
+
+
+def _nodes(args: argparse.Namespace) -> int:
+    try:
+        listing = _client(args).nodes()
+    except ControlError as exc:
+        _fail(exc)
+    if args.json:
+        _print_json(listing)
+        return 0
+    if not listing.nodes:
+        print("no nodes registered")
+        return 0
+    now = time.time()
+    rows = []
+    for node in listing.nodes:
+        report = node.report
+        problems = [f"{f.name}: {f.error}" for f in report.functions if f.error] if report else []
+        problems += report.errors if report else []
+        rows.append(
+            [
+                node.info.node_id,
+                node.info.hostname,
+                _ago(now - node.last_seen),
+                str(report.applied_revision) if report else "-",
+                "live" if node.live else "not live",
+                "; ".join(problems) or "-",
+            ]
+        )
+    print(table(["NODE", "HOSTNAME", "LAST SEEN", "REVISION", "STATUS", "ERRORS"], rows))
+    return 0

@@ -1,0 +1,42 @@
+"""The node's sync loop as a pure state machine: what to do after each long-poll outcome."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+__all__ = ["Poller", "backoff"]
+
+
+def backoff(attempt: int, rng: random.Random, *, base: float = 0.5, cap: float = 30.0) -> float:
+    """Seconds to wait before retry `attempt` (1, 2, ...): full jitter over min(cap, base*2^(n-1))."""
+    if attempt < 1:
+        raise ValueError(f"attempt: Expected `int` >= 1, got {attempt!r}")
+    ceiling = min(cap, base * 2.0 ** min(attempt - 1, 62))
+    return rng.uniform(ceiling / 2, ceiling)
+
+
+@dataclass
+class Poller:
+    """Tracks the applied revision and failures; each `on_*` returns the delay before the next poll."""
+
+    rng: random.Random = field(default_factory=random.Random)
+    revision: int = 0
+    failures: int = 0
+    cap: float = 30.0
+
+    def on_state(self, revision: int) -> float:
+        """A newer state arrived and was applied: poll again at once from `revision`."""
+        self.revision = max(self.revision, revision)
+        self.failures = 0
+        return 0.0
+
+    def on_unchanged(self) -> float:
+        """The long poll timed out with nothing newer (204): poll again at once."""
+        self.failures = 0
+        return 0.0
+
+    def on_failure(self) -> float:
+        """The origin was unreachable, answered 5xx or sent a state that failed to verify: back off."""
+        self.failures += 1
+        return backoff(self.failures, self.rng, cap=self.cap)

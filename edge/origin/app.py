@@ -1,0 +1,113 @@
+"""The origin as an ASGI app: route lookup, bearer-token auth, errors as JSON, lifespan."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from edge.control.signing import Signer
+from edge.origin.blobs import BlobStore
+from edge.origin.datadir import DataDir, hash_token
+from edge.origin.http import (
+    Disconnected,
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    error_response,
+    send_response,
+)
+from edge.origin.routes import ROUTES, Route
+from edge.origin.service import ApiError, Clock, Origin
+from edge.origin.settings import OriginSettings, settings_from_env
+
+__all__ = ["OriginApp", "build_origin", "create_app"]
+
+
+class OriginApp:
+    """Dispatch each request through `routes`, checking the bearer token's role first."""
+
+    def __init__(self, origin: Origin, routes: list[Route] = ROUTES) -> None:
+        self.origin = origin
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        try:
+            response = await self._handle(request)
+        except Disconnected:
+            return
+        except ApiError as exc:
+            response = error_response(exc.status, exc.message)
+        except Exception as exc:
+            print(f"origin: {request.method} {request.path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            response = error_response(500, f"internal error: {type(exc).__name__}")
+        await send_response(send, response)
+
+    async def _handle(self, request: Request) -> Response:
+        route = self._route(request)
+        if not route.public:
+            self._authorize(request, route)
+        return await route.handler(self.origin, request)
+
+    def _route(self, request: Request) -> Route:
+        allowed = []
+        for route in self.routes:
+            params = route.match(request.path)
+            if params is None:
+                continue
+            if route.method == request.method:
+                request.params = params
+                return route
+            allowed.append(route.method)
+        if allowed:
+            raise ApiError(
+                405, f"{request.method} is not allowed on {request.path}; use {', '.join(allowed)}"
+            )
+        raise ApiError(404, f"no route for {request.method} {request.path}")
+
+    def _authorize(self, request: Request, route: Route) -> None:
+        token = request.bearer()
+        if token is None:
+            raise ApiError(401, "missing bearer token")
+        role = self.origin.store.token_role(hash_token(token))
+        if role is None:
+            raise ApiError(401, "unknown bearer token")
+        if role not in route.roles:
+            wanted = " or ".join(sorted(route.roles))
+            raise ApiError(
+                403, f"{route.method} {route.pattern} needs the {wanted} role; this token has {role}"
+            )
+        request.role = role
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.origin.store.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def build_origin(settings: OriginSettings, clock: Clock = time.time) -> Origin:
+    """Open (and initialise if needed) the data directory and build the origin on it."""
+    data = DataDir(settings.data)
+    data.initialize()
+    blobs = BlobStore(data.blobs)
+    blobs.clear_uploads()
+    origin = Origin(settings, data.open_store(), blobs, Signer.from_file(data.signing_key), clock)
+    origin.collect_blobs()
+    return origin
+
+
+def create_app() -> OriginApp:
+    """The granian factory: settings come from `$EDGE_ORIGIN_SETTINGS`, which it removes."""
+    return OriginApp(build_origin(settings_from_env()))

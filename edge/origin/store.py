@@ -1,0 +1,258 @@
+"""The origin's metadata in SQLite: tokens, functions, versions, purge orders, nodes, the revision."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from edge.control.messages import NodeInfo, NodeReport, PurgeKind, PurgeOrder, Release
+from isolates.manifest import Manifest
+
+__all__ = ["FunctionRecord", "NodeRecord", "Store", "VersionRecord"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash TEXT PRIMARY KEY, role TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS functions (
+    name TEXT PRIMARY KEY, releases TEXT NOT NULL, history TEXT NOT NULL,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS versions (
+    name TEXT NOT NULL, version TEXT NOT NULL, created_at REAL NOT NULL, size INTEGER NOT NULL,
+    manifest TEXT NOT NULL, PRIMARY KEY (name, version));
+CREATE TABLE IF NOT EXISTS purges (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, function TEXT NOT NULL, kind TEXT NOT NULL,
+    value TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (
+    node_id TEXT PRIMARY KEY, info TEXT NOT NULL, registered_at REAL NOT NULL,
+    last_seen REAL NOT NULL, report TEXT);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0);
+"""
+
+
+class FunctionRecord(msgspec.Struct, kw_only=True):
+    """A function's releases (first is stable) and the stack of versions that were stable."""
+
+    name: str
+    releases: list[Release]
+    history: list[str]
+    created_at: float
+    updated_at: float
+
+
+class VersionRecord(msgspec.Struct, kw_only=True):
+    """One uploaded version of a function and the manifest it carried."""
+
+    name: str
+    version: str
+    created_at: float
+    size: int
+    manifest: Manifest
+
+
+class NodeRecord(msgspec.Struct, kw_only=True):
+    """A registered node and its last report."""
+
+    info: NodeInfo
+    registered_at: float
+    last_seen: float
+    report: NodeReport | None
+
+
+_json = msgspec.json.encode
+_releases = msgspec.json.Decoder(list[Release])
+_history = msgspec.json.Decoder(list[str])
+_manifest = msgspec.json.Decoder(Manifest)
+_info = msgspec.json.Decoder(NodeInfo)
+_report = msgspec.json.Decoder(NodeReport)
+
+
+class Store:
+    """One SQLite database; every write happens in `transaction()`, which bumps the revision."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, autocommit=True, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes; committed together on success, rolled back on any exception."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def revision(self) -> int:
+        """The current global revision."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
+        return int(row[0])
+
+    def bump(self) -> int:
+        """Increase the revision by one (inside a transaction) and return the new value."""
+        self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'revision'")
+        return self.revision()
+
+    # Tokens.
+
+    def add_token(self, token_hash: str, role: str, now: float) -> None:
+        """Store a token's hash with its role."""
+        self._db.execute("INSERT INTO tokens VALUES (?, ?, ?)", (token_hash, role, now))
+
+    def token_role(self, token_hash: str) -> str | None:
+        """The role of the token with this hash, or None."""
+        row = self._db.execute("SELECT role FROM tokens WHERE hash = ?", (token_hash,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def count_tokens(self, role: str) -> int:
+        """How many tokens have this role."""
+        row = self._db.execute("SELECT count(*) FROM tokens WHERE role = ?", (role,)).fetchone()
+        return int(row[0])
+
+    # Functions and versions.
+
+    def function(self, name: str) -> FunctionRecord | None:
+        """The function called `name`, or None."""
+        row = self._db.execute("SELECT * FROM functions WHERE name = ?", (name,)).fetchone()
+        return None if row is None else _function(row)
+
+    def functions(self) -> list[FunctionRecord]:
+        """Every function, by name."""
+        return [_function(row) for row in self._db.execute("SELECT * FROM functions ORDER BY name")]
+
+    def put_function(self, record: FunctionRecord) -> None:
+        """Insert or replace a function."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO functions VALUES (?, ?, ?, ?, ?)",
+            (
+                record.name,
+                _json(record.releases),
+                _json(record.history),
+                record.created_at,
+                record.updated_at,
+            ),
+        )
+
+    def delete_function(self, name: str) -> None:
+        """Delete a function and all its versions."""
+        self._db.execute("DELETE FROM functions WHERE name = ?", (name,))
+        self._db.execute("DELETE FROM versions WHERE name = ?", (name,))
+
+    def version(self, name: str, version: str) -> VersionRecord | None:
+        """One version of a function, or None."""
+        row = self._db.execute(
+            "SELECT * FROM versions WHERE name = ? AND version = ?", (name, version)
+        ).fetchone()
+        return None if row is None else _version(row)
+
+    def versions(self, name: str) -> list[VersionRecord]:
+        """Every kept version of a function, newest first."""
+        rows = self._db.execute(
+            "SELECT * FROM versions WHERE name = ? ORDER BY created_at DESC, rowid DESC", (name,)
+        )
+        return [_version(row) for row in rows]
+
+    def put_version(self, record: VersionRecord) -> None:
+        """Insert or replace a version (a re-upload refreshes its creation time)."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?, ?)",
+            (record.name, record.version, record.created_at, record.size, _json(record.manifest)),
+        )
+
+    def delete_versions(self, name: str, versions: list[str]) -> None:
+        """Forget these versions of a function."""
+        self._db.executemany(
+            "DELETE FROM versions WHERE name = ? AND version = ?", [(name, v) for v in versions]
+        )
+
+    def referenced_blobs(self) -> set[str]:
+        """Every digest some kept version still refers to."""
+        return {str(row[0]) for row in self._db.execute("SELECT DISTINCT version FROM versions")}
+
+    # Purge orders.
+
+    def add_purge(self, function: str, kind: PurgeKind, value: str, now: float) -> int:
+        """Store a purge order and return its id."""
+        cursor = self._db.execute(
+            "INSERT INTO purges (function, kind, value, created_at) VALUES (?, ?, ?, ?)",
+            (function, kind, value, now),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def purges(self) -> list[PurgeOrder]:
+        """Every kept purge order, oldest first."""
+        rows = self._db.execute("SELECT id, function, kind, value FROM purges ORDER BY id")
+        return [PurgeOrder(id=row[0], function=row[1], kind=row[2], value=row[3]) for row in rows]
+
+    def prune_purges(self, keep: int, older_than: float) -> None:
+        """Drop orders that are both outside the newest `keep` and older than `older_than`."""
+        self._db.execute(
+            "DELETE FROM purges WHERE created_at < ? AND id NOT IN"
+            " (SELECT id FROM purges ORDER BY id DESC LIMIT ?)",
+            (older_than, keep),
+        )
+
+    # Nodes.
+
+    def put_node(self, info: NodeInfo, now: float) -> None:
+        """Register a node, or update what it sent; keeps its first registration time and report."""
+        self._db.execute(
+            "INSERT INTO nodes (node_id, info, registered_at, last_seen) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (node_id) DO UPDATE SET info = excluded.info, last_seen = excluded.last_seen",
+            (info.node_id, _json(info), now, now),
+        )
+
+    def touch_node(self, node_id: str, now: float, report: NodeReport | None = None) -> bool:
+        """Mark a node seen (and store its report); False when it is not registered."""
+        if report is None:
+            cursor = self._db.execute("UPDATE nodes SET last_seen = ? WHERE node_id = ?", (now, node_id))
+        else:
+            cursor = self._db.execute(
+                "UPDATE nodes SET last_seen = ?, report = ? WHERE node_id = ?", (now, _json(report), node_id)
+            )
+        return cursor.rowcount > 0
+
+    def nodes(self) -> list[NodeRecord]:
+        """Every registered node, by id."""
+        rows = self._db.execute("SELECT info, registered_at, last_seen, report FROM nodes ORDER BY node_id")
+        return [
+            NodeRecord(
+                info=_info.decode(row[0]),
+                registered_at=row[1],
+                last_seen=row[2],
+                report=None if row[3] is None else _report.decode(row[3]),
+            )
+            for row in rows
+        ]
+
+
+def _function(row: tuple[Any, ...]) -> FunctionRecord:
+    name, releases, history, created_at, updated_at = row
+    return FunctionRecord(
+        name=name,
+        releases=_releases.decode(releases),
+        history=_history.decode(history),
+        created_at=created_at,
+        updated_at=updated_at,
+    )
+
+
+def _version(row: tuple[Any, ...]) -> VersionRecord:
+    name, version, created_at, size, manifest = row
+    return VersionRecord(
+        name=name, version=version, created_at=created_at, size=size, manifest=_manifest.decode(manifest)
+    )

@@ -1,0 +1,166 @@
+"""`edge.bundle`: deterministic packing, validation messages, limits and safe extraction."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from edge import bundle
+from edge.bundle import BundleError, Limits
+from isolates.manifest import Manifest
+
+
+def _function(directory: Path) -> Path:
+    directory.mkdir(parents=True)
+    (directory / "edge.toml").write_text('routes = ["/x"]\n')
+    (directory / "main.py").write_text("async def handler(request):\n    return 'hi'\n")
+    (directory / "lib").mkdir()
+    (directory / "lib" / "__init__.py").write_text("")
+    (directory / "lib" / "tool.sh").write_text("#!/bin/sh\n")
+    (directory / "lib" / "tool.sh").chmod(0o775)
+    return directory
+
+
+def _tar(*members: tuple[str, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def test_pack_is_deterministic(tmp_path: Path) -> None:
+    first = bundle.pack(_function(tmp_path / "a" / "fn"))
+    second_dir = _function(tmp_path / "b" / "fn")
+    os.utime(second_dir / "main.py", (0, 1_000_000_000))
+    (second_dir / "__pycache__").mkdir()
+    (second_dir / "__pycache__" / "main.cpython-313.pyc").write_bytes(b"junk")
+    (second_dir / ".git").mkdir()
+    (second_dir / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (second_dir / "stale.pyc").write_bytes(b"junk")
+    assert bundle.pack(second_dir) == first
+    assert bundle.digest(first) == bundle.digest(bundle.pack(second_dir))
+    assert len(bundle.digest(first)) == 64
+
+
+def test_pack_normalises_metadata(tmp_path: Path) -> None:
+    data = bundle.pack(_function(tmp_path / "fn"))
+    assert gzip.decompress(data)  # a plain gzip stream
+    assert data[4:8] == b"\0\0\0\0"  # gzip mtime 0
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = [(m.name, m.mode, m.mtime, m.uid, m.gid, m.uname, m.gname) for m in tar]
+    assert members == [
+        ("edge.toml", 0o644, 0, 0, 0, "", ""),
+        ("lib/__init__.py", 0o644, 0, 0, 0, "", ""),
+        ("lib/tool.sh", 0o755, 0, 0, 0, "", ""),
+        ("main.py", 0o644, 0, 0, 0, "", ""),
+    ]
+
+
+def test_pack_refuses_symlinks(tmp_path: Path) -> None:
+    directory = _function(tmp_path / "fn")
+    (directory / "link.py").symlink_to(directory / "main.py")
+    with pytest.raises(BundleError) as caught:
+        bundle.pack(directory)
+    assert str(caught.value) == f"{directory / 'link.py'}: symbolic links cannot be packed into a bundle"
+
+
+def test_validate_returns_the_manifest(tmp_path: Path) -> None:
+    data = bundle.pack(_function(tmp_path / "fn"))
+    assert bundle.validate(data, "fn") == Manifest(name="fn", routes=["/x"])
+
+
+def test_validate_skips_compiling_deps() -> None:
+    data = _tar(("edge.toml", b""), ("main.py", b""), (".deps/old/py2.py", b"print 'hi'\n"))
+    assert bundle.validate(data, "fn").name == "fn"
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        (
+            [("edge.toml", b"name = 'Bad Name'\n"), ("main.py", b"")],
+            "edge.toml: Expected a name of 1-63 lowercase letters, digits, '-' or '_', got 'Bad Name'"
+            " - at `$.name`",
+        ),
+        ([("edge.toml", b"nope = 1\n"), ("main.py", b"")], "edge.toml: Object contains unknown field `nope`"),
+        ([("edge.toml", b""), ("main.py", b"x = (\n")], "main.py:1: SyntaxError: '(' was never closed"),
+        (
+            [("edge.toml", b""), ("main.py", b"x = 1\0\n")],
+            "main.py: SyntaxError: source code string cannot contain null bytes",
+        ),
+        (
+            [("edge.toml", b""), ("main.py", b""), ("main.py", b"")],
+            "main.py: appears more than once in the bundle",
+        ),
+        (
+            [("edge.toml", b""), ("./main.py", b""), ("a/./b/../c", b"")],
+            "a/./b/../c: '..' path components are not allowed in a bundle",
+        ),
+    ],
+)
+def test_validate_messages(members: list[tuple[str, bytes]], message: str) -> None:
+    with pytest.raises(BundleError) as caught:
+        bundle.validate(_tar(*members), "fn")
+    assert str(caught.value) == message
+
+
+def test_limits() -> None:
+    data = _tar(("edge.toml", b""), ("main.py", b""), ("a", b""), ("b", b""))
+    with pytest.raises(BundleError) as caught:
+        bundle.validate(data, "fn", Limits(max_members=3))
+    assert str(caught.value) == "bundle has more than 3 members; that is the limit"
+    with pytest.raises(BundleError) as caught:
+        bundle.validate(data, "fn", Limits(max_bytes=10))
+    assert str(caught.value) == f"bundle is {len(data)} bytes compressed; the limit is 10"
+    bomb = _tar(("edge.toml", b""), ("main.py", b""), ("zeros", bytes(10_000_000)))
+    assert len(bomb) < 20_000
+    with pytest.raises(BundleError) as caught:
+        bundle.validate(bomb, "fn", Limits(max_unpacked_bytes=1_000_000))
+    assert str(caught.value) == "bundle unpacks to more than 1000000 bytes; that is the limit"
+
+
+def test_extract_is_atomic_and_keeps_modes(tmp_path: Path) -> None:
+    data = bundle.pack(_function(tmp_path / "src" / "fn"))
+    dest = tmp_path / "versions" / "v1"
+    dest.parent.mkdir()
+    assert bundle.extract(data, dest, "fn").routes == ["/x"]
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*")) == [
+        "edge.toml",
+        "lib",
+        "lib/__init__.py",
+        "lib/tool.sh",
+        "main.py",
+    ]
+    assert (dest / "lib" / "tool.sh").stat().st_mode & 0o777 == 0o755
+    assert (dest / "main.py").stat().st_mode & 0o777 == 0o644
+    with pytest.raises(BundleError) as caught:
+        bundle.extract(data, dest, "fn")
+    assert str(caught.value) == f"{dest}: already exists; extract needs a new directory"
+
+
+def test_extract_of_a_bad_bundle_leaves_nothing(tmp_path: Path) -> None:
+    data = _tar(("edge.toml", b""), ("main.py", b""), ("../escape.py", b""))
+    with pytest.raises(BundleError):
+        bundle.extract(data, tmp_path / "v1", "fn")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_build_reports_a_failed_pip_install(tmp_path: Path) -> None:
+    directory = _function(tmp_path / "fn")
+    (directory / "requirements.txt").write_text(f"{tmp_path / 'no-such-project'}\n")
+    with pytest.raises(BundleError) as caught:
+        bundle.build(directory)
+    assert str(caught.value).startswith(f"{directory / 'requirements.txt'}: pip install failed (exit 1):\n")
+
+
+def test_build_without_requirements_is_pack(tmp_path: Path) -> None:
+    directory = _function(tmp_path / "fn")
+    assert bundle.build(directory) == bundle.pack(directory)

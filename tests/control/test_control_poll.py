@@ -1,0 +1,36 @@
+"""The node's poll loop state machine and backoff, without sockets or sleeping."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from edge.control.poll import Poller, backoff
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    rng = random.Random(1)
+    for attempt, ceiling in [(1, 0.5), (2, 1.0), (3, 2.0), (6, 16.0), (7, 30.0), (100, 30.0), (10_000, 30.0)]:
+        delays = [backoff(attempt, rng) for _ in range(200)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1
+
+
+def test_backoff_refuses_attempt_zero() -> None:
+    with pytest.raises(ValueError, match=r"^attempt: Expected `int` >= 1, got 0$"):
+        backoff(0, random.Random(0))
+
+
+def test_poller() -> None:
+    poller = Poller(rng=random.Random(2), cap=8.0)
+    assert poller.on_state(5) == 0.0
+    assert poller.revision == 5
+    assert poller.on_unchanged() == 0.0
+    delays = [poller.on_failure() for _ in range(6)]
+    assert poller.failures == 6
+    assert 0.25 <= delays[0] <= 0.5 and 0.5 <= delays[1] <= 1.0
+    assert all(4.0 <= d <= 8.0 for d in delays[4:])
+    assert poller.on_state(3) == 0.0  # an older revision never moves the node back
+    assert (poller.revision, poller.failures) == (5, 0)
+    assert 0.25 <= poller.on_failure() <= 0.5
