@@ -138,7 +138,7 @@ class NodeApp:
         if path == "/_edge/health":
             await _send_json(send, 200, {"status": "ok"}, request_id)
         elif path == "/_edge/ready":
-            functions = {}
+            functions: dict[str, dict[str, Any]] = {}
             if self._pool is not None:
                 for name, function in self._pool.functions.items():
                     if function.error:

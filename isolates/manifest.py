@@ -73,11 +73,24 @@ def _check(manifest: Manifest, source: str) -> None:
         raise _fail(source, "`int` >= 0", manifest.cache.ttl, "$.cache.ttl")
 
 
+def _name_env_key(data: bytes | str, message: str) -> str:
+    """msgspec says `$.env[...]` for a bad value in the env table: name the key instead."""
+    if not message.endswith("`$.env[...]`"):
+        return message
+    env = msgspec.toml.decode(data).get("env", {})
+    for key, value in env.items():
+        if not isinstance(value, str):
+            return message.replace("`$.env[...]`", f"`$.env.{key}`")
+    return message
+
+
 def decode_manifest(data: bytes | str, source: str, default_name: str) -> Manifest:
     """Decode and check manifest text; `source` prefixes every error. Raises ManifestError."""
     try:
         manifest = msgspec.toml.decode(data, type=Manifest)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except msgspec.ValidationError as exc:
+        raise ManifestError(f"{source}: {_name_env_key(data, str(exc))}") from None
+    except msgspec.DecodeError as exc:
         raise ManifestError(f"{source}: {exc}") from None
     if not manifest.name:
         manifest.name = default_name

@@ -138,9 +138,8 @@ def main() -> int:
     parser.add_argument("--cold", type=int, default=24, help="functions for the cold-start figure")
     args = parser.parse_args()
     wrk = ensure_wrk()
-    print(
-        f"throughput: wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.rounds} rounds, median"
-    )
+    wrk_args = f"-t{args.threads} -c{args.connections} -d{args.seconds}s"
+    print(f"throughput: wrk {wrk_args}, {args.rounds} rounds, median of each")
     results = throughput(wrk, args.rounds, args.seconds, args.connections, args.threads)
     bare_rps = statistics.median(r.rps for r in results["bare granian"])
     print(f"| {'what':<34} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'ratio':>6} |")

@@ -9,6 +9,7 @@ eventfd with `add_reader`, so there is no thread hand-off per request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -139,10 +140,8 @@ class SubinterpreterIsolate:
                 error = call_exec(iid, "import _interpreters") or call_exec(iid, _BOOT, self._shared())
             finally:
                 destroy_interpreter(iid)
-        try:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
             self._loop.call_soon_threadsafe(self._on_exit, error)
-        except RuntimeError:  # the loop is already closed: nobody is waiting any more
-            pass
 
     def _shared(self) -> dict[str, Any]:
         return {
@@ -209,10 +208,8 @@ class SubinterpreterIsolate:
             self._loop.call_later(self._abandon_after, self._check_stuck, self._loop.time())
 
     def _on_replies(self) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError):
             os.read(self._done_fd, 8)
-        except BlockingIOError:
-            pass
         out_q, pending = self._out_q, self._pending
         self._last_progress = self._loop.time()
         while queue_count(out_q):
@@ -336,10 +333,7 @@ class WarmPool:
         self, spec: IsolateSpec, on_stuck: Callable[[SubinterpreterIsolate], None] | None
     ) -> SubinterpreterIsolate:
         """A started isolate assigned to `spec`: a blank one from the pool, else a new one."""
-        if self._standby:
-            isolate = self._standby.pop(0)
-        else:
-            isolate = self._new()
+        isolate = self._standby.pop(0) if self._standby else self._new()
         isolate._on_stuck = on_stuck
         isolate.assign(spec)
         self._loop.call_soon(self.refill)

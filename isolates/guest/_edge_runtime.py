@@ -174,7 +174,7 @@ class _Function:
         self._loop: Any = None
 
     def request(self, item: tuple[Any, ...]) -> Request:
-        seq, method, path, query, headers, body, request_id, deadline = item
+        _, method, path, query, headers, body, request_id, deadline = item
         context = Context(self.name, self.version, request_id, deadline)
         return Request(method, path, query, Headers(headers), body, context)
 
@@ -316,7 +316,9 @@ def _load(module_name: str, attribute: str) -> Any:
 
 
 def _is_async(handler: Any) -> bool:
-    code = getattr(handler, "__code__", None) or getattr(getattr(handler, "__call__", None), "__code__", None)
+    # A function, or an object whose class defines `async def __call__`.
+    target = handler if hasattr(handler, "__code__") else type(handler).__dict__.get("__call__")
+    code = getattr(target, "__code__", None)
     return bool(code is not None and code.co_flags & _CO_COROUTINE)
 
 

@@ -1,0 +1,72 @@
+"""Test helpers shared by every tier: function directories on disk, HTTP requests, node handles."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from loadtest._servers import Server
+
+
+class Reply(NamedTuple):
+    """An HTTP response, read whole."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def write_function(
+    root: Path, name: str, code: str, manifest: str = "", files: dict[str, str] | None = None
+) -> Path:
+    """Create `root/name` with an edge.toml and main.py (dedented), plus `files` (relative paths)."""
+    directory = root / name
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "edge.toml").write_text(textwrap.dedent(manifest))
+    (directory / "main.py").write_text(textwrap.dedent(code))
+    for filename, text in (files or {}).items():
+        (directory / filename).parent.mkdir(parents=True, exist_ok=True)
+        (directory / filename).write_text(textwrap.dedent(text))
+    return directory
+
+
+def request(
+    port: int,
+    path: str,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> Reply:
+    """One HTTP/1.1 request to 127.0.0.1:port."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+    finally:
+        connection.close()
+
+
+class Node(NamedTuple):
+    """A running node: its port, its log file and the server handle."""
+
+    port: int
+    log: Path
+    server: Server
+
+    def get(self, path: str, **kwargs: Any) -> Reply:
+        return request(self.port, path, **kwargs)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+NodeFactory = Callable[..., Node]
