@@ -72,6 +72,11 @@ class NodeApp:
         """Replace the routing table with (path prefix, function name) pairs."""
         self.router = Router(routes)
 
+    def purge(self, function: str, kind: str, value: str) -> int:
+        """Apply a purge order from the origin to this node's response cache; returns entries removed."""
+        log.info("purge %s %s %s: nothing cached on this node", function, kind, value)
+        return 0
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
@@ -240,13 +245,20 @@ async def _send_error(send: Send, status: int, message: str, request_id: str) ->
 
 def create_app() -> NodeApp:
     """Granian's factory: settings arrive JSON-encoded in an environment variable, removed here."""
-    from edge.local import LocalSource
-
     raw = os.environ.pop(SETTINGS_VARIABLE, None)
     settings = msgspec.json.decode(raw, type=NodeSettings) if raw else NodeSettings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if not settings.functions:
-        raise RuntimeError("no function source: set `functions` (a directory)")
-    return NodeApp(settings, LocalSource(settings.functions))
+    source: FunctionSource
+    if settings.origin:
+        from edge.sync import OriginSource
+
+        source = OriginSource(settings)
+    elif settings.functions:
+        from edge.local import LocalSource
+
+        source = LocalSource(settings.functions)
+    else:
+        raise RuntimeError("no function source: set `functions` (a directory) or `origin` (a URL)")
+    return NodeApp(settings, source)

@@ -27,6 +27,16 @@ class NodeSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # "1" (HTTP/1.1 only, fastest), "2" (h2c prior knowledge only) or "auto" (both, sniffed per connection)
     http: str = "1"
     functions: str = ""
+    # Origin mode: sync functions from this origin (http://host:port) with a node token.
+    origin: str = ""
+    token: str = ""
+    # The origin's ed25519 public key (base64); empty: trusted on first use and pinned in `data`.
+    origin_key: str = ""
+    # Where an origin-mode node keeps its id, the pinned key, bundles and its last applied state.
+    data: str = ".edge/node"
+    node_id: str = ""
+    labels: dict[str, str] = {}
+    poll_timeout_s: float = 25.0
     max_body_bytes: int = 10 * 1024 * 1024
     # Start every function's isolate at start-up (true) or on its first request (false).
     preload: bool = True
@@ -52,6 +62,12 @@ def _check(settings: NodeSettings, source: str) -> None:
         ("max_body_bytes", settings.max_body_bytes, settings.max_body_bytes >= 0, "`int` >= 0"),
         ("http", settings.http, settings.http in ("1", "2", "auto"), "one of 1, 2, auto"),
         ("log_level", settings.log_level, settings.log_level in _LEVELS, f"one of {', '.join(_LEVELS)}"),
+        (
+            "poll_timeout_s",
+            settings.poll_timeout_s,
+            1 <= settings.poll_timeout_s <= 60,
+            "a number from 1 to 60",
+        ),
         ("warm_pool", settings.warm_pool, 0 <= settings.warm_pool <= 64, "`int` from 0 to 64"),
         ("abandon_after_ms", settings.abandon_after_ms, settings.abandon_after_ms > 0, "`int` > 0"),
         ("shutdown_timeout_ms", settings.shutdown_timeout_ms, settings.shutdown_timeout_ms > 0, "`int` > 0"),

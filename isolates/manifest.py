@@ -98,11 +98,14 @@ def decode_manifest(data: bytes | str, source: str, default_name: str) -> Manife
     return manifest
 
 
-def load_manifest(directory: Path) -> Manifest:
-    """Read `directory/edge.toml`; the name defaults to the directory's name. Raises ManifestError."""
+def load_manifest(directory: Path, default_name: str | None = None) -> Manifest:
+    """Read `directory/edge.toml`; the name defaults to `default_name` or the directory's name.
+
+    Raises ManifestError.
+    """
     path = directory / MANIFEST_NAME
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ManifestError(f"{path}: cannot read the manifest: {exc.strerror}") from None
-    return decode_manifest(data, str(path), directory.name)
+    return decode_manifest(data, str(path), default_name or directory.name)

@@ -242,7 +242,9 @@ def _wait(
             bar.done()
             _fail(exc)
         pending = [node for node in live if not applied(node)]
-        for node in pending:
+        # A node applies a revision even when one of its functions failed to warm (it keeps the
+        # old version and reports the error), so look for errors on every live node.
+        for node in live:
             problem = failure(node)
             if problem is not None:
                 bar.done()

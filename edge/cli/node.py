@@ -22,6 +22,10 @@ def register(subparsers: Any) -> None:
         "node", help="run an edge node", description="Serve functions from persistent subinterpreters."
     )
     parser.add_argument("--functions", metavar="DIR", help="serve every function directory in DIR")
+    parser.add_argument("--origin", metavar="URL", help="sync functions from this origin instead")
+    parser.add_argument("--token", help="node token for the origin (or EDGE_TOKEN)")
+    parser.add_argument("--data", metavar="DIR", help="origin mode: state directory (default .edge/node)")
+    parser.add_argument("--origin-key", metavar="KEY", help="origin mode: the origin's public key to pin")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8080)")
     parser.add_argument("--workers", type=int, help="granian worker processes (default 1)")
@@ -34,17 +38,33 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load settings, print what to curl, then serve until SIGINT/SIGTERM."""
     config = args.config or (Path(os.environ["EDGE_CONFIG"]) if os.environ.get("EDGE_CONFIG") else None)
-    flags = {"functions": args.functions, "host": args.host, "port": args.port, "workers": args.workers}
+    flags = {
+        "functions": args.functions,
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "origin": args.origin,
+        "token": args.token,
+        "data": args.data,
+        "origin_key": args.origin_key,
+    }
     try:
         settings = load_settings(config, os.environ, flags)
     except SettingsError as exc:
         abort(str(exc), 2)
-    if not settings.functions:
-        abort("no functions to serve: pass --functions DIR (or set EDGE_FUNCTIONS)", 2)
-    root = Path(settings.functions)
-    if not root.is_dir():
-        abort(f"--functions {settings.functions}: not a directory", 2)
-    _print_banner(settings, root)
+    if settings.origin:
+        if not settings.token:
+            abort("--origin needs a node token: pass --token T (or set EDGE_TOKEN)", 2)
+        base = f"http://{settings.host}:{settings.port}"
+        print(f"edge node: syncing from {settings.origin} on {base} (state in {settings.data})", flush=True)
+        print(f"  curl {base}/_edge/ready", flush=True)
+    else:
+        if not settings.functions:
+            abort("no functions to serve: pass --functions DIR or --origin URL", 2)
+        root = Path(settings.functions)
+        if not root.is_dir():
+            abort(f"--functions {settings.functions}: not a directory", 2)
+        _print_banner(settings, root)
     serve(settings)
     return 0
 

@@ -1,0 +1,343 @@
+"""Functions from the origin (`edge node --origin URL`): pull, verify, warm, switch, report.
+
+The node long-polls the origin for a newer signed desired state (docs/spec/CONTROL.md). For each
+function it fetches missing bundles by digest, checks the digest, extracts them into its data
+directory, warms the new versions' isolates and only then switches traffic; a version that fails
+to load is not switched to. What actually serves is persisted (`applied.json`), so a node that
+restarts while the origin is away serves its last-known-good functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from edge.bundle import BundleError, extract
+from edge.control.client import ControlError, OriginClient, OriginError
+from edge.control.messages import DesiredState, FunctionState, FunctionStatus, NodeReport, PurgeOrder
+from edge.control.poll import Poller
+from edge.control.signing import SignatureError, open_state
+from edge.nodeinfo import node_info
+from isolates.backends import IsolateSpec, LoadError
+from isolates.manifest import ManifestError, load_manifest
+
+if TYPE_CHECKING:
+    from edge.app import NodeApp
+    from edge.settings import NodeSettings
+
+__all__ = ["AppliedState", "OriginSource"]
+
+log = logging.getLogger("edge.sync")
+
+_MAX_ERRORS = 20
+
+
+class AppliedState(msgspec.Struct, kw_only=True):
+    """What this node serves (not what it was asked to serve): its last-known-good state."""
+
+    revision: int = 0
+    purge_id: int = 0
+    functions: list[FunctionState] = []
+
+
+def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    tmp.write_bytes(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+async def _blocking[T](function: Callable[..., T], *args: Any) -> T:
+    """Run a blocking call on a daemon thread, so a long poll never holds up the worker's exit."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if future.done():
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def run() -> None:
+        try:
+            result = function(*args)
+        except BaseException as exc:
+            outcome: tuple[bool, Any] = (False, exc)
+        else:
+            outcome = (True, result)
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody wants the answer
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name="edge-sync-call", daemon=True).start()
+    return await future
+
+
+class OriginSource:
+    """Keeps the node's functions in step with the origin; see the module docstring."""
+
+    def __init__(self, settings: NodeSettings, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.data = Path(settings.data)
+        self.client = OriginClient(settings.origin, settings.token or None)
+        self.rng = rng or random.Random()
+        self.node_id = ""
+        self.key = ""
+        self.revision = 0
+        self.purge_id = 0
+        self.effective: dict[str, FunctionState] = {}
+        self.statuses: dict[str, FunctionStatus] = {}
+        self.errors: list[str] = []
+        self.heartbeat = 10.0
+        self.connected = False
+        self._app: NodeApp | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._registered = False
+
+    # Start-up and shutdown.
+
+    async def start(self, app: NodeApp) -> None:
+        """Serve the last-known-good state at once, then sync in the background."""
+        self._app = app
+        (self.data / "bundles").mkdir(parents=True, exist_ok=True)
+        self.node_id = self._node_id()
+        self.key = self._pinned_key()
+        applied = self._load_applied()
+        if applied.functions:
+            log.info("serving last-known-good revision %d from %s", applied.revision, self.data)
+        await asyncio.gather(*(self._apply_function(function) for function in applied.functions))
+        self.revision, self.purge_id = applied.revision, applied.purge_id
+        self._set_routes()
+        self._tasks = [
+            asyncio.get_running_loop().create_task(self._sync_forever()),
+            asyncio.get_running_loop().create_task(self._report_forever()),
+        ]
+
+    async def stop(self) -> None:
+        """Stop polling and reporting (a poll in flight is left to its daemon thread)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def status(self) -> dict[str, Any]:
+        """For /_edge/ready."""
+        return {
+            "source": self.settings.origin,
+            "node_id": self.node_id,
+            "revision": self.revision,
+            "connected": self.connected,
+            "errors": self.errors[-5:],
+        }
+
+    def _node_id(self) -> str:
+        if self.settings.node_id:
+            base = self.settings.node_id
+        else:
+            path = self.data / "node-id"
+            try:
+                base = path.read_text().strip()
+            except FileNotFoundError:
+                base = f"node-{secrets.token_hex(6)}"
+                _write_atomic(path, base.encode() + b"\n")
+        # Each granian worker syncs on its own; with several, each reports as its own node.
+        return base if self.settings.workers == 1 else f"{base}-{os.getpid()}"
+
+    def _pinned_key(self) -> str:
+        path = self.data / "origin-key"
+        if self.settings.origin_key:
+            _write_atomic(path, self.settings.origin_key.encode() + b"\n")
+            return self.settings.origin_key
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            return ""  # trusted on first use (see _ensure_key)
+
+    def _load_applied(self) -> AppliedState:
+        path = self.data / "applied.json"
+        try:
+            return msgspec.json.decode(path.read_bytes(), type=AppliedState)
+        except FileNotFoundError:
+            return AppliedState()
+        except msgspec.DecodeError as exc:
+            log.error("%s: cannot use the last applied state: %s", path, exc)
+            return AppliedState()
+
+    def _save_applied(self) -> None:
+        state = AppliedState(
+            revision=self.revision, purge_id=self.purge_id, functions=list(self.effective.values())
+        )
+        _write_atomic(self.data / "applied.json", msgspec.json.encode(state))
+
+    # The sync loop.
+
+    async def _ensure_key(self) -> None:
+        if not self.key:
+            self.key = await _blocking(self.client.key)
+            _write_atomic(self.data / "origin-key", self.key.encode() + b"\n")
+            log.info("pinned the origin's key %s (trust on first use)", self.key)
+
+    async def _sync_forever(self) -> None:
+        poller = Poller(rng=self.rng, revision=self.revision)
+        while True:
+            try:
+                delay = await self._sync_once(poller)
+            except asyncio.CancelledError:
+                raise
+            except (ControlError, SignatureError) as exc:
+                self.connected = isinstance(exc, SignatureError | OriginError)
+                self._error(f"sync: {exc}")
+                delay = poller.on_failure()
+            except Exception as exc:  # a bug here must not stop syncing for good
+                log.exception("sync failed")
+                self._error(f"sync: {type(exc).__name__}: {exc}")
+                delay = poller.on_failure()
+            if delay:
+                await asyncio.sleep(delay)
+
+    async def _sync_once(self, poller: Poller) -> float:
+        await self._ensure_key()
+        if not self._registered:
+            info = await _blocking(node_info, self.node_id, self.settings.labels)
+            registered = await _blocking(self.client.register, info)
+            self.heartbeat = registered.heartbeat_interval_s
+            self._registered = True
+            log.info("registered with %s as %s", self.settings.origin, self.node_id)
+        try:
+            signed = await _blocking(
+                self.client.sync, self.revision, self.node_id, self.settings.poll_timeout_s
+            )
+        except OriginError as exc:
+            if exc.status == 404:  # the origin forgot us (its database was reset): register again
+                self._registered = False
+                return 0.0
+            raise
+        self.connected = True
+        if signed is None:
+            return poller.on_unchanged()
+        state = open_state(signed, self.key)
+        if state.revision > self.revision:
+            await self.apply(state)
+        return poller.on_state(state.revision)
+
+    async def _report_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            if self._registered:
+                await self.report()
+
+    async def report(self) -> None:
+        """Send a heartbeat; failures are only logged (the next one will try again)."""
+        report = NodeReport(
+            node_id=self.node_id,
+            applied_revision=self.revision,
+            applied_purge_id=self.purge_id,
+            functions=sorted(self.statuses.values(), key=lambda status: status.name),
+            errors=self.errors[-_MAX_ERRORS:],
+        )
+        try:
+            await _blocking(self.client.report, report)
+        except ControlError as exc:
+            log.debug("report failed: %s", exc)
+
+    def _error(self, message: str) -> None:
+        log.error("%s", message)
+        self.errors = [*self.errors[-(_MAX_ERRORS - 1) :], message]
+
+    # Applying a desired state.
+
+    async def apply(self, state: DesiredState) -> None:
+        """Warm and switch every function that changed, drop removed ones, purge, persist, report."""
+        app = self._require_app()
+        wanted = {function.name: function for function in state.functions}
+        await asyncio.gather(*(self._apply_function(function) for function in state.functions))
+        for name in [name for name in (*self.effective, *self.statuses) if name not in wanted]:
+            self.effective.pop(name, None)
+            self.statuses.pop(name, None)
+            await app.pool.remove(name)
+        for order in state.purges:
+            if order.id > self.purge_id:
+                self._purge(order)
+                self.purge_id = order.id
+        self.revision = state.revision
+        self._set_routes()
+        self._save_applied()
+        log.info("applied revision %d (%d functions)", state.revision, len(self.effective))
+        await self.report()
+
+    async def _apply_function(self, function: FunctionState) -> None:
+        current = self.effective.get(function.name)
+        if current == function:
+            return
+        versions = [release.version for release in function.releases]
+        try:
+            releases = [
+                (await self._spec(function, release.version), release.weight) for release in function.releases
+            ]
+            await self._require_app().pool.deploy(function.name, releases)
+        except (LoadError, BundleError, ControlError, ManifestError, OSError) as exc:
+            message = f"version {', '.join(v[:12] for v in versions)}: {exc}"
+            self._error(f"function {function.name}: {message}")
+            self.statuses[function.name] = FunctionStatus(
+                name=function.name, versions=versions, state="error", error=str(exc)
+            )
+            if current is None:
+                self._require_app().pool.fail(
+                    function.name, f"function {function.name} failed to load: {exc}"
+                )
+            return
+        self.effective[function.name] = function
+        self.statuses[function.name] = FunctionStatus(name=function.name, versions=versions, state="serving")
+
+    async def _spec(self, function: FunctionState, version: str) -> IsolateSpec:
+        directory = await self._bundle(function.name, version)
+        manifest = load_manifest(directory, function.name)
+        return IsolateSpec(
+            name=function.name,
+            version=version,
+            directory=str(directory),
+            module=manifest.module,
+            attribute=manifest.attribute,
+            timeout_ms=function.timeout_ms,
+            env=tuple(sorted(function.env.items())),
+        )
+
+    async def _bundle(self, name: str, version: str) -> Path:
+        """The extracted bundle, fetched and verified first when this node does not have it."""
+        directory = self.data / "bundles" / version
+        if directory.is_dir():
+            return directory
+        data = await _blocking(self.client.blob, version)  # raises BlobMismatch on a bad digest
+        try:
+            await _blocking(extract, data, directory, name)
+        except OSError:
+            if not directory.is_dir():  # another worker of this node may have extracted it first
+                raise
+        return directory
+
+    def _purge(self, order: PurgeOrder) -> None:
+        app = self._require_app()
+        app.purge(order.function, order.kind, order.value)
+
+    def _set_routes(self) -> None:
+        routes: list[tuple[str, str]] = []
+        for name in sorted({*self.effective, *self.statuses}):
+            routes.append((f"/{name}", name))
+            function = self.effective.get(name)
+            routes.extend((route, name) for route in (function.routes if function else ()))
+        self._require_app().set_routes(routes)
+
+    def _require_app(self) -> NodeApp:
+        if self._app is None:
+            raise RuntimeError("OriginSource.start() was not called")
+        return self._app
