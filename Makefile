@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/edge node --functions examples
+	$(BIN)/edge up
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -13,9 +13,10 @@ from typing import Any, Protocol
 
 import msgspec
 
+from cache import CachedRequest, HttpCache
 from edge.routing import RESERVED_PREFIX, Router
 from edge.settings import NodeSettings
-from isolates.backends import RESPONSE, Reply
+from isolates.backends import RESPONSE, Isolate, Reply
 from isolates.pool import IsolatePool
 
 __all__ = ["FunctionSource", "NodeApp", "create_app"]
@@ -57,6 +58,9 @@ class NodeApp:
         self.source = source
         self.router = Router(())
         self.ready = False
+        self.cache = HttpCache(settings.cache) if settings.cache.enabled else None
+        # Seconds a function's responses stay fresh when they say nothing (manifest `[cache] ttl`).
+        self.cache_ttls: dict[str, int] = {}
         self._pool: IsolatePool | None = None
         self._ids = count(1)
         self._id_prefix = os.urandom(5).hex()
@@ -74,8 +78,18 @@ class NodeApp:
 
     def purge(self, function: str, kind: str, value: str) -> int:
         """Apply a purge order from the origin to this node's response cache; returns entries removed."""
-        log.info("purge %s %s %s: nothing cached on this node", function, kind, value)
-        return 0
+        if self.cache is None:
+            return 0
+        if kind == "path":
+            removed = self.cache.purge_path(function, value)
+        elif kind == "prefix":
+            removed = self.cache.purge_prefix(function, value)
+        elif kind == "tag":
+            removed = self.cache.purge_tag(function, value)
+        else:
+            removed = self.cache.purge_all(function)
+        log.info("purge %s %s %r: %d cached responses removed", function, kind, value, removed)
+        return removed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -128,20 +142,61 @@ class NodeApp:
                 await _send_error(send, 413, f"request body over the limit of {limit} bytes", request_id)
                 return
             body = received
-        reply = await isolate.submit(
-            scope["method"],
-            path,
-            scope["query_string"].decode("latin-1"),
-            tuple(scope["headers"]),
-            body,
-            request_id,
-            monotonic() + function.timeout,
-        )
-        await _send_reply(send, reply, request_id)
+        cache = self.cache
+        if cache is None:
+            reply = await isolate.submit(
+                scope["method"],
+                path,
+                scope["query_string"].decode("latin-1"),
+                tuple(scope["headers"]),
+                body,
+                request_id,
+                monotonic() + function.timeout,
+            )
+            await _send_reply(send, reply, request_id)
+            return
+        await self._cached(cache, scope, send, function.name, function.timeout, isolate, body, request_id)
+
+    async def _cached(
+        self,
+        cache: HttpCache,
+        scope: Scope,
+        send: Send,
+        name: str,
+        timeout: float,
+        isolate: Isolate,
+        body: bytes,
+        request_id: str,
+    ) -> None:
+        """Answer through the response cache; the isolate runs only on a miss."""
+        method, path, query, headers = scope["method"], scope["path"], scope["query_string"], scope["headers"]
+
+        async def invoke() -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+            reply = await isolate.submit(
+                method, path, query.decode("latin-1"), tuple(headers), body, request_id, monotonic() + timeout
+            )
+            if reply[0] == RESPONSE:
+                return reply[2], list(reply[3]), reply[4]
+            return reply[2], [_JSON], msgspec.json.encode({"error": reply[3], "request_id": request_id})
+
+        ttl = self.cache_ttls.get(name, 0)
+        request = CachedRequest(name, isolate.spec.version, method, path, query, headers, ttl)
+        result = await cache.handle(request, invoke)
+        response_headers = [*result.headers, (b"x-request-id", request_id.encode())]
+        await send({"type": "http.response.start", "status": result.status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": result.body})
 
     async def _node_endpoint(self, path: str, request_id: str, send: Send) -> None:
         if path == "/_edge/health":
             await _send_json(send, 200, {"status": "ok"}, request_id)
+        elif path == "/_edge/metrics":
+            metrics: dict[str, Any] = {
+                "functions": len(self._pool.functions) if self._pool is not None else 0,
+                "abandoned_isolates": self._pool.abandoned if self._pool is not None else 0,
+            }
+            if self.cache is not None:
+                metrics["cache"] = self.cache.stats.as_dict()
+            await _send_json(send, 200, metrics, request_id)
         elif path == "/_edge/ready":
             functions: dict[str, dict[str, Any]] = {}
             if self._pool is not None:
@@ -191,6 +246,8 @@ class NodeApp:
         """Stop syncing, then stop every isolate's thread so the worker can exit."""
         self.ready = False
         await self.source.stop()
+        if self.cache is not None:
+            await self.cache.aclose()
         if self._pool is not None:
             await self._pool.close(self.settings.shutdown_timeout_ms / 1000)
 

@@ -45,6 +45,7 @@ class LocalSource:
                 pool.fail(found.name, found.error)
                 continue
             routes.extend((route, found.name) for route in found.manifest.routes)
+            app.cache_ttls[found.name] = found.manifest.cache.ttl
             spec = isolate_spec(found.directory, found.manifest, content_version(found.directory))
             if app.settings.preload:
                 launches.append(self._launch(app, spec.name, spec))

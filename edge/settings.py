@@ -8,6 +8,8 @@ from typing import Any
 
 import msgspec
 
+from cache import CacheSettings
+
 __all__ = ["NodeSettings", "SettingsError", "load_settings"]
 
 
@@ -48,6 +50,8 @@ class NodeSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # How long an isolate may stay silent after a request's deadline before it is replaced.
     abandon_after_ms: int = 1000
     shutdown_timeout_ms: int = 5000
+    # The response cache in front of the functions (`[cache]` in the file, EDGE_CACHE__MAX_BYTES, ...).
+    cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
     # Environment variables removed from the node process before any isolate exists (fnmatch).
     scrub_env: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_SCRUB))
 
@@ -81,6 +85,32 @@ def _field_types() -> dict[str, Any]:
     return {field.name: field.type for field in msgspec.structs.fields(NodeSettings)}
 
 
+def _convert(variable: str, raw: str, kind: Any) -> Any:
+    value: Any = raw
+    if kind == list[str]:
+        value = [item for item in raw.split(",") if item]
+    elif kind == dict[str, str]:
+        value = dict(item.partition("=")[::2] for item in raw.split(",") if item)
+    try:
+        return msgspec.convert(value, kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"environment variable {variable}={raw!r}: {exc}") from None
+
+
+def _cache_from_environment(current: CacheSettings, environ: Mapping[str, str]) -> CacheSettings:
+    changes = {}
+    for field in msgspec.structs.fields(CacheSettings):
+        variable = f"EDGE_CACHE__{field.name.upper()}"
+        if variable in environ:
+            changes[field.name] = _convert(variable, environ[variable], field.type)
+    if not changes:
+        return current
+    try:
+        return msgspec.convert({**msgspec.structs.asdict(current), **changes}, CacheSettings)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"environment: {exc}".replace("`$.", "`$.cache.")) from None
+
+
 def load_settings(
     file: Path | None = None,
     environ: Mapping[str, str] | None = None,
@@ -96,18 +126,15 @@ def load_settings(
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise SettingsError(f"{file}: {exc}") from None
         _check(settings, str(file))
-    types = _field_types()
     changes: dict[str, Any] = {}
-    for name, kind in types.items():
+    for name, kind in _field_types().items():
+        if name == "cache":
+            changes["cache"] = _cache_from_environment(settings.cache, environ or {})
+            continue
         variable = f"EDGE_{name.upper()}"
         raw = (environ or {}).get(variable)
-        if raw is None:
-            continue
-        value: Any = raw.split(",") if kind == list[str] else raw
-        try:
-            changes[name] = msgspec.convert(value, kind, strict=False)
-        except msgspec.ValidationError as exc:
-            raise SettingsError(f"environment variable {variable}={raw!r}: {exc}") from None
+        if raw is not None:
+            changes[name] = _convert(variable, raw, kind)
     settings = msgspec.structs.replace(settings, **changes)
     _check(settings, "environment")
     flag_values = {k: v for k, v in (flags or {}).items() if v is not None}

@@ -297,6 +297,7 @@ class OriginSource:
                 )
             return
         self.effective[function.name] = function
+        self._require_app().cache_ttls[function.name] = function.cache_ttl
         self.statuses[function.name] = FunctionStatus(name=function.name, versions=versions, state="serving")
 
     async def _spec(self, function: FunctionState, version: str) -> IsolateSpec:

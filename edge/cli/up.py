@@ -1,0 +1,163 @@
+"""`edge up`: an origin and a node on loopback, the examples deployed through the real API."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from edge.bundle import BundleError, build
+from edge.cli._abort import abort
+from edge.control.client import ControlError, OriginClient
+from edge.functions import scan_functions
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    """Add `edge up`."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "up",
+        help="run an origin and a node on loopback with the examples deployed",
+        description="Start an origin and a node, deploy every function in --functions, print what to curl.",
+    )
+    parser.add_argument(
+        "--functions", default="examples", metavar="DIR", help="deploy these (default examples)"
+    )
+    parser.add_argument("--port", type=int, default=8080, help="the node's port (default 8080)")
+    parser.add_argument("--origin-port", type=int, default=8700, help="the origin's port (default 8700)")
+    parser.add_argument(
+        "--data", default=".edge/up", metavar="DIR", help="state directory (default .edge/up)"
+    )
+    parser.set_defaults(func=run)
+
+
+def _start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        # A new session: Ctrl-C in the terminal reaches `edge up`, which stops the children in order.
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_ready(
+    url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30.0
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            abort(f"{' '.join(process.args[2:4])} exited with {process.returncode}; see {log}")  # type: ignore[index]
+        with contextlib.suppress(OSError, urllib.error.URLError, ValueError):
+            with urllib.request.urlopen(url, timeout=2) as response:
+                body: dict[str, Any] = json.loads(response.read())
+                return body
+        time.sleep(0.1)
+    abort(f"{url} did not answer within {timeout:g} s; see {log}")
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start both servers, deploy, print, then wait for Ctrl-C (or a child's exit)."""
+    root = Path(args.functions)
+    if not root.is_dir():
+        abort(f"--functions {args.functions}: not a directory", 2)
+    data = Path(args.data)
+    (data / "origin").mkdir(parents=True, exist_ok=True)
+    origin_url = f"http://127.0.0.1:{args.origin_port}"
+    node_url = f"http://127.0.0.1:{args.port}"
+    edge = [sys.executable, "-m", "edge"]
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        origin = _start(
+            [*edge, "origin", "--port", str(args.origin_port), "--data", str(data / "origin")],
+            data / "origin.log",
+        )
+        processes.append(origin)
+        _wait_ready(f"{origin_url}/v1/health", origin, data / "origin.log")
+        token_file = data / "node-token"
+        if not token_file.exists():
+            token = subprocess.run(
+                [*edge, "origin", "token", "create", "--role", "node", "--data", str(data / "origin")],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            token_file.write_text(token + "\n")
+            token_file.chmod(0o600)
+        node_argv = [*edge, "node", "--origin", origin_url, "--token", token_file.read_text().strip()]
+        node_argv += ["--data", str(data / "node"), "--port", str(args.port)]
+        node = _start(node_argv, data / "node.log")
+        processes.append(node)
+        _wait_ready(f"{node_url}/_edge/ready", node, data / "node.log")
+        admin = OriginClient(origin_url, (data / "origin" / "admin-token").read_text().strip())
+        names = _deploy_all(admin, root)
+        _wait_serving(node_url, names, node, data / "node.log")
+        print(f"edge up: origin {origin_url} (admin token in {data / 'origin' / 'admin-token'})")
+        print(f"         node   {node_url} (logs in {data}/)")
+        for name in names:
+            print(f"  curl {node_url}/{name}")
+        print(f"  curl {node_url}/_edge/ready")
+        print(
+            f"deploy more: EDGE_ORIGIN={origin_url} EDGE_TOKEN=$(cat {data / 'origin' / 'admin-token'}) edge deploy DIR"
+        )
+        print("Ctrl-C stops both.", flush=True)
+        while all(process.poll() is None for process in processes):
+            time.sleep(0.2)
+        failed = next(p for p in processes if p.poll() is not None)
+        abort(f"{' '.join(failed.args[2:4])} exited with {failed.returncode}; see the logs in {data}")  # type: ignore[index]
+    except KeyboardInterrupt:
+        print("\nstopping the node and the origin", flush=True)
+        return 0
+    finally:
+        # Stopping has begun: a second Ctrl-C must not leave the children running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _stop(processes[::-1])
+
+
+def _deploy_all(admin: OriginClient, root: Path) -> list[str]:
+    names = []
+    for found in scan_functions(root):
+        if found.manifest is None:
+            print(f"skipped {found.directory}: {found.error}", file=sys.stderr)
+            continue
+        try:
+            result = admin.deploy(found.name, build(found.directory))
+        except (BundleError, ControlError) as exc:
+            abort(f"deploying {found.directory}: {exc}")
+        print(f"deployed {result.name} {result.version[:12]} (revision {result.revision})", flush=True)
+        names.append(found.name)
+    return names
+
+
+def _wait_serving(node_url: str, names: list[str], node: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        functions = _wait_ready(f"{node_url}/_edge/ready", node, log).get("functions", {})
+        if all(functions.get(name, {}).get("state") == "serving" for name in names):
+            return
+        time.sleep(0.1)
+    abort(f"the node did not serve {', '.join(names)} within 30 s; see {log}")
