@@ -47,17 +47,24 @@ def _start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def _exited(process: subprocess.Popen[bytes], log: Path) -> str:
+    command = " ".join(str(arg) for arg in list(process.args)[2:4])  # type: ignore[arg-type]
+    return f"{command} exited with {process.returncode}; see {log}"
+
+
 def _wait_ready(
     url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30.0
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            abort(f"{' '.join(process.args[2:4])} exited with {process.returncode}; see {log}")  # type: ignore[index]
-        with contextlib.suppress(OSError, urllib.error.URLError, ValueError):
-            with urllib.request.urlopen(url, timeout=2) as response:
-                body: dict[str, Any] = json.loads(response.read())
-                return body
+            abort(_exited(process, log))
+        with (
+            contextlib.suppress(OSError, urllib.error.URLError, ValueError),
+            urllib.request.urlopen(url, timeout=2) as response,
+        ):
+            body: dict[str, Any] = json.loads(response.read())
+            return body
         time.sleep(0.1)
     abort(f"{url} did not answer within {timeout:g} s; see {log}")
 
@@ -120,14 +127,13 @@ def run(args: argparse.Namespace) -> int:
         for name in names:
             print(f"  curl {node_url}/{name}")
         print(f"  curl {node_url}/_edge/ready")
-        print(
-            f"deploy more: EDGE_ORIGIN={origin_url} EDGE_TOKEN=$(cat {data / 'origin' / 'admin-token'}) edge deploy DIR"
-        )
+        token_path = data / "origin" / "admin-token"
+        print(f"deploy more: EDGE_ORIGIN={origin_url} EDGE_TOKEN=$(cat {token_path}) edge deploy DIR")
         print("Ctrl-C stops both.", flush=True)
         while all(process.poll() is None for process in processes):
             time.sleep(0.2)
         failed = next(p for p in processes if p.poll() is not None)
-        abort(f"{' '.join(failed.args[2:4])} exited with {failed.returncode}; see the logs in {data}")  # type: ignore[index]
+        abort(_exited(failed, data))
     except KeyboardInterrupt:
         print("\nstopping the node and the origin", flush=True)
         return 0
