@@ -6,6 +6,7 @@ import fnmatch
 import logging
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from itertools import count
 from time import monotonic
@@ -53,12 +54,15 @@ class FunctionSource(Protocol):
 class NodeApp:
     """The ASGI application of one node worker process."""
 
-    def __init__(self, settings: NodeSettings, source: FunctionSource) -> None:
+    def __init__(
+        self, settings: NodeSettings, source: FunctionSource, clock: Callable[[], float] = time.time
+    ) -> None:
+        """`clock` is the wall clock the cache compares with Date/Expires (injected in tests)."""
         self.settings = settings
         self.source = source
         self.router = Router(())
         self.ready = False
-        self.cache = HttpCache(settings.cache) if settings.cache.enabled else None
+        self.cache = HttpCache(settings.cache, timer=clock) if settings.cache.enabled else None
         # Seconds a function's responses stay fresh when they say nothing (manifest `[cache] ttl`).
         self.cache_ttls: dict[str, int] = {}
         self._pool: IsolatePool | None = None
