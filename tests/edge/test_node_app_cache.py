@@ -169,7 +169,7 @@ def test_a_new_version_never_serves_the_old_versions_content(tmp_path: Path) -> 
             assert (await client.get("/fn/a"))[1]["x-cache"] == "HIT"
             write_function(tmp_path, "fn", COUNTING.replace("call {calls}", "v2 call {calls}"))
             await app.source.start(app)  # the source deploys the changed directory: a new version
-            status, headers, fresh = await client.get("/fn/a")
+            _status, headers, fresh = await client.get("/fn/a")
             assert (headers["x-cache"], fresh) == ("MISS", b"v2 call 1")
         finally:
             await app.shutdown()
@@ -201,7 +201,7 @@ def test_cache_can_be_switched_off(tmp_path: Path) -> None:
     async def body() -> None:
         async with node(tmp_path, Clock(), cache=CacheSettings(enabled=False)) as client:
             assert (await client.get("/fn/a"))[2] == b"call 1"
-            status, headers, again = await client.get("/fn/a")
+            _status, headers, again = await client.get("/fn/a")
             assert (again, "x-cache" in headers) == (b"call 2", False)
 
     run(body())
