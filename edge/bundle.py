@@ -246,6 +246,7 @@ def extract(data: bytes, dest: Path, default_name: str, limits: Limits = DEFAULT
     manifest = validate(data, default_name, limits)
     if dest.exists():
         raise BundleError(f"{dest}: already exists; extract needs a new directory")
+    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         for name, member, content in _members(data, limits):

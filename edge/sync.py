@@ -321,7 +321,7 @@ class OriginSource:
         data = await _blocking(self.client.blob, version)  # raises BlobMismatch on a bad digest
         try:
             await _blocking(extract, data, directory, name)
-        except OSError:
+        except (OSError, BundleError):
             if not directory.is_dir():  # another worker of this node may have extracted it first
                 raise
         return directory

@@ -92,19 +92,20 @@ def throughput(
     wrk: str, rounds: int, seconds: int, connections: int, threads: int
 ) -> dict[str, list[WrkResult]]:
     """Alternate bare and node runs so both see the same machine conditions."""
-    results: dict[str, list[WrkResult]] = {"bare granian": [], "node: hello through an isolate": []}
+    hello, cached = "node: hello through an isolate", "node: cached hit"
+    results: dict[str, list[WrkResult]] = {"bare granian": [], hello: [], cached: []}
     for _ in range(rounds):
         port = free_port()
         with bare_server(port):
-            run_wrk(wrk, f"http://127.0.0.1:{port}/", connections, 1, threads)  # warm-up
-            results["bare granian"].append(
-                run_wrk(wrk, f"http://127.0.0.1:{port}/", connections, seconds, threads)
-            )
+            url = f"http://127.0.0.1:{port}/"
+            run_wrk(wrk, url, connections, 1, threads)  # warm-up
+            results["bare granian"].append(run_wrk(wrk, url, connections, seconds, threads))
         port = free_port()
         with node_server(port, ROOT / "examples"):
-            url = f"http://127.0.0.1:{port}/hello"
-            run_wrk(wrk, url, connections, 1, threads)
-            results["node: hello through an isolate"].append(run_wrk(wrk, url, connections, seconds, threads))
+            for name, path in ((hello, "/hello"), (cached, "/cached")):
+                url = f"http://127.0.0.1:{port}{path}"
+                run_wrk(wrk, url, connections, 1, threads)  # warm-up (and fills the cache)
+                results[name].append(run_wrk(wrk, url, connections, seconds, threads))
     return results
 
 
