@@ -32,6 +32,8 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _JSON = (b"content-type", b"application/json")
+# Marks an error the node rendered (never sent to clients): its body is the bare message.
+_NODE_ERROR = (b"x-edge-node-error", b"1")
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
@@ -181,14 +183,19 @@ class NodeApp:
             )
             if reply[0] == RESPONSE:
                 return reply[2], list(reply[3]), reply[4]
-            return reply[2], [_JSON], msgspec.json.encode({"error": reply[3], "request_id": request_id})
+            # The message alone: a collapsed waiter gets this too and renders its own request id.
+            return reply[2], [_JSON, _NODE_ERROR], reply[3].encode()
 
         ttl = self.cache_ttls.get(name, 0)
         request = CachedRequest(name, isolate.spec.version, method, path, query, headers, ttl)
         result = await cache.handle(request, invoke)
-        response_headers = [*result.headers, (b"x-request-id", request_id.encode())]
+        response_headers, response_body = result.headers, result.body
+        if _NODE_ERROR in response_headers:
+            response_headers = [header for header in response_headers if header != _NODE_ERROR]
+            response_body = msgspec.json.encode({"error": response_body.decode(), "request_id": request_id})
+        response_headers.append((b"x-request-id", request_id.encode()))
         await send({"type": "http.response.start", "status": result.status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": result.body})
+        await send({"type": "http.response.body", "body": response_body})
 
     async def _node_endpoint(self, path: str, request_id: str, send: Send) -> None:
         if path == "/_edge/health":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,12 @@ def _check(settings: NodeSettings, source: str) -> None:
             raise SettingsError(f"{source}: Expected {expected}, got {value!r} - at `$.{field}`")
 
 
+def _nested_path(message: str) -> str:
+    """`... - at `$.max_bytes` - at `$.cache`` (a check inside a nested struct) -> `$.cache.max_bytes`."""
+    match = re.fullmatch(r"(.*) - at `\$\.(.+?)` - at `\$\.(.+?)`", message, re.S)
+    return f"{match[1]} - at `$.{match[3]}.{match[2]}`" if match else message
+
+
 def _field_types() -> dict[str, Any]:
     return {field.name: field.type for field in msgspec.structs.fields(NodeSettings)}
 
@@ -124,7 +131,7 @@ def load_settings(
         except OSError as exc:
             raise SettingsError(f"{file}: cannot read the settings: {exc.strerror}") from None
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise SettingsError(f"{file}: {exc}") from None
+            raise SettingsError(f"{file}: {_nested_path(str(exc))}") from None
         _check(settings, str(file))
     changes: dict[str, Any] = {}
     for name, kind in _field_types().items():

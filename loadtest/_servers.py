@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 __all__ = ["ROOT", "Server", "free_port", "wait_http"]
 
@@ -60,12 +61,17 @@ class Server:
         self.log_path = log_path
         self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> Server:
         """Start the process and wait until `ready_url` answers."""
-        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self._log = open(self.log_path, "wb") if self.log_path else None  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
-            self.argv, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            self.argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=self._log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
         )
         try:
             wait_http(self.ready_url, timeout, self.process)
@@ -76,6 +82,14 @@ class Server:
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, wait, then SIGKILL; returns the exit code (None if it had to be killed)."""
+        try:
+            return self._stop(timeout)
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    def _stop(self, timeout: float) -> int | None:
         process = self.process
         if process is None or process.poll() is not None:
             return process.returncode if process else None

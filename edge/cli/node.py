@@ -98,5 +98,7 @@ def serve(settings: NodeSettings) -> None:
         http=HTTPModes(settings.http),
         log_level=settings.log_level,  # type: ignore[arg-type]
         log_access=False,
+        # A worker that misses its SIGTERM (sent while it was still starting) is killed, not awaited forever.
+        workers_kill_timeout=settings.shutdown_timeout_ms // 1000 + 5,
     )
     server.serve()

@@ -218,6 +218,8 @@ class SubinterpreterIsolate:
             if kind <= ERROR:
                 entry = pending.pop(message[1], None)
                 if entry is not None:
+                    if kind == ERROR and message[2] == 504:  # one text, whichever side noticed first
+                        message = (ERROR, message[1], 504, self._timeout_message)
                     entry[0].set_result(message)
             elif kind == LOG:
                 self._log_sink(self.spec.name, self.spec.version, message[1], message[2], message[3])
