@@ -39,8 +39,6 @@ __all__ = ["AppliedState", "OriginSource"]
 
 log = logging.getLogger("edge.sync")
 
-_MAX_ERRORS = 20
-
 
 class AppliedState(msgspec.Struct, kw_only=True):
     """What this node serves (not what it was asked to serve): its last-known-good state."""
@@ -98,8 +96,10 @@ class OriginSource:
         self.purge_id = 0
         self.effective: dict[str, FunctionState] = {}
         self.statuses: dict[str, FunctionStatus] = {}
-        self.errors: list[str] = []
+        # The node-wide problem right now (sync failures); function errors live in `statuses`.
+        self.sync_error = ""
         self.heartbeat = 10.0
+        self._registered_event = asyncio.Event()
         self.connected = False
         self._app: NodeApp | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -137,8 +137,19 @@ class OriginSource:
             "node_id": self.node_id,
             "revision": self.revision,
             "connected": self.connected,
-            "errors": self.errors[-5:],
+            "errors": self.errors,
         }
+
+    @property
+    def errors(self) -> list[str]:
+        """What is wrong on this node now: a failing sync, and functions that could not switch."""
+        errors = [self.sync_error] if self.sync_error else []
+        errors += [
+            f"function {status.name}: version {', '.join(v[:12] for v in status.versions)}: {status.error}"
+            for status in sorted(self.statuses.values(), key=lambda status: status.name)
+            if status.error
+        ]
+        return errors
 
     def _node_id(self) -> str:
         if self.settings.node_id:
@@ -196,14 +207,21 @@ class OriginSource:
                 raise
             except (ControlError, SignatureError) as exc:
                 self.connected = isinstance(exc, SignatureError | OriginError)
-                self._error(f"sync: {exc}")
-                delay = poller.on_failure()
+                delay = await self._sync_failed(poller, f"sync: {exc}")
             except Exception as exc:  # a bug here must not stop syncing for good
                 log.exception("sync failed")
-                self._error(f"sync: {type(exc).__name__}: {exc}")
-                delay = poller.on_failure()
+                delay = await self._sync_failed(poller, f"sync: {type(exc).__name__}: {exc}")
             if delay:
                 await asyncio.sleep(delay)
+
+    async def _sync_failed(self, poller: Poller, message: str) -> float:
+        """Record the failure, tell the origin at once when it can hear us, and back off."""
+        if message != self.sync_error:
+            log.error("%s", message)
+        self.sync_error = message
+        if self._registered:
+            await self.report()
+        return poller.on_failure()
 
     async def _sync_once(self, poller: Poller) -> float:
         await self._ensure_key()
@@ -212,7 +230,9 @@ class OriginSource:
             registered = await _blocking(self.client.register, info)
             self.heartbeat = registered.heartbeat_interval_s
             self._registered = True
+            self._registered_event.set()
             log.info("registered with %s as %s", self.settings.origin, self.node_id)
+            await self.report()  # live in `edge nodes` at once, not after a heartbeat
         try:
             signed = await _blocking(
                 self.client.sync, self.revision, self.node_id, self.settings.poll_timeout_s
@@ -224,17 +244,24 @@ class OriginSource:
             raise
         self.connected = True
         if signed is None:
+            self._recovered()
             return poller.on_unchanged()
         state = open_state(signed, self.key)
+        self._recovered()
         if state.revision > self.revision:
             await self.apply(state)
         return poller.on_state(state.revision)
 
+    def _recovered(self) -> None:
+        if self.sync_error:
+            log.info("sync works again (was: %s)", self.sync_error)
+            self.sync_error = ""
+
     async def _report_forever(self) -> None:
+        await self._registered_event.wait()
         while True:
-            await asyncio.sleep(self.heartbeat)
-            if self._registered:
-                await self.report()
+            await asyncio.sleep(self.heartbeat)  # the interval the origin asked for
+            await self.report()
 
     async def report(self) -> None:
         """Send a heartbeat; failures are only logged (the next one will try again)."""
@@ -243,16 +270,12 @@ class OriginSource:
             applied_revision=self.revision,
             applied_purge_id=self.purge_id,
             functions=sorted(self.statuses.values(), key=lambda status: status.name),
-            errors=self.errors[-_MAX_ERRORS:],
+            errors=self.errors,
         )
         try:
             await _blocking(self.client.report, report)
         except ControlError as exc:
             log.debug("report failed: %s", exc)
-
-    def _error(self, message: str) -> None:
-        log.error("%s", message)
-        self.errors = [*self.errors[-(_MAX_ERRORS - 1) :], message]
 
     # Applying a desired state.
 
@@ -286,8 +309,7 @@ class OriginSource:
             ]
             await self._require_app().pool.deploy(function.name, releases)
         except (LoadError, BundleError, ControlError, ManifestError, OSError) as exc:
-            message = f"version {', '.join(v[:12] for v in versions)}: {exc}"
-            self._error(f"function {function.name}: {message}")
+            log.error("function %s: version %s: %s", function.name, ", ".join(v[:12] for v in versions), exc)
             self.statuses[function.name] = FunctionStatus(
                 name=function.name, versions=versions, state="error", error=str(exc)
             )

@@ -369,11 +369,14 @@ def _serve_assignment(
         _wait_for_stop(channel)
         return
     function = _Function(channel, watchdog, name, version, handler)
+    # Warm fully before reporting LOADED (the host switches traffic then): for an async handler
+    # that includes importing asyncio and building the loop, tens of milliseconds.
+    loop = _new_loop() if _is_async(handler) else None
     channel.send((LOADED, True, ""))
     channel.notify()
     try:
-        if _is_async(handler):
-            _serve_async(channel, function)
+        if loop is not None:
+            _serve_async(channel, function, loop)
         else:
             _serve_sync(channel, function)
     finally:
@@ -424,11 +427,17 @@ def _serve_sync(channel: _Channel, function: _Function) -> None:
         flag[0] = 0
 
 
-def _serve_async(channel: _Channel, function: _Function) -> None:
+def _new_loop() -> Any:
     import asyncio
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    return loop
+
+
+def _serve_async(channel: _Channel, function: _Function, loop: Any) -> None:
+    import asyncio
+
     stopped = loop.create_future()
     tasks: set[asyncio.Task[None]] = set()
 
