@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,6 +112,33 @@ class HttpCache:
         self._refreshing: set[EntryKey] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._purges: dict[str, int] = {}
+
+    def lookup(
+        self,
+        function: str,
+        version: str,
+        method: str,
+        path: str,
+        query: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        names: Collection[bytes],
+    ) -> CacheResult | None:
+        """The fresh stored answer to a plain GET/HEAD, or None: then call `handle`.
+
+        The hot path of a hit, without building a request or a coroutine. Plain: none of the
+        request headers in `names` (the header names, any collection) changes how the cache
+        treats it (no cache-control, authorization, validators or ranges).
+        """
+        if not self._enabled or method not in _LOOKUP_METHODS or not SPECIAL_HEADERS.isdisjoint(names):
+            return None
+        entry = self._store.get((function, version, METHOD_CLASS, path, query), headers)
+        if entry is None:
+            return None
+        age = self._timer() - entry.born
+        if age >= entry.ttl:
+            return None
+        self.stats.hits += 1
+        return entry.respond(age, method == "HEAD", None, "HIT")
 
     async def handle(self, request: CachedRequest, invoke: Invoke) -> CacheResult:
         """Answer a request from the cache, or by invoking the function (and storing its response).

@@ -107,15 +107,10 @@ class NodeApp:
             await send({"type": "websocket.close", "code": 1003})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        given_id = length = None
-        chunked = False
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                given_id = value
-            elif name == b"content-length":
-                length = value
-            elif name == b"transfer-encoding":
-                chunked = True
+        headers = scope["headers"]
+        # One C-level pass over the headers instead of a Python loop (repeated names: last wins).
+        named = dict(headers)
+        given_id = named.get(b"x-request-id")
         if given_id is not None and _VALID_REQUEST_ID.fullmatch(given_id):
             request_id = given_id.decode()
         else:
@@ -137,8 +132,20 @@ class NodeApp:
         if isolate is None:
             await _send_error(send, 503, function.error or f"function {name} is not serving", request_id)
             return
+        method: str = scope["method"]
+        cache = self.cache
+        if cache is not None:
+            hit = cache.lookup(
+                function.name, isolate.spec.version, method, path, scope["query_string"], headers, named
+            )
+            if hit is not None:
+                hit.headers.append((b"x-request-id", request_id.encode()))
+                await send({"type": "http.response.start", "status": hit.status, "headers": hit.headers})
+                await send({"type": "http.response.body", "body": hit.body})
+                return
         body = b""
-        if length is not None or chunked:
+        length = named.get(b"content-length")
+        if length is not None or b"transfer-encoding" in named:
             limit = self.settings.max_body_bytes
             if length is not None and (not length.isdigit() or int(length) > limit):
                 await _send_error(send, 413, f"request body over the limit of {limit} bytes", request_id)
@@ -148,13 +155,12 @@ class NodeApp:
                 await _send_error(send, 413, f"request body over the limit of {limit} bytes", request_id)
                 return
             body = received
-        cache = self.cache
         if cache is None:
             reply = await isolate.submit(
-                scope["method"],
+                method,
                 path,
                 scope["query_string"].decode("latin-1"),
-                tuple(scope["headers"]),
+                tuple(headers),
                 body,
                 request_id,
                 monotonic() + function.timeout,
