@@ -138,10 +138,22 @@ class SubinterpreterIsolate:
             try:
                 # A memoryview can only be shared into an interpreter that imported _interpreters.
                 error = call_exec(iid, "import _interpreters") or call_exec(iid, _BOOT, self._shared())
+                # Replies still queued become unbound (lost) once their interpreter is destroyed:
+                # let the loop take them first.
+                drained = threading.Event()
+                with contextlib.suppress(RuntimeError):  # a closed loop: nobody wants them
+                    self._loop.call_soon_threadsafe(self._drain, drained)
+                    drained.wait(5.0)
             finally:
                 destroy_interpreter(iid)
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+        with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._on_exit, error)
+
+    def _drain(self, drained: threading.Event) -> None:
+        try:
+            self._on_replies()
+        finally:
+            drained.set()
 
     def _shared(self) -> dict[str, Any]:
         return {
@@ -214,6 +226,8 @@ class SubinterpreterIsolate:
         self._last_progress = self._loop.time()
         while queue_count(out_q):
             message = queue_get(out_q)
+            if message is None:  # unbound: its interpreter is gone (see _run)
+                continue
             kind = message[0]
             if kind <= ERROR:
                 entry = pending.pop(message[1], None)
@@ -288,7 +302,6 @@ class SubinterpreterIsolate:
     def _on_exit(self, error: str | None) -> None:
         """Runs on the loop once the host thread has left the interpreter."""
         self._alive = False
-        self._on_replies()
         if error is not None:
             log.error("function %s: isolate crashed:\n%s", self.spec.name, error)
         if not self._ready.done():

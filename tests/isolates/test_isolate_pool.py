@@ -14,7 +14,7 @@ import pytest
 from node_harness import write_function
 
 from edge.functions import content_version, isolate_spec
-from isolates.backends import ERROR, RESPONSE, LoadError
+from isolates.backends import ERROR, RESPONSE, IsolateSpec, LoadError
 from isolates.manifest import load_manifest
 from isolates.pool import IsolatePool
 
@@ -479,5 +479,52 @@ def test_two_cpu_bound_functions_run_in_parallel(tmp_path: Path) -> None:
                 ratios.append(two / one)
             # One shared GIL would make this 2.0; own GILs on two cores make it about 1.0.
             assert min(ratios) < 1.5, ratios
+
+    run(body())
+
+
+@pytest.mark.parametrize("kind", ["def", "async def"])
+def test_switching_versions_under_load_answers_every_request(tmp_path: Path, kind: str) -> None:
+    def spec(number: int) -> IsolateSpec:
+        directory = write_function(
+            tmp_path, f"v{number}", f"{kind} handler(request):\n    return 'v{number}'\n"
+        )
+        return IsolateSpec(
+            name="p",
+            version=f"v{number}",
+            directory=str(directory),
+            module="main",
+            attribute="handler",
+            timeout_ms=3000,
+        )
+
+    async def body() -> None:
+        # The warm pool on, as in production: every switch takes a blank isolate.
+        pool = IsolatePool(lambda *line: None, warm_pool=2, drain_timeout=5.0)
+        await pool.deploy("p", [(spec(0), 100)])
+        replies: list[tuple[Any, ...]] = []
+        switching = True
+
+        async def client() -> None:
+            while switching:
+                function = pool.get("p")
+                assert function is not None
+                isolate = function.pick()
+                assert isolate is not None
+                replies.append(await isolate.submit("GET", "/p", "", (), b"", "r", time.monotonic() + 3))
+
+        clients = [asyncio.create_task(client()) for _ in range(4)]
+        try:
+            for number in range(1, 16):
+                await asyncio.sleep(0.03)
+                await pool.deploy("p", [(spec(number), 100)])
+            await asyncio.sleep(0.1)
+        finally:
+            switching = False
+            await asyncio.gather(*clients)
+            await pool.close(5.0)
+        assert len(replies) > 100
+        assert [reply for reply in replies if reply[0] != RESPONSE] == []
+        assert replies[-1][4] == b"v15"
 
     run(body())
