@@ -3,6 +3,8 @@
 Throughput: wrk drives the bare app and the node serving examples/hello alternately (same
 connections, duration, granian settings), several rounds; the median of each is compared.
 Cold start: time to the first response of functions whose isolates do not exist yet.
+Propagation: one origin and 10 nodes on loopback, time from a deploy returning to every node
+serving the new version.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadtest._servers import ROOT, Server, free_port
+from loadtest._servers import ROOT, Server, free_port  # noqa: E402
+from loadtest.propagation import measure, percentile  # noqa: E402
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
@@ -137,6 +140,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (it shares the 2 cores)")
     parser.add_argument("--cold", type=int, default=24, help="functions for the cold-start figure")
+    parser.add_argument("--nodes", type=int, default=10, help="nodes for the propagation figure (0: skip)")
+    parser.add_argument("--deploys", type=int, default=20, help="deploys for the propagation figure")
     args = parser.parse_args()
     wrk = ensure_wrk()
     wrk_args = f"-t{args.threads} -c{args.connections} -d{args.seconds}s"
@@ -155,6 +160,13 @@ def main() -> int:
         p50 = statistics.median(times)
         print(f"\ncold start (first response, isolate created on demand), {len(times)} functions:")
         print(f"p50 {p50:.1f} ms, min {times[0]:.1f} ms, max {times[-1]:.1f} ms")
+    if args.nodes:
+        seconds = measure(args.nodes, args.deploys)
+        print(f"\ndeploy -> live on all {args.nodes} nodes (one origin, loopback), {len(seconds)} deploys:")
+        print(
+            f"p50 {percentile(seconds, 50) * 1000:.0f} ms, p99 {percentile(seconds, 99) * 1000:.0f} ms, "
+            f"max {max(seconds) * 1000:.0f} ms"
+        )
     return 0
 
 

@@ -73,10 +73,11 @@ def _start(server: Server) -> None:
         raise RuntimeError(f"edge {server.argv[3]}: {exc}\n{tail}") from None
 
 
-def _write_version(directory: Path, body: str) -> bytes:
+def _write_version(directory: Path, body: str, kind: str) -> bytes:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "edge.toml").write_text(f'name = "{FUNCTION}"\n')
-    (directory / "main.py").write_text(f"async def handler(request):\n    return {body!r}\n")
+    prefix = "async def" if kind == "async" else "def"
+    (directory / "main.py").write_text(f"{prefix} handler(request):\n    return {body!r}\n")
     return bundle.pack(directory)
 
 
@@ -119,7 +120,7 @@ def _wait_registered(admin: OriginClient, count: int, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def measure(nodes: int = 10, deploys: int = 20) -> list[float]:
+def measure(nodes: int = 10, deploys: int = 20, kind: str = "sync") -> list[float]:
     """Seconds from each deploy call returning to every node serving the new body.
 
     Parameters
@@ -128,6 +129,8 @@ def measure(nodes: int = 10, deploys: int = 20) -> list[float]:
         Node processes to start (one granian worker each), all syncing from one origin.
     deploys:
         Deploys of the function to time, each with a different body.
+    kind:
+        "sync" or "async" handler (an async one also warms asyncio in each new isolate).
 
     Raises TimeoutError when a deploy has not reached every node within DEADLINE_S seconds.
     """
@@ -174,7 +177,7 @@ def measure(nodes: int = 10, deploys: int = 20) -> list[float]:
                 for number in range(1, deploys + 1):
                     time.sleep(PAUSE_S)
                     body = f"deploy {number} {time.time_ns()}"
-                    data = _write_version(root / "function", body)
+                    data = _write_version(root / "function", body, kind)
                     admin.deploy(FUNCTION, data)
                     started = time.monotonic()
                     deadline = started + DEADLINE_S
@@ -203,8 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Time deploy → live on every node of a loopback fleet.")
     parser.add_argument("--nodes", type=int, default=10, help="node processes (default 10)")
     parser.add_argument("--deploys", type=int, default=20, help="deploys to time (default 20)")
+    parser.add_argument(
+        "--handler", choices=("sync", "async"), default="sync", help="the deployed handler (default sync)"
+    )
     args = parser.parse_args(argv)
-    seconds = measure(args.nodes, args.deploys)
+    seconds = measure(args.nodes, args.deploys, args.handler)
     print(f"deploy → live on all {args.nodes} nodes, {len(seconds)} deploys:")
     print(f"  p50 {percentile(seconds, 50) * 1000:.0f} ms")
     print(f"  p99 {percentile(seconds, 99) * 1000:.0f} ms")
