@@ -20,8 +20,9 @@ __all__ = ["Function", "IsolateFactory", "IsolatePool", "Release"]
 
 log = logging.getLogger("edge.isolates")
 
-# Starts an isolate for a spec; the callback is for an isolate stuck in C code.
-IsolateFactory = Callable[[IsolateSpec, Callable[[SubinterpreterIsolate], None]], Isolate]
+# Starts an isolate for a spec: (spec, callback for an isolate stuck in C code, whether the
+# function's handler is known to be async) -> isolate.
+IsolateFactory = Callable[[IsolateSpec, Callable[[SubinterpreterIsolate], None], bool], Isolate]
 
 
 class Release(NamedTuple):
@@ -116,10 +117,13 @@ class IsolatePool:
         """
         started: list[Isolate] = []
         chosen: list[Release] = []
+        current = self._functions.get(name)
+        # A new version of an async function is most likely async too (see WarmPool).
+        expect_async = current is not None and any(release.isolate.is_async for release in current.releases)
         for spec, weight in releases:
             isolate = self._isolates.get((name, spec.version))
             if isolate is None or not isolate.alive or isolate.spec != spec:
-                isolate = self._factory(spec, self._replace_stuck)
+                isolate = self._factory(spec, self._replace_stuck, expect_async)
                 started.append(isolate)
             chosen.append(Release(isolate, weight))
         try:
@@ -128,6 +132,8 @@ class IsolatePool:
             for isolate in started:
                 self._retire(isolate)
             raise
+        if any(isolate.is_async for isolate in started):
+            self._blank.saw_async()
         old = self._functions.get(name)
         timeout = releases[0][0].timeout_ms / 1000 if releases else 30.0
         self._functions[name] = Function(name, timeout, chosen)
@@ -189,7 +195,7 @@ class IsolatePool:
         """An isolate hung in C code: route its function to a fresh isolate of the same version."""
         self.abandoned += 1
         spec = stuck.spec
-        fresh = self._blank.take(spec, self._replace_stuck)
+        fresh = self._blank.take(spec, self._replace_stuck, stuck.is_async)
         fresh.adopt(stuck.take_queued())
         stuck.abandon()
         self._isolates[(spec.name, spec.version)] = fresh

@@ -40,6 +40,8 @@ class Isolate(Protocol):
     """One running version of one function."""
 
     spec: IsolateSpec
+    # True once loaded when the handler is a coroutine function.
+    is_async: bool
 
     @property
     def ready(self) -> asyncio.Future[None]:

@@ -14,7 +14,7 @@ Guest -> host (out-queue), then one eventfd write per drained batch:
     (RESPONSE, seq, status, headers, body)
     (ERROR, seq, status, message)        the host renders the JSON error body
     (LOG, stream, request_id, line)
-    (LOADED, ok, message)                 once, after the entrypoint was imported (or failed)
+    (LOADED, ok, message, is_async)       once, after the entrypoint was imported (or failed)
 Standard library only; keep module-level imports cheap: they are part of every cold start.
 """
 
@@ -364,7 +364,7 @@ def _serve_assignment(
 
             text = "".join(traceback.format_exception(exc.__cause__)).rstrip("\n")
             channel.send((LOG, "error", "", text))
-        channel.send((LOADED, False, str(exc)))
+        channel.send((LOADED, False, str(exc), False))
         channel.notify()
         _wait_for_stop(channel)
         return
@@ -372,7 +372,7 @@ def _serve_assignment(
     # Warm fully before reporting LOADED (the host switches traffic then): for an async handler
     # that includes importing asyncio and building the loop, tens of milliseconds.
     loop = _new_loop() if _is_async(handler) else None
-    channel.send((LOADED, True, ""))
+    channel.send((LOADED, True, "", loop is not None))
     channel.notify()
     try:
         if loop is not None:

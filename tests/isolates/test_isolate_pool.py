@@ -528,3 +528,34 @@ def test_switching_versions_under_load_answers_every_request(tmp_path: Path, kin
         assert replies[-1][4] == b"v15"
 
     run(body())
+
+
+def test_a_new_version_of_an_async_function_gets_a_blank_isolate_with_asyncio_imported(
+    tmp_path: Path,
+) -> None:
+    code = """
+        import sys
+
+        PREIMPORTED = "asyncio" in sys.modules  # before this module imported anything itself
+
+        async def handler(request):
+            return {"preimported": PREIMPORTED}
+    """
+
+    async def body() -> None:
+        pool = IsolatePool(lambda *line: None, warm_pool=1)
+        try:
+            for number, expected in ((1, b'{"preimported":false}'), (2, b'{"preimported":true}')):
+                directory = write_function(tmp_path, f"v{number}", code)
+                spec = isolate_spec(directory, load_manifest(directory, "fn"), f"v{number}")
+                await pool.deploy("fn", [(spec, 100)])
+                function = pool.get("fn")
+                assert function is not None
+                isolate = function.pick()
+                assert isolate is not None and isolate.is_async
+                reply = await isolate.submit("GET", "/", "", (), b"", "r", time.monotonic() + 10)
+                assert reply[4] == expected
+        finally:
+            await pool.close(5.0)
+
+    run(body())
