@@ -105,7 +105,7 @@ class OriginClient:
                         if progress is not None:
                             progress(min(start + _CHUNK, len(body)), len(body))
                 except OSError:
-                    # The origin may have refused the body early (413) and closed: read its answer.
+                    # The origin may have refused the body early (400, oversize) and closed: read its answer.
                     pass
             response = conn.getresponse()
             status, data = response.status, response.read()

@@ -187,13 +187,13 @@ async def deploy(origin: Origin, request: Request) -> Response:
     limits = origin.settings.limits
     declared = request.content_length()
     if declared is not None and declared > limits.max_bytes:
-        raise ApiError(413, f"bundle is {declared} bytes compressed; the limit is {limits.max_bytes}")
+        raise ApiError(400, f"bundle is {declared} bytes compressed; the limit is {limits.max_bytes}")
     upload = origin.blobs.upload()
     try:
         async for chunk in request.stream():
             upload.write(chunk)
             if upload.size > limits.max_bytes:
-                raise ApiError(413, f"bundle is over {limits.max_bytes} bytes compressed; that is the limit")
+                raise ApiError(400, f"bundle is over {limits.max_bytes} bytes compressed; that is the limit")
         version = await asyncio.to_thread(upload.finish)
         try:
             manifest = await asyncio.to_thread(_validate_file, upload.path, name, limits)
