@@ -70,3 +70,33 @@ class Node(NamedTuple):
 
 
 NodeFactory = Callable[..., Node]
+
+
+# A handler that returns each kind of value the contract allows, chosen by the query string.
+CONTRACT = """
+    from edgefn import Response
+
+    def handler(request):
+        kind = request.query_string
+        if kind == "str":
+            return "hi"
+        if kind == "bytes":
+            return b"\\x00\\x01"
+        if kind == "dict":
+            return {"a": 1}
+        if kind == "list":
+            return [1, "two"]
+        if kind == "tuple2":
+            return ("created", 201)
+        if kind == "tuple3":
+            return ("teapot", 418, {"X-Extra": "1"})
+        if kind == "response":
+            return Response(b"a,b", status=202, headers={"Content-Type": "text/csv"})
+        if kind == "none":
+            return None
+        if kind == "bad":
+            return 42
+        if kind == "badstatus":
+            return ("x", 1000)
+        return 42
+"""

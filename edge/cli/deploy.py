@@ -15,6 +15,7 @@ import msgspec
 
 from edge import bundle
 from edge.cli._abort import abort
+from edge.cli._args import percent, seconds
 from edge.control.admin import NodeStatus, ReleaseResult, Removed
 from edge.control.client import ControlError, OriginClient
 from edge.control.messages import PurgeKind, Release
@@ -26,22 +27,6 @@ DEFAULT_ORIGIN = "http://127.0.0.1:8700"
 _POLL_S = 0.25
 
 
-def _percent(value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 100:
-        raise argparse.ArgumentTypeError(f"Expected a percentage from 1 to 100, got {value!r}")
-    return int(value)
-
-
-def _seconds(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"Expected a number of seconds > 0, got {value!r}")
-    return number
-
-
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the commands that use the origin's admin API."""
     common = argparse.ArgumentParser(add_help=False)
@@ -50,12 +35,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
     waiting = argparse.ArgumentParser(add_help=False)
     waiting.add_argument("--wait", action="store_true", help="wait until every live node has applied it")
-    waiting.add_argument("--timeout", type=_seconds, default=60.0, help="seconds --wait waits (default 60)")
+    waiting.add_argument("--timeout", type=seconds, default=60.0, help="seconds --wait waits (default 60)")
 
     add = subparsers.add_parser
     deploy = add("deploy", parents=[common, waiting], help="upload a function directory as a new version")
     deploy.add_argument("directory", type=Path, help="the function directory (with edge.toml)")
-    deploy.add_argument("--canary", type=_percent, metavar="PERCENT", help="send only this share to it")
+    deploy.add_argument("--canary", type=percent, metavar="PERCENT", help="send only this share to it")
     deploy.add_argument(
         "--platform", help="pip platform tag for requirements.txt (e.g. manylinux2014_aarch64)"
     )

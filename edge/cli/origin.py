@@ -14,6 +14,7 @@ import msgspec
 
 from edge.bundle import DEFAULT_LIMITS, Limits
 from edge.cli._abort import abort
+from edge.cli._args import count, seconds
 from edge.control.signing import SignatureError
 from edge.origin.datadir import ROLES, DataDir, Role, new_token
 from edge.origin.settings import SETTINGS_ENV, OriginSettings
@@ -26,22 +27,6 @@ DEFAULT_DATA = ".edge/origin"
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
-def _positive(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"Expected a number > 0, got {value!r}")
-    return number
-
-
-def _count(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"Expected an integer >= 1, got {value!r}")
-    return int(value)
-
-
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `origin` and `origin token create`."""
     parser = subparsers.add_parser("origin", help="run the origin that stores versions and drives nodes")
@@ -49,26 +34,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--data", default=DEFAULT_DATA, help=f"data directory (default {DEFAULT_DATA})")
     parser.add_argument(
-        "--keep-versions", type=_count, default=10, help="versions kept per function (default 10)"
+        "--keep-versions", type=count, default=10, help="versions kept per function (default 10)"
     )
     parser.add_argument(
-        "--heartbeat-interval", type=_positive, default=10.0, help="seconds between node reports (default 10)"
+        "--heartbeat-interval", type=seconds, default=10.0, help="seconds between node reports (default 10)"
     )
     parser.add_argument(
         "--live-intervals",
-        type=_positive,
+        type=seconds,
         default=3.0,
         help="a node is live when seen within this many heartbeat intervals (default 3)",
     )
     parser.add_argument(
         "--max-bundle-bytes",
-        type=_count,
+        type=count,
         default=DEFAULT_LIMITS.max_bytes,
         help=f"largest bundle accepted, compressed (default {DEFAULT_LIMITS.max_bytes})",
     )
     parser.add_argument(
         "--max-unpacked-bytes",
-        type=_count,
+        type=count,
         default=DEFAULT_LIMITS.max_unpacked_bytes,
         help=f"largest bundle accepted, unpacked (default {DEFAULT_LIMITS.max_unpacked_bytes})",
     )

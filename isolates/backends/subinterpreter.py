@@ -360,10 +360,7 @@ class WarmPool:
         expect_async: bool = False,
     ) -> SubinterpreterIsolate:
         """A started isolate assigned to `spec`: a blank one from the pool, else a new one."""
-        if expect_async:
-            standby = self._standby_async or self._standby
-        else:
-            standby = self._standby
+        standby = (self._standby_async or self._standby) if expect_async else self._standby
         isolate = standby.pop(0) if standby else self._new(self._preload)
         isolate._on_stuck = on_stuck
         isolate.assign(spec)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from node_harness import Node, Reply, write_function
+from node_harness import CONTRACT, Node, Reply, write_function
 
 from edge.functions import content_version
 from loadtest._servers import ROOT, Server, free_port, wait_http
@@ -37,30 +37,6 @@ NODE_ENV = {
 }
 EDGE = [sys.executable, "-m", "edge"]
 VALID_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
-
-CONTRACT = """
-    from edgefn import Response
-
-    def handler(request):
-        kind = request.query_string
-        if kind == "str":
-            return "hi"
-        if kind == "bytes":
-            return b"\\x00\\x01"
-        if kind == "dict":
-            return {"a": 1}
-        if kind == "list":
-            return [1, "two"]
-        if kind == "tuple2":
-            return ("created", 201)
-        if kind == "tuple3":
-            return ("teapot", 418, {"X-Extra": "1"})
-        if kind == "response":
-            return Response(b"a,b", status=202, headers={"Content-Type": "text/csv"})
-        if kind == "none":
-            return None
-        return 42
-"""
 
 ENVIRONMENT = """
     import ctypes
@@ -211,31 +187,11 @@ def functions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-class NodeServer(Server):
-    """`Server`, except that the parent closes its copy of the log file once the child has it.
-
-    `Server.start` leaves it open; collected later, it is a ResourceWarning, an error here.
-    """
-
-    def start(self, timeout: float = 30.0) -> NodeServer:
-        assert self.log_path is not None
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                self.argv, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        try:
-            wait_http(self.ready_url, timeout, self.process)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-
 def start_node(functions: Path, log: Path, env: dict[str, str] | None = None) -> Node:
     """`edge node --functions DIR` on a free port, once it answers /_edge/ready."""
     port = free_port()
     argv = [*EDGE, "node", "--functions", str(functions), "--port", str(port)]
-    server = NodeServer(argv, f"http://127.0.0.1:{port}/_edge/ready", env=env, log_path=log)
+    server = Server(argv, f"http://127.0.0.1:{port}/_edge/ready", env=env, log_path=log)
     server.start(60)
     return Node(port, log, server)
 

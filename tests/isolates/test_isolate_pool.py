@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from node_harness import write_function
+from node_harness import CONTRACT, write_function
 
 from edge.functions import content_version, isolate_spec
 from isolates.backends import ERROR, RESPONSE, IsolateSpec, LoadError
@@ -64,33 +64,6 @@ async def harness(root: Path, *names: str, **options: Any) -> AsyncIterator[Harn
 def run(coroutine: Coroutine[Any, Any, None]) -> None:
     asyncio.run(coroutine)
 
-
-CONTRACT = """
-    from edgefn import Response
-
-    def handler(request):
-        kind = request.query_string
-        if kind == "str":
-            return "hi"
-        if kind == "bytes":
-            return b"\\x00\\x01"
-        if kind == "dict":
-            return {"a": 1}
-        if kind == "list":
-            return [1, "two"]
-        if kind == "tuple2":
-            return ("created", 201)
-        if kind == "tuple3":
-            return ("teapot", 418, {"X-Extra": "1"})
-        if kind == "response":
-            return Response(b"a,b", status=202, headers={"Content-Type": "text/csv"})
-        if kind == "none":
-            return None
-        if kind == "bad":
-            return 42
-        if kind == "badstatus":
-            return ("x", 1000)
-"""
 
 TEXT = (b"content-type", b"text/plain; charset=utf-8")
 JSON = (b"content-type", b"application/json")
