@@ -24,8 +24,8 @@ from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadtest._servers import ROOT, Server, free_port  # noqa: E402
-from loadtest.propagation import measure, percentile  # noqa: E402
+from loadtest._servers import ROOT, Server, free_port
+from loadtest.propagation import measure, percentile
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
