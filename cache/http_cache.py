@@ -11,9 +11,11 @@ Outcomes, reported in `x-cache` and `CacheResult.cache_status`:
   (unless the entry is `public` or has `s-maxage`), ranges and If-Match/If-Unmodified-Since.
 
 Request collapsing: concurrent plain misses (GET or HEAD without conditions) for one key run ONE
-invocation, led by a GET. The waiters get the leader's response, since it was generated for an
-identical request key, except when it is marked `private` or `no-store` or sets a cookie, or when
-its `Vary` headers differ for the waiter: then each waiter invokes on its own. If the leader is
+invocation, led by a GET. The waiters get the leader's response when it could be stored (or is an
+error, >= 500), unless it is marked `private` or `no-store`, sets a cookie, or its `Vary` headers
+differ for the waiter: then each waiter invokes on its own. Hit-for-pass: once a GET's response
+could not be stored, requests for that resource skip collapsing for 30 s and go straight to the
+function, so dynamic content is neither shared nor serialised behind one request. If the leader is
 cancelled, the waiters collapse again behind a new leader; if its invocation raises, they see the
 same exception (or their stale entry, within stale-if-error). `Vary: *` responses are shared but never stored.
 
@@ -34,6 +36,8 @@ from collections.abc import Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cachetools import TTLCache
+
 from cache._directives import vary_values
 from cache._entry import METHOD_CLASS, X_CACHE, Entry, EntryKey, primary_key
 from cache._policy import INTERNAL_HEADERS, Verdict, evaluate
@@ -48,6 +52,8 @@ __all__ = ["HttpCache"]
 _log = logging.getLogger(__name__)
 
 _LOOKUP_METHODS = frozenset({"GET", "HEAD"})
+_PASS_SECONDS = 30.0
+_PASS_ENTRIES = 65_536
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
@@ -66,11 +72,16 @@ class _Outcome:
         return self.error is not None or self.status >= 500
 
     def shareable_with(self, headers: Sequence[tuple[bytes, bytes]]) -> bool:
-        """True when a collapsed waiter with these request headers may receive this response."""
+        """True when a collapsed waiter with these request headers may receive this response.
+
+        A response the cache could store may stand in for another request (RFC 9111 §4), and so
+        may an error (the function is failing: do not send it the whole herd); dynamic content
+        without freshness is produced per request.
+        """
         verdict = self.verdict
         if verdict is None:
             return True
-        if not verdict.shareable:
+        if verdict.entry is None and self.status < 500:
             return False
         if not verdict.vary:
             return True
@@ -112,6 +123,11 @@ class HttpCache:
         self._refreshing: set[EntryKey] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._purges: dict[str, int] = {}
+        # Hit-for-pass: resources whose last response could not be stored skip collapsing for a
+        # while, so dynamic content is not serialised behind one request (bounded, on our clock).
+        self._passes: TTLCache[tuple[str, str, str, str, bytes], bool] = TTLCache(
+            maxsize=_PASS_ENTRIES, ttl=_PASS_SECONDS, timer=timer
+        )
 
     def lookup(
         self,
@@ -183,6 +199,9 @@ class HttpCache:
                 return entry.respond(age, method == "HEAD", flags, "STALE")
         elif authorized:
             return await self._bypass(request, invoke, flags)
+        if entry is None and primary in self._passes:
+            self.stats.misses += 1
+            return (await self._invoke(request, invoke, None)).result(method == "HEAD", "MISS")
         key = entry.key if entry is not None else self._store.flight_key(primary, headers)
         return await self._fetch(key, request, invoke, entry, flags)
 
@@ -294,6 +313,12 @@ class HttpCache:
         )
         verdict = evaluate(request, response, now, may_store=may_store)
         stored = verdict.entry is not None and self._store.put(verdict.entry)
+        if request.method == "GET" and status < 500:
+            primary = (request.function, request.version, METHOD_CLASS, request.path, request.query)
+            if verdict.entry is None:
+                self._passes[primary] = True
+            else:
+                self._passes.pop(primary, None)
         if not stored and stale is not None and request.method == "GET" and status < 500 and status != 304:
             self._store.discard(stale.key)  # superseded by a response that may not be stored
         return _Outcome(status, response[2], verdict, None)

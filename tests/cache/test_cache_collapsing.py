@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
-from cache_fakes import Function, request
+from cache_fakes import Clock, Function, request
 
 from cache import CachedRequest, CacheResult, HttpCache, Invoke
 
@@ -166,3 +166,40 @@ def test_conditional_misses_are_not_collapsed(cache: HttpCache) -> None:
 
     asyncio.run(scenario())
     assert function.calls == 2
+
+
+def test_waiters_invoke_on_their_own_for_dynamic_content(cache: HttpCache) -> None:
+    gate = asyncio.Event()
+    function = Function(200, [], b"dynamic", gate=gate)  # no freshness: not storable
+
+    async def scenario() -> list[CacheResult]:
+        return await concurrently(cache, gate, [(request(), function)] * 10)
+
+    results = asyncio.run(scenario())
+    assert (function.calls, len(cache), cache.stats.collapsed) == (10, 0, 0)
+    assert {(r.status, r.body, r.cache_status) for r in results} == {(200, b"dynamic", "MISS")}
+
+
+def test_after_a_response_that_cannot_be_stored_requests_skip_collapsing(
+    cache: HttpCache, clock: Clock
+) -> None:
+    gate = asyncio.Event()
+    gate.set()
+    dynamic = Function(200, [], b"dynamic", gate=gate)
+
+    async def scenario() -> None:
+        await cache.handle(request(), dynamic)
+        flights: list[int] = []
+
+        async def watching() -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+            flights.append(len(cache._flights))  # no flight is led while the pass mark holds
+            return await dynamic()
+
+        await asyncio.gather(*(cache.handle(request(), watching) for _ in range(5)))
+        assert flights == [0] * 5
+        clock.now += 31  # the mark expires: the next miss leads a flight again
+        await cache.handle(request(), watching)
+        assert flights[-1] == 1
+
+    asyncio.run(scenario())
+    assert dynamic.calls == 7
