@@ -25,13 +25,15 @@ _NEVER_STORED = frozenset({206, 304})
 INTERNAL_HEADERS = frozenset({b"age", b"x-cache", b"cache-tag", b"surrogate-key"})
 """Response headers meant for this cache, not for clients: never forwarded (`age` is recomputed on hits)."""
 _TAG_HEADERS = frozenset({b"cache-tag", b"surrogate-key"})
+# Any of these in a response needs the full evaluation (freshness, sharing, variants, tags).
+_RELEVANT = frozenset({b"cache-control", b"expires", b"vary", b"set-cookie", b"pragma", *INTERNAL_HEADERS})
 _NOT_MODIFIED = frozenset({b"etag", b"last-modified", b"cache-control", b"vary", b"expires", b"date"})
 # Rough per-object bookkeeping so that many tiny entries still count against max_bytes.
 _ENTRY_OVERHEAD = 256
 _HEADER_OVERHEAD = 64
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Verdict:
     """What the cache makes of one function response."""
 
@@ -50,6 +52,10 @@ class Verdict:
 def evaluate(request: CachedRequest, response: Response, now: float, *, may_store: bool) -> Verdict:
     """Judge a response to `request`; `may_store` is False when the request forbids storing it."""
     status, headers, body = response
+    if request.default_ttl <= 0 and _RELEVANT.isdisjoint(dict(headers)):
+        # The common dynamic response: no freshness from it or the function, nothing to strip or
+        # vary on, no cookie. It cannot be stored; skip the parsing below.
+        return Verdict(None, True, (), (), headers)
     forwarded: Headers = []
     not_modified: Headers = []
     cache_control: list[bytes] = []

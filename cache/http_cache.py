@@ -36,8 +36,6 @@ from collections.abc import Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cachetools import TTLCache
-
 from cache._directives import vary_values
 from cache._entry import METHOD_CLASS, X_CACHE, Entry, EntryKey, primary_key
 from cache._policy import INTERNAL_HEADERS, Verdict, evaluate
@@ -57,7 +55,7 @@ _PASS_ENTRIES = 65_536
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class _Outcome:
     """One invocation's result: a judged response, or the exception the invoke raised."""
 
@@ -123,11 +121,9 @@ class HttpCache:
         self._refreshing: set[EntryKey] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._purges: dict[str, int] = {}
-        # Hit-for-pass: resources whose last response could not be stored skip collapsing for a
-        # while, so dynamic content is not serialised behind one request (bounded, on our clock).
-        self._passes: TTLCache[tuple[str, str, str, str, bytes], bool] = TTLCache(
-            maxsize=_PASS_ENTRIES, ttl=_PASS_SECONDS, timer=timer
-        )
+        # Hit-for-pass: resources whose response could not be stored skip collapsing until the
+        # time noted here, so dynamic content is not serialised behind one request.
+        self._passes: dict[tuple[str, str, str, str, bytes], float] = {}
 
     def lookup(
         self,
@@ -199,7 +195,7 @@ class HttpCache:
                 return entry.respond(age, method == "HEAD", flags, "STALE")
         elif authorized:
             return await self._bypass(request, invoke, flags)
-        if entry is None and primary in self._passes:
+        if entry is None and self._passes.get(primary, 0.0) > self._timer():
             self.stats.misses += 1
             return (await self._invoke(request, invoke, None)).result(method == "HEAD", "MISS")
         key = entry.key if entry is not None else self._store.flight_key(primary, headers)
@@ -315,10 +311,12 @@ class HttpCache:
         stored = verdict.entry is not None and self._store.put(verdict.entry)
         if request.method == "GET" and status < 500:
             primary = (request.function, request.version, METHOD_CLASS, request.path, request.query)
-            if verdict.entry is None:
-                self._passes[primary] = True
-            else:
+            if verdict.entry is not None:
                 self._passes.pop(primary, None)
+            elif self._passes.get(primary, 0.0) <= now:
+                if len(self._passes) >= _PASS_ENTRIES:  # bounded: forget them all, they come back
+                    self._passes.clear()
+                self._passes[primary] = now + _PASS_SECONDS
         if not stored and stale is not None and request.method == "GET" and status < 500 and status != 304:
             self._store.discard(stale.key)  # superseded by a response that may not be stored
         return _Outcome(status, response[2], verdict, None)
