@@ -1,6 +1,6 @@
 """The node's HTTP response cache (RFC 9111 subset) on cachetools; never imports `edge` or `isolates`."""
 
-from cache.http_cache import HttpCache
+from cache.http_cache import PASS, HttpCache, Pass
 from cache.messages import (
     CachedRequest,
     CacheResult,
@@ -15,6 +15,7 @@ from cache.settings import CacheSettings
 from cache.stats import CacheStats
 
 __all__ = [
+    "PASS",
     "CacheResult",
     "CacheSettings",
     "CacheStats",
@@ -23,6 +24,7 @@ __all__ = [
     "Headers",
     "HttpCache",
     "Invoke",
+    "Pass",
     "Response",
     "Spawn",
     "Timer",

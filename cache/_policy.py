@@ -16,7 +16,7 @@ from cache._directives import (
 from cache._entry import Entry, primary_key
 from cache.messages import CachedRequest, Headers, Response
 
-__all__ = ["HEURISTIC_STATUSES", "INTERNAL_HEADERS", "Verdict", "evaluate"]
+__all__ = ["HEURISTIC_STATUSES", "INTERNAL_HEADERS", "Verdict", "cacheless", "evaluate"]
 
 HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
 """RFC 9110 §15.1: statuses stored without explicit freshness (here: with the function's default_ttl)."""
@@ -49,10 +49,15 @@ class Verdict:
     """The response headers to send, without the cache's own and the purge tags."""
 
 
+def cacheless(headers: Headers) -> bool:
+    """True when no response header bears on caching: no freshness, variants, cookie or tags."""
+    return _RELEVANT.isdisjoint(dict(headers))
+
+
 def evaluate(request: CachedRequest, response: Response, now: float, *, may_store: bool) -> Verdict:
     """Judge a response to `request`; `may_store` is False when the request forbids storing it."""
     status, headers, body = response
-    if request.default_ttl <= 0 and _RELEVANT.isdisjoint(dict(headers)):
+    if request.default_ttl <= 0 and cacheless(headers):
         # The common dynamic response: no freshness from it or the function, nothing to strip or
         # vary on, no cookie. It cannot be stored; skip the parsing below.
         return Verdict(None, True, (), (), headers)

@@ -38,14 +38,26 @@ from typing import Any
 
 from cache._directives import vary_values
 from cache._entry import METHOD_CLASS, X_CACHE, Entry, EntryKey, primary_key
-from cache._policy import INTERNAL_HEADERS, Verdict, evaluate
+from cache._policy import INTERNAL_HEADERS, Verdict, cacheless, evaluate
 from cache._request import SPECIAL_HEADERS, RequestFlags
 from cache._store import EntryStore, FlightKey
-from cache.messages import CachedRequest, CacheResult, CacheStatus, Invoke, Spawn, Timer
+from cache.messages import CachedRequest, CacheResult, CacheStatus, Invoke, Response, Spawn, Timer
 from cache.settings import CacheSettings
 from cache.stats import CacheStats
 
-__all__ = ["HttpCache"]
+__all__ = ["PASS", "HttpCache", "Pass"]
+
+
+class Pass:
+    """The type of PASS: `lookup`'s answer for a resource that goes straight to the function."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "PASS"
+
+
+PASS = Pass()
 
 _log = logging.getLogger(__name__)
 
@@ -134,23 +146,51 @@ class HttpCache:
         query: bytes,
         headers: Sequence[tuple[bytes, bytes]],
         names: Collection[bytes],
-    ) -> CacheResult | None:
-        """The fresh stored answer to a plain GET/HEAD, or None: then call `handle`.
+    ) -> CacheResult | Pass | None:
+        """The hot path, without building a request or a coroutine. One of three answers:
 
-        The hot path of a hit, without building a request or a coroutine. Plain: none of the
-        request headers in `names` (the header names, any collection) changes how the cache
-        treats it (no cache-control, authorization, validators or ranges).
+        - a CacheResult: the fresh stored answer (HIT) to send;
+        - PASS: a resource under hit-for-pass: run the function yourself and hand its response
+          to `passed`;
+        - None: call `handle` for everything else.
+
+        Only plain GET/HEAD requests get the first two: none of the request headers in `names`
+        (the header names, any collection) may change how the cache treats it.
         """
         if not self._enabled or method not in _LOOKUP_METHODS or not SPECIAL_HEADERS.isdisjoint(names):
             return None
-        entry = self._store.get((function, version, METHOD_CLASS, path, query), headers)
+        primary = (function, version, METHOD_CLASS, path, query)
+        entry = self._store.get(primary, headers)
+        now = self._timer()
         if entry is None:
-            return None
-        age = self._timer() - entry.born
+            return PASS if self._passes.get(primary, 0.0) > now else None
+        age = now - entry.born
         if age >= entry.ttl:
             return None
         self.stats.hits += 1
         return entry.respond(age, method == "HEAD", None, "HIT")
+
+    def passed(
+        self,
+        function: str,
+        version: str,
+        path: str,
+        query: bytes,
+        default_ttl: int,
+        response: Response,
+        head: bool,
+    ) -> CacheResult:
+        """The response to send for a PASS from `lookup` (a MISS; nothing is stored here).
+
+        A response that says something about caching ends the pass, so the next request goes
+        through `handle`, which may store it.
+        """
+        status, headers, body = response
+        self.stats.misses += 1
+        if default_ttl > 0 or not cacheless(headers):
+            self._passes.pop((function, version, METHOD_CLASS, path, query), None)
+            headers = [pair for pair in headers if pair[0] not in INTERNAL_HEADERS]
+        return CacheResult(status, [*headers, X_CACHE["MISS"]], b"" if head else body, "MISS")
 
     async def handle(self, request: CachedRequest, invoke: Invoke) -> CacheResult:
         """Answer a request from the cache, or by invoking the function (and storing its response).

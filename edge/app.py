@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from cache import CachedRequest, HttpCache
+from cache import PASS, CachedRequest, CacheResult, HttpCache
 from edge.routing import RESERVED_PREFIX, Router
 from edge.settings import NodeSettings
 from isolates.backends import RESPONSE, Isolate, Reply
@@ -134,14 +134,17 @@ class NodeApp:
             return
         method: str = scope["method"]
         cache = self.cache
+        looked_up = None
         if cache is not None:
-            hit = cache.lookup(
+            looked_up = cache.lookup(
                 function.name, isolate.spec.version, method, path, scope["query_string"], headers, named
             )
-            if hit is not None:
-                hit.headers.append((b"x-request-id", request_id.encode()))
-                await send({"type": "http.response.start", "status": hit.status, "headers": hit.headers})
-                await send({"type": "http.response.body", "body": hit.body})
+            if isinstance(looked_up, CacheResult):
+                looked_up.headers.append((b"x-request-id", request_id.encode()))
+                await send(
+                    {"type": "http.response.start", "status": looked_up.status, "headers": looked_up.headers}
+                )
+                await send({"type": "http.response.body", "body": looked_up.body})
                 return
         body = b""
         length = named.get(b"content-length")
@@ -155,17 +158,28 @@ class NodeApp:
                 await _send_error(send, 413, f"request body over the limit of {limit} bytes", request_id)
                 return
             body = received
-        if cache is None:
+        if cache is None or looked_up is PASS:
+            query = scope["query_string"]
             reply = await isolate.submit(
                 method,
                 path,
-                scope["query_string"].decode("latin-1"),
+                query.decode("latin-1"),
                 tuple(headers),
                 body,
                 request_id,
                 monotonic() + function.timeout,
             )
-            await _send_reply(send, reply, request_id)
+            if cache is None or reply[0] != RESPONSE:
+                await _send_reply(send, reply, request_id)
+                return
+            ttl = self.cache_ttls.get(function.name, 0)
+            response = (reply[2], reply[3], reply[4])
+            result = cache.passed(
+                function.name, isolate.spec.version, path, query, ttl, response, method == "HEAD"
+            )
+            result.headers.append((b"x-request-id", request_id.encode()))
+            await send({"type": "http.response.start", "status": result.status, "headers": result.headers})
+            await send({"type": "http.response.body", "body": result.body})
             return
         await self._cached(cache, scope, send, function.name, function.timeout, isolate, body, request_id)
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 from cache_fakes import Clock, Function, request
 
-from cache import CachedRequest, CacheResult, HttpCache, Invoke
+from cache import PASS, CachedRequest, CacheResult, HttpCache, Invoke
 
 
 async def concurrently(
@@ -203,3 +203,28 @@ def test_after_a_response_that_cannot_be_stored_requests_skip_collapsing(
 
     asyncio.run(scenario())
     assert dynamic.calls == 7
+
+
+def test_lookup_answers_pass_under_a_pass_mark_and_passed_ends_it_when_caching_is_asked_for(
+    cache: HttpCache,
+) -> None:
+    dynamic = Function(200, [(b"content-type", b"text/plain")], b"dynamic")
+    parts = ("fn", "v1", "GET", "/a", b"", [(b"host", b"x")], {b"host": b"x"})
+    assert cache.lookup(*parts) is None  # nothing known yet: handle() decides
+    asyncio.run(cache.handle(request("/a"), dynamic))
+    assert cache.lookup(*parts) is PASS
+    assert cache.lookup("fn", "v1", "GET", "/a", b"", [], {b"authorization": b"x"}) is None  # not plain
+
+    plain = cache.passed("fn", "v1", "/a", b"", 0, (200, [(b"content-type", b"text/plain")], b"d"), False)
+    assert (plain.status, plain.headers, plain.body, plain.cache_status) == (
+        200,
+        [(b"content-type", b"text/plain"), (b"x-cache", b"MISS")],
+        b"d",
+        "MISS",
+    )
+    assert cache.lookup(*parts) is PASS  # still dynamic: the mark stays
+
+    tagged = [(b"cache-control", b"max-age=60"), (b"cache-tag", b"t")]
+    result = cache.passed("fn", "v1", "/a", b"", 0, (200, tagged, b"now cacheable"), True)
+    assert (result.headers, result.body) == ([(b"cache-control", b"max-age=60"), (b"x-cache", b"MISS")], b"")
+    assert cache.lookup(*parts) is None  # the mark is gone: handle() will store the next one

@@ -205,3 +205,32 @@ def test_cache_can_be_switched_off(tmp_path: Path) -> None:
             assert (again, "x-cache" in headers) == (b"call 2", False)
 
     run(body())
+
+
+def test_dynamic_content_is_never_shared_between_concurrent_requests(tmp_path: Path) -> None:
+    write_function(
+        tmp_path,
+        "dyn",
+        """
+        import asyncio
+
+        calls = 0
+
+        async def handler(request):
+            global calls
+            calls += 1
+            mine = calls
+            await asyncio.sleep(0.05)
+            return f"call {mine}"
+        """,
+    )
+
+    async def body() -> None:
+        async with node(tmp_path, Clock()) as client:
+            first = await asyncio.gather(*(client.get("/dyn") for _ in range(10)))
+            later = await asyncio.gather(*(client.get("/dyn") for _ in range(10)))  # under hit-for-pass
+            bodies = [reply[2] for reply in [*first, *later]]
+            assert sorted(bodies) == sorted(f"call {n}".encode() for n in range(1, 21))
+            assert {reply[1]["x-cache"] for reply in [*first, *later]} == {"MISS"}
+
+    run(body())
