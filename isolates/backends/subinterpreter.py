@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -50,8 +51,12 @@ _edge_runtime.boot(in_q, out_q, wake_fd, done_fd, flag, preload)
 """
 
 
+@functools.cache
 def stdlib_paths() -> tuple[str, ...]:
-    """The host's standard-library entries of sys.path (no site-packages, no project paths)."""
+    """The host's standard-library entries of sys.path (no site-packages, no project paths).
+
+    Computed once per process: every isolate boot and assignment needs it.
+    """
     base = os.path.realpath(sys.base_prefix)
     return tuple(
         entry
