@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 
 from edge.control.signing import Signer
@@ -23,6 +23,8 @@ from edge.origin.service import ApiError, Clock, Origin
 from edge.origin.settings import OriginSettings, settings_from_env
 
 __all__ = ["OriginApp", "build_origin", "create_app"]
+
+log = logging.getLogger("edge.origin")
 
 
 class OriginApp:
@@ -46,7 +48,7 @@ class OriginApp:
         except ApiError as exc:
             response = error_response(exc.status, exc.message)
         except Exception as exc:
-            print(f"origin: {request.method} {request.path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            log.exception("%s %s failed", request.method, request.path)
             response = error_response(500, f"internal error: {type(exc).__name__}")
         await send_response(send, response)
 
