@@ -1,4 +1,4 @@
-"""The origin app in-process: an unexpected error answers 500 naming only its type; the log has the traceback."""
+"""The origin in-process: an unexpected error answers 500 naming only its type and logs the traceback."""
 
 from __future__ import annotations
 
