@@ -100,3 +100,29 @@ CONTRACT = """
             return ("x", 1000)
         return 42
 """
+
+# Counts its calls; `?forever` spins in Python until the watchdog interrupts it.
+RUNAWAY = """
+    calls = 0
+
+    def handler(request):
+        global calls
+        calls += 1
+        while request.query_string == "forever":
+            pass
+        return {"calls": calls}
+"""
+
+# Counts its calls; `?sleep` blocks in C (time.sleep), where nothing can interrupt it.
+STUCK_IN_C = """
+    import time
+
+    calls = 0
+
+    def handler(request):
+        global calls
+        calls += 1
+        if request.query_string == "sleep":
+            time.sleep(3)
+        return {"calls": calls}
+"""

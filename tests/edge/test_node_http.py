@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from node_harness import CONTRACT, Node, Reply, write_function
+from node_harness import CONTRACT, RUNAWAY, STUCK_IN_C, Node, Reply, write_function
 
 from edge.functions import content_version
 from loadtest._servers import ROOT, Server, free_port, wait_http
@@ -112,36 +112,8 @@ FUNCTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
         "",
         {},
     ),
-    "spin": (
-        """
-        calls = 0
-
-        def handler(request):
-            global calls
-            calls += 1
-            while request.query_string == "forever":
-                pass
-            return {"calls": calls}
-        """,
-        "timeout_ms = 300\n",
-        {},
-    ),
-    "stuck": (
-        """
-        import time
-
-        calls = 0
-
-        def handler(request):
-            global calls
-            calls += 1
-            if request.query_string == "sleep":
-                time.sleep(5)
-            return {"calls": calls}
-        """,
-        "timeout_ms = 300\n",
-        {},
-    ),
+    "spin": (RUNAWAY, "timeout_ms = 300\n", {}),
+    "stuck": (STUCK_IN_C, "timeout_ms = 300\n", {}),
     "missing": ("def handler(request):\n    return 'unused'\n", 'entrypoint = "nothere:handler"\n', {}),
     "raising": ("raise RuntimeError('bad config')\n", "", {}),
     "badmanifest": ("def handler(request):\n    return 'unused'\n", 'timeout_ms = "fast"\n', {}),

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from node_harness import CONTRACT, write_function
+from node_harness import CONTRACT, RUNAWAY, STUCK_IN_C, write_function
 
 from edge.functions import content_version, isolate_spec
 from isolates.backends import ERROR, RESPONSE, IsolateSpec, LoadError
@@ -262,16 +262,7 @@ def test_runaway_python_loop_times_out_and_the_function_recovers(tmp_path: Path)
     write_function(
         tmp_path,
         "spin",
-        """
-        calls = 0
-
-        def handler(request):
-            global calls
-            calls += 1
-            while request.query_string == "forever":
-                pass
-            return {"calls": calls}
-        """,
+        RUNAWAY,
         "timeout_ms = 300\n",
     )
 
@@ -292,17 +283,7 @@ def test_isolate_stuck_in_c_is_replaced(tmp_path: Path) -> None:
     write_function(
         tmp_path,
         "stuck",
-        """
-        import time
-        calls = 0
-
-        def handler(request):
-            global calls
-            calls += 1
-            if request.query_string == "sleep":
-                time.sleep(3)
-            return {"calls": calls}
-        """,
+        STUCK_IN_C,
         "timeout_ms = 300\n",
     )
 
