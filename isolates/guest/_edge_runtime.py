@@ -21,6 +21,7 @@ Standard library only; keep module-level imports cheap: they are part of every c
 from __future__ import annotations
 
 import contextvars
+import itertools
 import os
 import sys
 import threading
@@ -98,37 +99,45 @@ class _LogWriter:
 class _Watchdog:
     """A thread in this interpreter that interrupts the serving thread when a deadline passes.
 
-    Arming does not wake the watchdog unless it sleeps with no deadline or a later one, so a
-    busy function costs no thread switch per request.
+    Arming and disarming take no lock and wake nobody: the watchdog sleeps until the earliest
+    armed deadline or, with none armed, until the latest deadline it has seen. Deadlines arrive
+    in order (the host adds one timeout to each request's arrival), so a newly armed deadline is
+    never earlier than that wake-up; the watchdog is notified only when it sleeps for good, after
+    a whole timeout without requests, or when a deadline does come out of order.
     """
 
     def __init__(self, target_thread: int) -> None:
         self._target = target_thread
         self._cond = threading.Condition(threading.Lock())
         self._deadlines: dict[int, float] = {}
-        self._next = 0
-        self._sleeping_until: float | None = None  # None: idle, waiting for a deadline
-        self._fired: set[int] = set()
+        self._tokens = itertools.count(1)
+        self._latest = 0.0
+        self._sleeping_until: float | None = None  # None: idle, waiting to be notified
         self._stopped = False
+        self.wakeups = 0
         self._thread = threading.Thread(target=self._run, name="edge-watchdog", daemon=False)
         self._thread.start()
 
     def arm(self, deadline: float) -> int:
-        with self._cond:
-            self._next += 1
-            self._deadlines[self._next] = deadline
-            if self._sleeping_until is None or deadline < self._sleeping_until:
+        token = next(self._tokens)
+        self._deadlines[token] = deadline
+        self._latest = max(self._latest, deadline)
+        # Written before this read; the watchdog publishes its wake-up time before re-reading the
+        # deadlines: one of the two sides sees the other.
+        sleeping_until = self._sleeping_until
+        if sleeping_until is None or deadline < sleeping_until:
+            with self._cond:
                 self._cond.notify()
-            return self._next
+        return token
 
     def disarm(self, token: int) -> None:
+        if self._deadlines.pop(token, None) is not None:
+            return
+        # The watchdog took the deadline: it fires, holding the lock. Wait for that, then withdraw
+        # the interrupt in case it is still pending on the serving thread.
         with self._cond:
-            self._deadlines.pop(token, None)
-            fired = token in self._fired
-            self._fired.discard(token)
-        if fired:
-            # The interrupt may still be pending on the serving thread: withdraw it.
-            _set_async_exc(self._target, None)
+            pass
+        _set_async_exc(self._target, None)
 
     def stop(self) -> None:
         with self._cond:
@@ -136,22 +145,33 @@ class _Watchdog:
             self._cond.notify()
         self._thread.join()
 
+    def _earliest(self) -> tuple[int, float] | None:
+        # A copy in one C call: the serving thread changes the dict while this thread looks.
+        items = list(self._deadlines.items())
+        return min(items, key=lambda item: item[1]) if items else None
+
     def _run(self) -> None:
         with self._cond:
             while not self._stopped:
-                if not self._deadlines:
+                now = time.monotonic()
+                earliest = self._earliest()
+                if earliest is not None and earliest[1] <= now:
+                    if self._deadlines.pop(earliest[0], None) is not None:  # else just disarmed
+                        _set_async_exc(self._target, HandlerTimeout)
+                    continue
+                wake_at = earliest[1] if earliest is not None else self._latest
+                if wake_at <= now:
                     self._sleeping_until = None
-                    self._cond.wait()
+                    if not self._deadlines:
+                        self._cond.wait()
+                        self.wakeups += 1
                     continue
-                token, deadline = min(self._deadlines.items(), key=lambda item: item[1])
-                remaining = deadline - time.monotonic()
-                if remaining > 0:
-                    self._sleeping_until = deadline
-                    self._cond.wait(remaining)
+                self._sleeping_until = wake_at
+                again = self._earliest()
+                if again is not None and again[1] < wake_at:
                     continue
-                del self._deadlines[token]
-                self._fired.add(token)
-                _set_async_exc(self._target, HandlerTimeout)
+                self._cond.wait(wake_at - now)
+                self.wakeups += 1
 
 
 def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
