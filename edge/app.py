@@ -221,9 +221,14 @@ class NodeApp:
         if path == "/_edge/health":
             await _send_json(send, 200, {"status": "ok"}, request_id)
         elif path == "/_edge/metrics":
+            serving = self._pool.functions if self._pool is not None else {}
+            isolates = [release.isolate for function in serving.values() for release in function.releases]
             metrics: dict[str, Any] = {
-                "functions": len(self._pool.functions) if self._pool is not None else 0,
+                "functions": len(serving),
                 "abandoned_isolates": self._pool.abandoned if self._pool is not None else 0,
+                # Requests reach isolates in batches; a batch for an idle isolate wakes it.
+                "isolate_batches": sum(isolate.batches for isolate in isolates),
+                "isolate_wakes": sum(isolate.wakes for isolate in isolates),
             }
             if self.cache is not None:
                 metrics["cache"] = self.cache.stats.as_dict()

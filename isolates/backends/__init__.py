@@ -42,6 +42,9 @@ class Isolate(Protocol):
     spec: IsolateSpec
     # True once loaded when the handler is a coroutine function.
     is_async: bool
+    # Request batches handed to the isolate, and how many of them had to wake it (it was idle).
+    batches: int
+    wakes: int
 
     @property
     def ready(self) -> asyncio.Future[None]:

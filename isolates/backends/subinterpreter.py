@@ -2,8 +2,11 @@
 
 A dedicated host thread creates the interpreter and stays inside it running the guest's serve
 loop (isolates/guest/_edge_runtime.py); requests cross as plain tuples on `_interpqueues` queues.
-The event loop wakes the guest with one eventfd write per loop iteration and watches the guest's
-eventfd with `add_reader`, so there is no thread hand-off per request.
+A request for a sleeping guest goes in at once with one eventfd write; requests for a busy guest
+wait in a host-side outbox and go in as one batch (one queue operation) at the next event-loop
+iteration. The guest answers all it drained with one batch of replies and one write of the
+eventfd the loop watches with `add_reader`. So there is no thread hand-off per request, and the
+busier the node, the bigger the batches.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ log = logging.getLogger("edge.isolates")
 
 _ONE = (1).to_bytes(8, sys.byteorder)
 _STOP = (0,)
+# Replies in a batch from the guest, or the unbound marker when its interpreter is gone (see _run).
+_NOTHING: tuple[Any, ...] = ()
 _BLANK = IsolateSpec(name="", version="", directory="", module="", attribute="", timeout_ms=1)
 
 _BOOT = """\
@@ -90,6 +95,11 @@ class SubinterpreterIsolate:
         self._done_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._seq = count(1)
         self._pending: dict[int, tuple[asyncio.Future[Reply], float]] = {}
+        # Items for the guest not yet put on its queue: flushed as one batch (see _flush).
+        self._outbox: list[tuple[Any, ...]] = []
+        # Batches put on the guest's queue and eventfd writes that woke it (in /_edge/metrics).
+        self.batches = 0
+        self.wakes = 0
         # One byte shared with the guest: 1 while it sleeps (or is about to) on the wake eventfd.
         self._flag = memoryview(bytearray(1))
         self._sweep: asyncio.TimerHandle | None = None
@@ -131,8 +141,7 @@ class SubinterpreterIsolate:
         deps = os.path.join(directory, ".deps")
         paths = (directory, *([deps] if os.path.isdir(deps) else []), str(GUEST_DIR), *stdlib_paths())
         attribute = spec.attribute
-        queue_put(self._in_q, (-1, paths, spec.name, spec.version, spec.env, spec.module, attribute))
-        self._wake()
+        self._send_now((-1, paths, spec.name, spec.version, spec.env, spec.module, attribute))
 
     def _run(self) -> None:
         """The host thread: create the interpreter, live inside its serve loop, then destroy it."""
@@ -190,20 +199,42 @@ class SubinterpreterIsolate:
             return future
         seq = next(self._seq)
         self._pending[seq] = (future, deadline)
-        queue_put(self._in_q, (seq, method, path, query, headers, body, request_id, deadline))
-        self._wake()
+        outbox = self._outbox
+        outbox.append((seq, method, path, query, headers, body, request_id, deadline))
+        if self._flag[0]:
+            # The guest sleeps: wake it now (no added latency when the node is quiet).
+            self._flush()
+        elif len(outbox) == 1:
+            # The guest is busy and looks at its queue when done: what arrives meanwhile goes as one batch.
+            self._loop.call_soon(self._flush)
         if self._sweep is None:
             self._schedule_sweep(deadline)
         return future
 
+    def _flush(self) -> None:
+        """Put everything submitted since the last flush on the queue as one batch."""
+        if self._outbox and self._alive:
+            batch, self._outbox = tuple(self._outbox), []
+            queue_put(self._in_q, batch)
+            self.batches += 1
+            self._wake()
+
+    def _send_now(self, item: tuple[Any, ...]) -> None:
+        """Put `item` behind anything still waiting for a flush, without waiting for one."""
+        self._outbox.append(item)
+        batch, self._outbox = tuple(self._outbox), []
+        queue_put(self._in_q, batch)
+        self._wake()
+
     def _wake(self) -> None:
         # The guest raises the flag before its last look at the queue and then blocks on the
-        # eventfd: a request put after that look sees the flag and writes. While the guest is
-        # busy the flag is down and it finds new requests itself, so there is no syscall.
+        # eventfd: a batch put after that look sees the flag and writes. While the guest is
+        # busy the flag is down and it finds new batches itself, so there is no syscall.
         flag = self._flag
         if flag[0]:
             flag[0] = 0
             os.write(self._wake_fd, _ONE)
+            self.wakes += 1
 
     def _schedule_sweep(self, deadline: float) -> None:
         self._sweep = self._loop.call_later(max(0.0, deadline - monotonic()), self._expire_overdue)
@@ -232,21 +263,20 @@ class SubinterpreterIsolate:
         out_q, pending = self._out_q, self._pending
         self._last_progress = self._loop.time()
         while queue_count(out_q):
-            message = queue_get(out_q)
-            if message is None:  # unbound: its interpreter is gone (see _run)
-                continue
-            kind = message[0]
-            if kind <= ERROR:
-                entry = pending.pop(message[1], None)
-                if entry is not None:
-                    if kind == ERROR and message[2] == 504:  # one text, whichever side noticed first
-                        message = (ERROR, message[1], 504, self._timeout_message)
-                    entry[0].set_result(message)
-            elif kind == LOG:
-                self._log_sink(self.spec.name, self.spec.version, message[1], message[2], message[3])
-            elif kind == LOADED:
-                self.is_async = message[3]
-                self._on_loaded(message[1], message[2])
+            for message in queue_get(out_q) or _NOTHING:  # None: unbound, its interpreter is gone
+                kind = message[0]
+                if kind <= ERROR:
+                    entry = pending.pop(message[1], None)
+                    if entry is not None:
+                        if kind == ERROR and message[2] == 504:  # one text, whichever side noticed first
+                            entry[0].set_result((ERROR, message[1], 504, self._timeout_message))
+                        else:
+                            entry[0].set_result(message)
+                elif kind == LOG:
+                    self._log_sink(self.spec.name, self.spec.version, message[1], message[2], message[3])
+                elif kind == LOADED:
+                    self.is_async = message[3]
+                    self._on_loaded(message[1], message[2])
 
     def _on_loaded(self, ok: bool, message: str) -> None:
         if ok:
@@ -269,9 +299,13 @@ class SubinterpreterIsolate:
 
     def take_queued(self) -> list[tuple[tuple[Any, ...], asyncio.Future[Reply]]]:
         """Remove the requests the guest has not picked up yet, with their futures (for a successor)."""
-        taken = []
+        items: list[tuple[Any, ...]] = []
         while queue_count(self._in_q):
-            item = queue_get(self._in_q)
+            items.extend(queue_get(self._in_q) or _NOTHING)
+        items.extend(self._outbox)
+        self._outbox = []
+        taken = []
+        for item in items:
             entry = self._pending.pop(item[0], None)
             if entry is not None:
                 taken.append((item, entry[0]))
@@ -282,24 +316,22 @@ class SubinterpreterIsolate:
         for item, future in queued:
             seq = next(self._seq)
             self._pending[seq] = (future, item[7])
-            queue_put(self._in_q, (seq, *item[1:]))
+            self._outbox.append((seq, *item[1:]))
         if queued:
-            self._wake()
+            self._flush()
             if self._sweep is None:
                 self._schedule_sweep(queued[0][0][7])
 
     def abandon(self) -> None:
         """Stop routing to this isolate; it exits by itself if its stuck call ever returns."""
         self._alive = False
-        queue_put(self._in_q, _STOP)
-        self._wake()
+        self._send_now(_STOP)
 
     async def close(self, timeout: float) -> bool:
         """Stop after the requests in hand are answered; returns False if it had to be abandoned."""
         if self._alive:
             self._alive = False
-            queue_put(self._in_q, _STOP)
-            self._wake()
+            self._send_now(_STOP)
         try:
             await asyncio.wait_for(asyncio.shield(self._exited), timeout)
         except TimeoutError:

@@ -6,11 +6,12 @@ loads the function, reports the outcome on the out-queue and then serves until t
 An isolate boots blank (standard library and this runtime imported, watchdog running) and waits
 for the function it is assigned, so a warm pool of blank isolates makes cold starts cheap.
 
+Both queues carry batches: tuples of the items below, in order.
 Host -> guest (in-queue); the host writes the wake eventfd only while the guest's flag is raised:
     (-1, paths, name, version, env, module, attribute)                        assignment, first
     (seq, method, path, query_string, headers, body, request_id, deadline)   seq >= 1
     (0,)                                                                      stop
-Guest -> host (out-queue), then one eventfd write per drained batch:
+Guest -> host (out-queue), one batch and one eventfd write per drained batch (or loop iteration):
     (RESPONSE, seq, status, headers, body)
     (ERROR, seq, status, message)        the host renders the JSON error body
     (LOG, stream, request_id, line)
@@ -49,18 +50,38 @@ class HandlerTimeout(BaseException):
 
 
 class _Channel:
-    """The two queues and two eventfds shared with the host."""
+    """The two queues and two eventfds shared with the host.
+
+    Messages from the serving thread wait in `outbox` until `flush` puts them as one batch;
+    other threads of the function (its own, printing) send theirs at once.
+    """
 
     def __init__(self, in_q: int, out_q: int, wake_fd: int, done_fd: int, flag: memoryview) -> None:
         self.in_q, self.out_q, self.wake_fd, self.done_fd = in_q, out_q, wake_fd, done_fd
         # 1 = "I am about to sleep on wake_fd": the host writes wake_fd only then (see _serve_sync).
         self.flag = memoryview(flag)
+        self.outbox: list[tuple[Any, ...]] = []
+        # Items of a batch taken from the in-queue and not yet handled (see _next_item).
+        self.leftover: list[tuple[Any, ...]] = []
+        # Set by an event loop serving async handlers: arranges one flush per loop iteration.
+        self.flush_soon: Any = None
+        self._serving_thread = threading.get_ident()
 
     def send(self, message: tuple[Any, ...]) -> None:
-        queue_put(self.out_q, message)
+        if threading.get_ident() != self._serving_thread:
+            queue_put(self.out_q, (message,))
+            os.write(self.done_fd, _ONE)
+            return
+        if not self.outbox and self.flush_soon is not None:
+            self.flush_soon()
+        self.outbox.append(message)
 
-    def notify(self) -> None:
-        os.write(self.done_fd, _ONE)
+    def flush(self) -> None:
+        """Put the waiting messages as one batch and wake the host."""
+        if self.outbox:
+            batch, self.outbox = tuple(self.outbox), []
+            queue_put(self.out_q, batch)
+            os.write(self.done_fd, _ONE)
 
 
 class _LogWriter:
@@ -79,15 +100,12 @@ class _LogWriter:
         self._partial = lines.pop()
         for line in lines:
             self._channel.send((LOG, self._stream, _request_id.get(), line))
-        if lines:
-            self._channel.notify()
         return len(text)
 
     def flush(self) -> None:
         if self._partial:
             line, self._partial = self._partial, ""
             self._channel.send((LOG, self._stream, _request_id.get(), line))
-            self._channel.notify()
 
     def isatty(self) -> bool:
         return False
@@ -237,7 +255,6 @@ class _Function:
         except Exception as exc:
             message = self.failure(seq, exc)
         self.channel.send(message)
-        self.channel.notify()
 
     def failure(self, seq: int, exc: BaseException) -> tuple[Any, ...]:
         import traceback
@@ -357,8 +374,10 @@ def boot(
         _serve_assignment(channel, watchdog, *assignment[1:])
     finally:
         watchdog.stop()
+        channel.flush_soon = None
         sys.stdout.flush()
         sys.stderr.flush()
+        channel.flush()
 
 
 def _serve_assignment(
@@ -385,7 +404,7 @@ def _serve_assignment(
             text = "".join(traceback.format_exception(exc.__cause__)).rstrip("\n")
             channel.send((LOG, "error", "", text))
         channel.send((LOADED, False, str(exc), False))
-        channel.notify()
+        channel.flush()
         _wait_for_stop(channel)
         return
     function = _Function(channel, watchdog, name, version, handler)
@@ -393,7 +412,7 @@ def _serve_assignment(
     # that includes importing asyncio and building the loop, tens of milliseconds.
     loop = _new_loop() if _is_async(handler) else None
     channel.send((LOADED, True, "", loop is not None))
-    channel.notify()
+    channel.flush()
     try:
         if loop is not None:
             _serve_async(channel, function, loop)
@@ -404,40 +423,49 @@ def _serve_assignment(
 
 
 def _next_item(channel: _Channel) -> tuple[Any, ...]:
-    """Block until the host queues something; same flag protocol as _serve_sync."""
+    """Block until the host queues something; the rest of its batch waits in `channel.leftover`."""
     while True:
+        if channel.leftover:
+            return channel.leftover.pop(0)
         if queue_count(channel.in_q):
             channel.flag[0] = 0
-            item: tuple[Any, ...] = queue_get(channel.in_q)
-            return item
-        channel.flag[0] = 1
+            channel.leftover.extend(queue_get(channel.in_q))
+            continue
+        channel.flag[0] = 1  # same protocol as _serve_sync
         if not queue_count(channel.in_q):
             os.read(channel.wake_fd, 8)
 
 
 def _wait_for_stop(channel: _Channel) -> None:
-    channel.flag[0] = 1
-    while True:
-        while queue_count(channel.in_q):
-            if queue_get(channel.in_q)[0] == 0:
-                return
-        os.read(channel.wake_fd, 8)
-        channel.flag[0] = 1
+    while _next_item(channel)[0] != 0:
+        pass
+
+
+# A long batch sends the replies it has every this many seconds, not only at its end.
+_FLUSH_EVERY = 0.0005
 
 
 def _serve_sync(channel: _Channel, function: _Function) -> None:
     read, in_q, wake_fd, call, flag = os.read, channel.in_q, channel.wake_fd, function.call_sync, channel.flag
+    flush, clock = channel.flush, time.monotonic
+    batch: tuple[tuple[Any, ...], ...] = tuple(channel.leftover)
+    channel.leftover.clear()
     while True:
-        handled = False
-        while queue_count(in_q):
-            item = queue_get(in_q)
-            if item[0] == 0:
-                return
-            call(item)
-            handled = True
-        if handled:
-            channel.notify()
-        # Raise the flag, then look once more: a request put after this look finds the flag
+        # Drain every batch there is, then answer them all with one batch of replies.
+        flushed_at = clock()
+        while batch or queue_count(in_q):
+            for item in batch or queue_get(in_q):
+                if item[0] == 0:
+                    flush()
+                    return
+                call(item)
+                now = clock()
+                if now - flushed_at > _FLUSH_EVERY:
+                    flush()
+                    flushed_at = now
+            batch = ()
+        flush()
+        # Raise the flag, then look once more: a batch put after this look finds the flag
         # raised and writes the eventfd, so the read below cannot miss it.
         flag[0] = 1
         if queue_count(in_q):
@@ -465,8 +493,11 @@ def _serve_async(channel: _Channel, function: _Function, loop: Any) -> None:
         os.read(channel.wake_fd, 8)
         # The loop only looks at the queue when woken: keep the flag raised, before draining.
         channel.flag[0] = 1
+        items = channel.leftover
         while queue_count(channel.in_q):
-            item = queue_get(channel.in_q)
+            items.extend(queue_get(channel.in_q))
+        channel.leftover = []
+        for item in items:
             if item[0] == 0:
                 if not stopped.done():
                     stopped.set_result(None)
@@ -475,10 +506,11 @@ def _serve_async(channel: _Channel, function: _Function, loop: Any) -> None:
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
+    # Replies and log lines go back once per loop iteration, in one batch.
+    channel.flush_soon = lambda: loop.call_soon(channel.flush)
     loop.add_reader(channel.wake_fd, on_wake)
     channel.flag[0] = 1
-    on_wake_pending = queue_count(channel.in_q)
-    if on_wake_pending:
+    if channel.leftover or queue_count(channel.in_q):
         os.write(channel.wake_fd, _ONE)
     try:
         loop.run_until_complete(stopped)
@@ -486,5 +518,7 @@ def _serve_async(channel: _Channel, function: _Function, loop: Any) -> None:
         if tasks:
             loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
     finally:
+        channel.flush_soon = None
+        channel.flush()
         loop.remove_reader(channel.wake_fd)
         loop.close()

@@ -400,6 +400,16 @@ def test_health(node: Node) -> None:
     )
 
 
+def test_metrics_count_the_batches_that_reached_isolates(node: Node) -> None:
+    before = node.get("/_edge/metrics").json()
+    for _ in range(3):
+        assert node.get("/spin").status == 200
+    after = node.get("/_edge/metrics").json()
+    # One at a time: each request is a batch of its own, and waking the idle isolate is the rule.
+    assert after["isolate_batches"] - before["isolate_batches"] == 3
+    assert 1 <= after["isolate_wakes"] - before["isolate_wakes"] <= 3
+
+
 def test_ready_lists_every_function_and_its_state(node: Node, functions: Path) -> None:
     reply = node.get("/_edge/ready")
     assert reply.status == 200
