@@ -101,6 +101,13 @@ class Server:
             process.wait()
             return None
 
+    @property
+    def pid(self) -> int:
+        """The server process's id (it must be started)."""
+        if self.process is None:
+            raise RuntimeError(f"{self.argv[0]} is not started")
+        return self.process.pid
+
     def __enter__(self) -> Server:
         return self.start()
 

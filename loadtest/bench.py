@@ -31,12 +31,32 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
 class WrkResult(NamedTuple):
-    """One wrk run: requests per second and latency percentiles in milliseconds."""
+    """One wrk run: requests per second, latency percentiles in ms, server CPU per request in us."""
 
     rps: float
     p50: float
     p99: float
     errors: int
+    cpu_us: float = 0.0
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its children (granian's workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            with open(f"/proc/{current}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    pids.extend(int(child) for child in children.read().split())
+        except FileNotFoundError:  # exited meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 def ensure_wrk() -> str:
@@ -61,8 +81,11 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def run_wrk(wrk: str, url: str, connections: int, seconds: int, threads: int) -> WrkResult:
-    """Drive `url` with wrk and parse its report."""
+def run_wrk(
+    wrk: str, url: str, connections: int, seconds: int, threads: int, server: Server | None = None
+) -> WrkResult:
+    """Drive `url` with wrk and parse its report; with `server`, also its CPU time per request."""
+    cpu_before = process_tree_cpu(server.pid) if server is not None else 0.0
     out = subprocess.run(
         [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
         capture_output=True,
@@ -75,7 +98,11 @@ def run_wrk(wrk: str, url: str, connections: int, seconds: int, threads: int) ->
     errors = sum(
         int(n) for n in re.findall(r"(?:Non-2xx or 3xx responses|Socket errors:.*?timeout)\s*:?\s*(\d+)", out)
     )
-    return WrkResult(rps, p50, p99, errors)
+    cpu_us = 0.0
+    if server is not None:
+        requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+        cpu_us = (process_tree_cpu(server.pid) - cpu_before) / max(requests, 1) * 1e6
+    return WrkResult(rps, p50, p99, errors, cpu_us)
 
 
 def bare_server(port: int) -> Server:
@@ -102,17 +129,17 @@ def throughput(
     hello, cached = "node: hello through an isolate", "node: cached hit"
     results: dict[str, list[WrkResult]] = {"bare granian": [], hello: [], cached: []}
     bare_port, node_port = free_port(), free_port()
-    with bare_server(bare_port), node_server(node_port, ROOT / "examples"):
-        urls = {
-            "bare granian": f"http://127.0.0.1:{bare_port}/",
-            hello: f"http://127.0.0.1:{node_port}/hello",
-            cached: f"http://127.0.0.1:{node_port}/cached",
+    with bare_server(bare_port) as bare, node_server(node_port, ROOT / "examples") as node:
+        targets = {
+            "bare granian": (f"http://127.0.0.1:{bare_port}/", bare),
+            hello: (f"http://127.0.0.1:{node_port}/hello", node),
+            cached: (f"http://127.0.0.1:{node_port}/cached", node),
         }
-        for url in urls.values():
+        for url, _ in targets.values():
             run_wrk(wrk, url, connections, 1, threads)  # warm-up (and fills the cache)
         for _ in range(rounds):
-            for name, url in urls.items():
-                results[name].append(run_wrk(wrk, url, connections, seconds, threads))
+            for name, (url, server) in targets.items():
+                results[name].append(run_wrk(wrk, url, connections, seconds, threads, server))
     return results
 
 
@@ -152,19 +179,24 @@ def main() -> int:
     print(f"throughput: wrk {wrk_args}, {args.rounds} rounds, every target in turn each round")
     results = throughput(wrk, args.rounds, args.seconds, args.connections, args.threads)
     bare = results["bare granian"]
-    print(f"| {'what':<34} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'ratio':>6} | {'ratios':>18} |")
-    print(f"| {'-' * 34} | {'-' * 9} | {'-' * 7} | {'-' * 7} | {'-' * 6} | {'-' * 18} |")
+    print(
+        f"| {'what':<34} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'ratio':>6} | {'ratios':>10} "
+        f"| {'cpu us/req':>10} |"
+    )
+    print(f"| {'-' * 34} | {'-' * 9} | {'-' * 7} | {'-' * 7} | {'-' * 6} | {'-' * 10} | {'-' * 10} |")
     for name, runs in results.items():
         rps = statistics.median(r.rps for r in runs)
         p50 = statistics.median(r.p50 for r in runs)
         p99 = statistics.median(r.p99 for r in runs)
+        cpu = statistics.median(r.cpu_us for r in runs)
         ratios = [run.rps / base.rps for run, base in zip(runs, bare, strict=True)]
         spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
         print(
             f"| {name:<34} | {rps:>9.0f} | {p50:>7.2f} | {p99:>7.2f} | "
-            f"{statistics.median(ratios):>5.2f}x | {spread:>18} |"
+            f"{statistics.median(ratios):>5.2f}x | {spread:>10} | {cpu:>10.1f} |"
         )
     print("ratio: median over rounds of (target / bare in the same round); ratios: their range")
+    print("cpu us/req: CPU time of the server's processes per request served (median over rounds)")
     if args.cold:
         times = sorted(cold_starts(args.cold))
         p50 = statistics.median(times)
