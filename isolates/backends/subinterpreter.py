@@ -42,7 +42,7 @@ log = logging.getLogger("edge.isolates")
 
 _ONE = (1).to_bytes(8, sys.byteorder)
 _STOP = (0,)
-# Replies in a batch from the guest, or the unbound marker when its interpreter is gone (see _run).
+# Stands in for a batch that came back unbound (None): its interpreter is gone (see _run).
 _NOTHING: tuple[Any, ...] = ()
 _BLANK = IsolateSpec(name="", version="", directory="", module="", attribute="", timeout_ms=1)
 
@@ -213,17 +213,18 @@ class SubinterpreterIsolate:
 
     def _flush(self) -> None:
         """Put everything submitted since the last flush on the queue as one batch."""
-        if self._outbox and self._alive:
-            batch, self._outbox = tuple(self._outbox), []
-            queue_put(self._in_q, batch)
-            self.batches += 1
-            self._wake()
+        if self._outbox and self._alive:  # a dead isolate's queue is gone; _on_exit answers 503
+            self._put_outbox()
 
     def _send_now(self, item: tuple[Any, ...]) -> None:
         """Put `item` behind anything still waiting for a flush, without waiting for one."""
         self._outbox.append(item)
+        self._put_outbox()
+
+    def _put_outbox(self) -> None:
         batch, self._outbox = tuple(self._outbox), []
         queue_put(self._in_q, batch)
+        self.batches += 1
         self._wake()
 
     def _wake(self) -> None:
