@@ -380,6 +380,35 @@ def test_requests_for_a_busy_isolate_go_in_batches(tmp_path: Path) -> None:
     run(body())
 
 
+def test_a_reply_in_a_batch_of_slow_requests_is_not_held_for_the_rest(tmp_path: Path) -> None:
+    write_function(
+        tmp_path,
+        "slow",
+        """
+        import time
+
+        def handler(request):
+            time.sleep(0.2)
+            return "done"
+        """,
+    )
+
+    async def body() -> None:
+        async with harness(tmp_path, "slow") as h:
+            started = time.monotonic()
+            answered: list[float] = []
+
+            async def call() -> None:
+                await h.call("slow")
+                answered.append(time.monotonic() - started)
+
+            await asyncio.gather(*(call() for _ in range(3)))
+            # One at a time in the isolate: 0.2, 0.4 and 0.6 s, not all three at 0.6 s.
+            assert answered[0] < 0.45, answered
+
+    run(body())
+
+
 def test_async_handlers_run_concurrently(tmp_path: Path) -> None:
     write_function(
         tmp_path,
