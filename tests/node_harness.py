@@ -113,6 +113,18 @@ RUNAWAY = """
         return {"calls": calls}
 """
 
+# Counts its calls; `?fail` raises ValueError("boom").
+BOOM = """
+    calls = 0
+
+    def handler(request):
+        global calls
+        calls += 1
+        if request.query_string == "fail":
+            raise ValueError("boom")
+        return {"calls": calls}
+"""
+
 # Counts its calls; `?sleep` blocks in C (time.sleep), where nothing can interrupt it.
 STUCK_IN_C = """
     import time

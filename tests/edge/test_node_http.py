@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from node_harness import CONTRACT, RUNAWAY, STUCK_IN_C, Node, Reply, write_function
+from node_harness import BOOM, CONTRACT, RUNAWAY, STUCK_IN_C, Node, Reply, write_function
 
 from edge.functions import content_version
 from loadtest._servers import ROOT, Server, free_port, wait_http
@@ -88,16 +88,7 @@ FUNCTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
         {},
     ),
     "boom": (
-        """
-        calls = 0
-
-        def handler(request):
-            global calls
-            calls += 1
-            if request.query_string == "fail":
-                raise ValueError("boom")
-            return {"calls": calls}
-        """,
+        BOOM,
         "",
         {},
     ),

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from node_harness import CONTRACT, RUNAWAY, STUCK_IN_C, write_function
+from node_harness import BOOM, CONTRACT, RUNAWAY, STUCK_IN_C, write_function
 
 from edge.functions import content_version, isolate_spec
 from isolates.backends import ERROR, RESPONSE, IsolateSpec, LoadError
@@ -199,16 +199,7 @@ def test_exception_is_500_and_the_isolate_keeps_serving(tmp_path: Path) -> None:
     write_function(
         tmp_path,
         "boom",
-        """
-        calls = 0
-
-        def handler(request):
-            global calls
-            calls += 1
-            if request.query_string == "fail":
-                raise ValueError("boom")
-            return {"calls": calls}
-        """,
+        BOOM,
     )
 
     async def body() -> None:
