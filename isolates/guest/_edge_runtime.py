@@ -41,6 +41,7 @@ _TEXT = ((b"content-type", b"text/plain; charset=utf-8"),)
 _BINARY = ((b"content-type", b"application/octet-stream"),)
 _JSON = ((b"content-type", b"application/json"),)
 _CO_COROUTINE = 0x80
+_PLAIN = frozenset({str, bytes, dict, list, tuple})  # results that are surely not awaitables
 
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
@@ -223,7 +224,7 @@ class _Function:
         try:
             try:
                 result = self.handler(self.request(item))
-                if hasattr(result, "__await__"):
+                if type(result) not in _PLAIN and hasattr(result, "__await__"):
                     result = self._run_awaitable(result)
             finally:
                 self.watchdog.disarm(token)
@@ -282,6 +283,11 @@ def _header_pairs(headers: Any) -> tuple[tuple[bytes, bytes], ...]:
 
 def _encode(seq: int, result: Any) -> tuple[Any, ...]:
     """Turn what a handler returned into a RESPONSE message; raises TypeError for anything else."""
+    kind = type(result)
+    if kind is str:  # the common cases first, without the checks below
+        return (RESPONSE, seq, 200, _TEXT, result.encode())
+    if kind is bytes:
+        return (RESPONSE, seq, 200, _BINARY, result)
     status = 200
     headers: tuple[tuple[bytes, bytes], ...] = ()
     if isinstance(result, Response):
@@ -309,7 +315,7 @@ def _encode(seq: int, result: Any) -> tuple[Any, ...]:
             f"handler returned {type(body).__name__}; expected str, bytes, dict, list, "
             "a (body, status[, headers]) tuple or a Response"
         )
-    if default and not any(name == b"content-type" for name, _ in headers):
+    if default and not (headers and any(name == b"content-type" for name, _ in headers)):
         headers = default + headers
     return (RESPONSE, seq, status, headers, data)
 
