@@ -2,9 +2,9 @@
 
 A dedicated host thread creates the interpreter and stays inside it running the guest's serve
 loop (isolates/guest/_edge_runtime.py); requests cross as plain tuples on `_interpqueues` queues.
-A request for a sleeping guest goes in at once with one eventfd write; requests for a busy guest
-wait in a host-side outbox and go in as one batch (one queue operation) at the next event-loop
-iteration. The guest answers all it drained with one batch of replies and one write of the
+Requests wait in a host-side outbox; everything submitted in one event-loop iteration goes in as
+one batch (one queue operation) at the next iteration, with one eventfd write only when the guest
+sleeps. The guest answers all it drained with one batch of replies and one write of the
 eventfd the loop watches with `add_reader`. So there is no thread hand-off per request, and the
 busier the node, the bigger the batches.
 """
@@ -201,11 +201,9 @@ class SubinterpreterIsolate:
         self._pending[seq] = (future, deadline)
         outbox = self._outbox
         outbox.append((seq, method, path, query, headers, body, request_id, deadline))
-        if self._flag[0]:
-            # The guest sleeps: wake it now (no added latency when the node is quiet).
-            self._flush()
-        elif len(outbox) == 1:
-            # The guest is busy and looks at its queue when done: what arrives meanwhile goes as one batch.
+        if len(outbox) == 1:
+            # Everything submitted in this loop iteration goes in as one batch at the next one
+            # (a few microseconds later when the loop is idle; a bigger batch under load).
             self._loop.call_soon(self._flush)
         if self._sweep is None:
             self._schedule_sweep(deadline)

@@ -371,6 +371,28 @@ def test_requests_for_a_busy_isolate_go_in_batches(tmp_path: Path) -> None:
     run(body())
 
 
+def test_requests_of_one_loop_iteration_wake_an_idle_isolate_once(tmp_path: Path) -> None:
+    write_function(tmp_path, "idle", "def handler(request):\n    return request.query_string\n")
+
+    async def body() -> None:
+        async with harness(tmp_path, "idle") as h:
+            isolate = h.pool.get("idle").pick()  # type: ignore[union-attr]
+            assert isolate is not None
+            await h.call("idle")
+            for _ in range(200):  # until the guest sleeps on its eventfd again
+                if isolate._flag[0]:
+                    break
+                await asyncio.sleep(0.005)
+            assert isolate._flag[0] == 1
+            batches, wakes = isolate.batches, isolate.wakes
+            # gather starts all 16 calls in one loop iteration: one batch, one eventfd write.
+            replies = await asyncio.gather(*(h.call("idle", query=str(n)) for n in range(16)))
+            assert [reply[4] for reply in replies] == [str(n).encode() for n in range(16)]
+            assert (isolate.batches - batches, isolate.wakes - wakes) == (1, 1)
+
+    run(body())
+
+
 def test_a_reply_in_a_batch_of_slow_requests_is_not_held_for_the_rest(tmp_path: Path) -> None:
     write_function(
         tmp_path,
