@@ -152,8 +152,11 @@ class SubinterpreterIsolate:
             error = f"cannot create an interpreter: {exc}"
         else:
             try:
-                # A memoryview can only be shared into an interpreter that imported _interpreters.
-                error = call_exec(iid, "import _interpreters") or call_exec(iid, _BOOT, self._shared())
+                try:
+                    # 3.13 shares a memoryview only into an interpreter that imported _interpreters.
+                    error = call_exec(iid, "import _interpreters") or call_exec(iid, _BOOT, self._shared())
+                except Exception as exc:  # the call itself refused (e.g. a value it cannot share)
+                    error = f"cannot boot the interpreter: {type(exc).__name__}: {exc}"
                 # Replies still queued become unbound (lost) once their interpreter is destroyed:
                 # let the loop take them first.
                 drained = threading.Event()

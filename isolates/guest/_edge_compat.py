@@ -4,6 +4,8 @@
 `get(qid) -> (obj, fmt, unboundop)`. 3.14: `create(maxsize, unboundop, fallback)`,
 `put(qid, obj, unboundop, fallback)`, `get(qid) -> (obj, unboundop)`. In both, `get` on an
 empty queue raises (3.13 imports `test.support` to do so): callers check `count()` first.
+`_interpreters.exec(id, code, shared)`: 3.13 takes `shared=None`, 3.14 wants a dict. Both return
+None or an exception snapshot (with `.errdisplay`) for an uncaught error in the code.
 The host imports it as `isolates.guest._edge_compat`; inside an isolate the guest runtime imports
 the same file as `_edge_compat`, so it uses the standard library only.
 """
@@ -82,9 +84,11 @@ def destroy_interpreter(iid: int) -> None:
 
 def call_exec(iid: int, source: str, shared: dict[str, Any] | None = None) -> str | None:
     """Run `source` in the interpreter's __main__; returns None, or the formatted uncaught error."""
+    if _PY314 and shared is None:
+        shared = {}  # 3.14 documents shared=None but refuses it: "argument 3 must be dict"
     error = _interpreters.exec(iid, source, shared)
     if error is None:
         return None
-    # 3.13 returns an exception snapshot; 3.14 returns the same or raises ExecutionFailed.
+    # An exception snapshot in both (only the high-level 3.14 API raises ExecutionFailed).
     formatted = getattr(error, "errdisplay", None) or getattr(error, "formatted", None)
     return str(formatted or error)

@@ -344,6 +344,27 @@ def test_load_errors_say_what_went_wrong(
     run(body())
 
 
+def test_an_isolate_whose_boot_call_raises_fails_to_load_instead_of_hanging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on 3.14 when `_interpreters.exec` refused its arguments: the host thread must still report.
+    from isolates.backends import subinterpreter
+
+    def refuse(iid: int, source: str, shared: dict[str, Any] | None = None) -> str | None:
+        raise TypeError("exec() refused its arguments")
+
+    monkeypatch.setattr(subinterpreter, "call_exec", refuse)
+    write_function(tmp_path, "fn", "def handler(r): return 1\n")
+
+    async def body() -> None:
+        with pytest.raises(LoadError) as caught:
+            async with asyncio.timeout(10), harness(tmp_path, "fn"):
+                pass
+        assert "cannot boot the interpreter: TypeError: exec() refused its arguments" in str(caught.value)
+
+    run(body())
+
+
 def test_requests_for_a_busy_isolate_go_in_batches(tmp_path: Path) -> None:
     write_function(
         tmp_path,
