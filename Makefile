@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench lint clean
+.PHONY: setup run test test-314 bench lint clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The suite under CPython 3.14 in a Debian sid tree (root; builds the tree on first use).
+test-314:
+	.ci/test-python314
 
 bench: $(STAMP)
 	$(BIN)/python loadtest/bench.py
