@@ -3,6 +3,7 @@
 Throughput: wrk drives the bare app and the node (examples/hello, examples/cached) in turn, same
 connections, duration and granian settings, for several rounds; ratios are taken within a round.
 Cold start: time to the first response of functions whose isolates do not exist yet.
+Ceiling: the node's app with the isolate hop replaced by a canned reply (ceiling_app.py).
 Propagation: one origin and 10 nodes on loopback, time from a deploy returning to every node
 serving the new version.
 """
@@ -10,6 +11,7 @@ serving the new version.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -112,6 +114,14 @@ def bare_server(port: int) -> Server:
     return Server(argv, f"http://127.0.0.1:{port}/")
 
 
+def ceiling_server(port: int, factory: str) -> Server:
+    """The node's app with a canned isolate reply (loadtest/ceiling_app.py), bare's granian settings."""
+    argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop", "--http", "1"]
+    argv += ["--workers", "1", "--port", str(port), "--log-level", "warning"]
+    argv += ["--factory", f"loadtest.ceiling_app:{factory}"]
+    return Server(argv, f"http://127.0.0.1:{port}/_edge/ready", env={"PYTHONPATH": str(ROOT)})
+
+
 def node_server(port: int, functions: Path, **env: str) -> Server:
     """An edge node serving `functions` (1 worker, uvloop, HTTP/1, the defaults)."""
     argv = [sys.executable, "-m", "edge", "node", "--functions", str(functions), "--port", str(port)]
@@ -119,22 +129,36 @@ def node_server(port: int, functions: Path, **env: str) -> Server:
 
 
 def throughput(
-    wrk: str, rounds: int, seconds: int, connections: int, threads: int
+    wrk: str, rounds: int, seconds: int, connections: int, threads: int, ceiling: bool = False
 ) -> dict[str, list[WrkResult]]:
-    """Both servers up at once; each round drives every target in turn, seconds apart.
+    """All servers up at once; each round drives every target in turn, seconds apart.
 
     This machine's speed drifts (it shares its host), so a ratio compares runs of one round.
-    Only the target being driven does any work: an idle granian costs nothing.
+    Only the target being driven does any work: an idle granian costs nothing. `ceiling` adds
+    the node's app with the isolate hop replaced by a canned reply (see ceiling_app.py).
     """
     hello, cached = "node: hello through an isolate", "node: cached hit"
     results: dict[str, list[WrkResult]] = {"bare granian": [], hello: [], cached: []}
     bare_port, node_port = free_port(), free_port()
-    with bare_server(bare_port) as bare, node_server(node_port, ROOT / "examples") as node:
+    with contextlib.ExitStack() as stack:
+        bare = stack.enter_context(bare_server(bare_port))
+        node = stack.enter_context(node_server(node_port, ROOT / "examples"))
         targets = {
             "bare granian": (f"http://127.0.0.1:{bare_port}/", bare),
             hello: (f"http://127.0.0.1:{node_port}/hello", node),
             cached: (f"http://127.0.0.1:{node_port}/cached", node),
         }
+        if ceiling:
+            for factory, name in (
+                ("instant", "ceiling: reply at once"),
+                ("next_iteration", "ceiling: reply next turn"),
+            ):
+                port = free_port()
+                targets[name] = (
+                    f"http://127.0.0.1:{port}/hello",
+                    stack.enter_context(ceiling_server(port, factory)),
+                )
+                results[name] = []
         for url, _ in targets.values():
             run_wrk(wrk, url, connections, 1, threads)  # warm-up (and fills the cache)
         for _ in range(rounds):
@@ -173,11 +197,17 @@ def main() -> int:
     parser.add_argument("--cold", type=int, default=24, help="functions for the cold-start figure")
     parser.add_argument("--nodes", type=int, default=10, help="nodes for the propagation figure (0: skip)")
     parser.add_argument("--deploys", type=int, default=20, help="deploys for the propagation figure")
+    parser.add_argument(
+        "--ceiling",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also drive the node app with a canned isolate reply: the best the isolate hop could do",
+    )
     args = parser.parse_args()
     wrk = ensure_wrk()
     wrk_args = f"-t{args.threads} -c{args.connections} -d{args.seconds}s"
     print(f"throughput: wrk {wrk_args}, {args.rounds} rounds, every target in turn each round")
-    results = throughput(wrk, args.rounds, args.seconds, args.connections, args.threads)
+    results = throughput(wrk, args.rounds, args.seconds, args.connections, args.threads, args.ceiling)
     bare = results["bare granian"]
     print(
         f"| {'what':<34} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'ratio':>6} | {'ratios':>10} "
