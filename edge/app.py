@@ -164,7 +164,7 @@ class NodeApp:
                 method,
                 path,
                 query.decode("latin-1"),
-                tuple(headers),
+                headers,
                 body,
                 request_id,
                 monotonic() + function.timeout,
@@ -199,7 +199,7 @@ class NodeApp:
 
         async def invoke() -> tuple[int, list[tuple[bytes, bytes]], bytes]:
             reply = await isolate.submit(
-                method, path, query.decode("latin-1"), tuple(headers), body, request_id, monotonic() + timeout
+                method, path, query.decode("latin-1"), headers, body, request_id, monotonic() + timeout
             )
             if reply[0] == RESPONSE:
                 return reply[2], list(reply[3]), reply[4]

@@ -8,13 +8,27 @@ from typing import Any, Protocol
 
 import msgspec
 
-__all__ = ["ERROR", "LOADED", "LOG", "RESPONSE", "Isolate", "IsolateSpec", "LoadError", "LogSink", "Reply"]
+__all__ = [
+    "ERROR",
+    "LOADED",
+    "LOG",
+    "RESPONSE",
+    "Isolate",
+    "IsolateSpec",
+    "LoadError",
+    "LogSink",
+    "Reply",
+    "RequestHeaders",
+]
 
 # Message kinds shared with the guest runtime (isolates/guest/_edge_runtime.py).
 RESPONSE, ERROR, LOG, LOADED = 0, 1, 2, 3
 
 # (RESPONSE, seq, status, headers, body) or (ERROR, seq, status, message)
 Reply = tuple[Any, ...]
+
+# A request's header pairs as the ASGI server gives them (a list) or as tuples.
+RequestHeaders = list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...]
 
 # Called with (function, version, stream, request_id, line) for every line a function logs.
 LogSink = Callable[[str, str, str, str, str], None]
@@ -61,7 +75,7 @@ class Isolate(Protocol):
         method: str,
         path: str,
         query: str,
-        headers: tuple[tuple[bytes, bytes], ...],
+        headers: RequestHeaders,
         body: bytes,
         request_id: str,
         deadline: float,

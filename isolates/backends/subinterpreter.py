@@ -20,10 +20,11 @@ import sys
 import threading
 from collections.abc import Callable
 from itertools import count
+from marshal import dumps
 from time import monotonic
 from typing import Any
 
-from isolates.backends import ERROR, LOADED, LOG, IsolateSpec, LoadError, LogSink, Reply
+from isolates.backends import ERROR, LOADED, LOG, IsolateSpec, LoadError, LogSink, Reply, RequestHeaders
 from isolates.guest import GUEST_DIR
 from isolates.guest._edge_compat import (
     call_exec,
@@ -190,7 +191,7 @@ class SubinterpreterIsolate:
         method: str,
         path: str,
         query: str,
-        headers: tuple[tuple[bytes, bytes], ...],
+        headers: RequestHeaders,
         body: bytes,
         request_id: str,
         deadline: float,
@@ -203,7 +204,8 @@ class SubinterpreterIsolate:
         seq = next(self._seq)
         self._pending[seq] = (future, deadline)
         outbox = self._outbox
-        outbox.append((seq, method, path, query, headers, body, request_id, deadline))
+        # One bytes object crosses instead of a tuple per header (the guest decodes on first use).
+        outbox.append((seq, method, path, query, dumps(headers), body, request_id, deadline))
         if len(outbox) == 1:
             # Everything submitted in this loop iteration goes in as one batch at the next one
             # (a few microseconds later when the loop is idle; a bigger batch under load).

@@ -9,7 +9,8 @@ for the function it is assigned, so a warm pool of blank isolates makes cold sta
 Both queues carry batches: tuples of the items below, in order.
 Host -> guest (in-queue); the host writes the wake eventfd only while the guest's flag is raised:
     (-1, paths, name, version, env, module, attribute)                        assignment, first
-    (seq, method, path, query_string, headers, body, request_id, deadline)   seq >= 1
+    (seq, method, path, query_string, headers, body, request_id, deadline)   seq >= 1, headers
+        marshal-encoded (one bytes object crosses instead of a tuple per header)
     (0,)                                                                      stop
 Guest -> host (out-queue), one batch and one eventfd write per drained batch (or loop iteration):
     (RESPONSE, seq, status, headers, body)

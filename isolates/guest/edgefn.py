@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import marshal
 import time
 from collections.abc import Iterator, Mapping
 
@@ -17,13 +18,20 @@ class Headers(Mapping[str, str]):
 
     __slots__ = ("_map", "_raw")
 
-    def __init__(self, raw: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    def __init__(self, raw: tuple[tuple[bytes, bytes], ...] | bytes = ()) -> None:
+        # (name, value) byte pairs, or the same marshal-encoded by the node (decoded on first use).
         self._raw = raw
         self._map: dict[str, str] | None = None
 
+    def _pairs(self) -> tuple[tuple[bytes, bytes], ...]:
+        raw = self._raw
+        if isinstance(raw, bytes):
+            raw = self._raw = tuple(marshal.loads(raw))
+        return raw
+
     def _build(self) -> dict[str, str]:
         built: dict[str, str] = {}
-        for name, value in self._raw:
+        for name, value in self._pairs():
             key = name.decode("latin-1").lower()
             text = value.decode("latin-1")
             built[key] = f"{built[key]}, {text}" if key in built else text
@@ -46,7 +54,7 @@ class Headers(Mapping[str, str]):
     def getall(self, name: str) -> list[str]:
         """Every value of a repeated header, in order."""
         key = name.lower().encode("latin-1")
-        return [v.decode("latin-1") for k, v in self._raw if k.lower() == key]
+        return [v.decode("latin-1") for k, v in self._pairs() if k.lower() == key]
 
     def __repr__(self) -> str:
         return f"Headers({dict(self)!r})"
