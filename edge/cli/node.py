@@ -100,6 +100,5 @@ def serve(settings: NodeSettings) -> None:
         log_access=False,
         # A worker that misses its SIGTERM (sent while it was still starting) is killed, not awaited forever.
         workers_kill_timeout=settings.shutdown_timeout_ms // 1000 + 5,
-        **__import__("json").loads(os.environ.get("EXP_GRANIAN", "{}")),
     )
     server.serve()
