@@ -26,6 +26,10 @@ from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import msgspec
+
+from edge.app import SETTINGS_VARIABLE
+from edge.settings import load_settings
 from loadtest._servers import ROOT, Server, free_port
 from loadtest.propagation import measure, percentile
 
@@ -115,11 +119,16 @@ def bare_server(port: int) -> Server:
 
 
 def ceiling_server(port: int, factory: str) -> Server:
-    """The node's app with a canned isolate reply (loadtest/ceiling_app.py), bare's granian settings."""
+    """The node's app with a canned isolate reply (loadtest/ceiling_app.py), bare's granian settings.
+
+    The app gets the settings `node_server`'s node would load: the defaults, examples/, its log level.
+    """
+    settings = load_settings(None, {"EDGE_LOG_LEVEL": "warning"}, {"functions": str(ROOT / "examples")})
     argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop", "--http", "1"]
     argv += ["--workers", "1", "--port", str(port), "--log-level", "warning"]
     argv += ["--factory", f"loadtest.ceiling_app:{factory}"]
-    return Server(argv, f"http://127.0.0.1:{port}/_edge/ready", env={"PYTHONPATH": str(ROOT)})
+    env = {"PYTHONPATH": str(ROOT), SETTINGS_VARIABLE: msgspec.json.encode(settings).decode()}
+    return Server(argv, f"http://127.0.0.1:{port}/_edge/ready", env=env)
 
 
 def node_server(port: int, functions: Path, **env: str) -> Server:
