@@ -84,9 +84,8 @@ def destroy_interpreter(iid: int) -> None:
 
 def call_exec(iid: int, source: str, shared: dict[str, Any] | None = None) -> str | None:
     """Run `source` in the interpreter's __main__; returns None, or the formatted uncaught error."""
-    if _PY314 and shared is None:
-        shared = {}  # 3.14 documents shared=None but refuses it: "argument 3 must be dict"
-    error = _interpreters.exec(iid, source, shared)
+    # Always a dict: 3.14 documents shared=None but refuses it ("argument 3 must be dict").
+    error = _interpreters.exec(iid, source, shared if shared is not None else {})
     if error is None:
         return None
     # An exception snapshot in both (only the high-level 3.14 API raises ExecutionFailed).
