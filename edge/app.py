@@ -17,8 +17,8 @@ import msgspec
 from cache import PASS, CachedRequest, CacheResult, HttpCache
 from edge.routing import RESERVED_PREFIX, Router
 from edge.settings import NodeSettings
-from isolates.backends import RESPONSE, Isolate, Reply
-from isolates.pool import IsolatePool
+from isolates.backends import RESPONSE, BackendOptions, Isolate, Reply, backend_factory
+from isolates.pool import BackendLookup, IsolatePool
 
 __all__ = ["FunctionSource", "NodeApp", "create_app"]
 
@@ -57,9 +57,15 @@ class NodeApp:
     """The ASGI application of one node worker process."""
 
     def __init__(
-        self, settings: NodeSettings, source: FunctionSource, clock: Callable[[], float] = time.time
+        self,
+        settings: NodeSettings,
+        source: FunctionSource,
+        clock: Callable[[], float] = time.time,
+        backends: BackendLookup = backend_factory,
     ) -> None:
-        """`clock` is the wall clock the cache compares with Date/Expires (injected in tests)."""
+        """`clock`: the wall clock the cache compares with Date/Expires; `backends`: isolation
+        level -> backend factory (both injected by tests and benchmarks)."""
+        self._backends = backends
         self.settings = settings
         self.source = source
         self.router = Router(())
@@ -270,10 +276,9 @@ class NodeApp:
         settings = self.settings
         self._pool = IsolatePool(
             _log_function_line,
+            backend_options(settings),
+            backends=self._backends,
             drain_timeout=settings.shutdown_timeout_ms / 1000,
-            warm_pool=settings.warm_pool,
-            abandon_after=settings.abandon_after_ms / 1000,
-            preload=tuple(settings.warm_imports),
         )
         await self.source.start(self)
         self.ready = True
@@ -286,6 +291,20 @@ class NodeApp:
             await self.cache.aclose()
         if self._pool is not None:
             await self._pool.close(self.settings.shutdown_timeout_ms / 1000)
+
+
+def backend_options(settings: NodeSettings) -> BackendOptions:
+    """What the node's settings say every isolate backend of a worker should do."""
+    protected = [settings.data, *settings.protected_paths]
+    return BackendOptions(
+        warm_pool=settings.warm_pool,
+        abandon_after=settings.abandon_after_ms / 1000,
+        preload=tuple(settings.warm_imports),
+        protected=tuple(os.path.realpath(path) for path in protected),
+        memory_mb=settings.process_memory_mb,
+        cpu_s=settings.process_cpu_s,
+        uid_base=settings.process_uid_base,
+    )
 
 
 def scrub_environment(patterns: list[str]) -> None:

@@ -59,4 +59,7 @@ def isolate_spec(directory: Path, manifest: Manifest, version: str) -> IsolateSp
         attribute=manifest.attribute,
         timeout_ms=manifest.timeout_ms,
         env=tuple(sorted(manifest.env.items())),
+        isolation=manifest.isolation,
+        permissions=manifest.permissions,
+        memory_mb=manifest.memory_mb,
     )

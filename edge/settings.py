@@ -19,6 +19,7 @@ class SettingsError(ValueError):
 
 
 DEFAULT_SCRUB = ("EDGE_*", "*TOKEN*", "*SECRET*", "*PASSWORD*", "*_KEY")
+DEFAULT_PROTECTED = (".edge", "/var/lib/edge", "/etc/edge")
 
 
 class NodeSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -33,6 +34,8 @@ class NodeSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Origin mode: sync functions from this origin (http://host:port) with a node token.
     origin: str = ""
     token: str = ""
+    # Origin mode: a file holding the node token (read once at start; never put the token in argv).
+    token_file: str = ""
     # The origin's ed25519 public key (base64); empty: trusted on first use and pinned in `data`.
     origin_key: str = ""
     # Where an origin-mode node keeps its id, the pinned key, bundles and its last applied state.
@@ -55,6 +58,20 @@ class NodeSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
     # Environment variables removed from the node process before any isolate exists (fnmatch).
     scrub_env: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_SCRUB))
+    # Directories no function may open besides `data` (e.g. an origin's data directory on this host).
+    protected_paths: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_PROTECTED))
+    # Isolates stuck in C code a worker may leave behind before it is recycled (new worker first).
+    max_abandoned_isolates: int = 8
+    # A worker whose RSS passes this many MiB is recycled the same way (0: no ceiling).
+    max_rss_mb: int = 0
+    # Times a function may get stuck in C code (or crash its process) within 60 s before it is
+    # marked failing and answers 503 until it is deployed again.
+    max_function_failures: int = 3
+    # Process isolation: default memory limit per child (MiB), CPU seconds per child, and the
+    # first of the uids children run under when the node is root (one per function).
+    process_memory_mb: int = 256
+    process_cpu_s: int = 3600
+    process_uid_base: int = 61000
 
 
 _LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -76,6 +93,27 @@ def _check(settings: NodeSettings, source: str) -> None:
         ("warm_pool", settings.warm_pool, 0 <= settings.warm_pool <= 64, "`int` from 0 to 64"),
         ("abandon_after_ms", settings.abandon_after_ms, settings.abandon_after_ms > 0, "`int` > 0"),
         ("shutdown_timeout_ms", settings.shutdown_timeout_ms, settings.shutdown_timeout_ms > 0, "`int` > 0"),
+        (
+            "max_abandoned_isolates",
+            settings.max_abandoned_isolates,
+            settings.max_abandoned_isolates >= 1,
+            "`int` >= 1",
+        ),
+        ("max_rss_mb", settings.max_rss_mb, settings.max_rss_mb >= 0, "`int` >= 0 (0: no ceiling)"),
+        (
+            "max_function_failures",
+            settings.max_function_failures,
+            settings.max_function_failures >= 1,
+            "`int` >= 1",
+        ),
+        ("process_memory_mb", settings.process_memory_mb, settings.process_memory_mb >= 16, "`int` >= 16"),
+        ("process_cpu_s", settings.process_cpu_s, settings.process_cpu_s >= 1, "`int` >= 1"),
+        (
+            "process_uid_base",
+            settings.process_uid_base,
+            1000 <= settings.process_uid_base <= 2**31 - 100_000,
+            "`int` from 1000 to 2147383648",
+        ),
     )
     for field, value, ok, expected in problems:
         if not ok:

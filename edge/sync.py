@@ -333,6 +333,9 @@ class OriginSource:
             attribute=manifest.attribute,
             timeout_ms=function.timeout_ms,
             env=tuple(sorted(function.env.items())),
+            isolation=manifest.isolation,
+            permissions=manifest.permissions,
+            memory_mb=manifest.memory_mb,
         )
 
     async def _bundle(self, name: str, version: str) -> Path:

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import msgspec
 
-__all__ = ["MANIFEST_NAME", "CachePolicy", "Manifest", "ManifestError", "decode_manifest", "load_manifest"]
+__all__ = [
+    "ISOLATION_LEVELS",
+    "MANIFEST_NAME",
+    "CachePolicy",
+    "Manifest",
+    "ManifestError",
+    "Permissions",
+    "decode_manifest",
+    "load_manifest",
+]
 
 MANIFEST_NAME = "edge.toml"
 
@@ -17,6 +26,9 @@ _ENTRYPOINT = re.compile(rf"{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ROUTE = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
 MAX_TIMEOUT_MS = 15 * 60 * 1000
+# `isolation = ...`: where the function runs (isolates/backends/__init__.py BACKENDS has one per name).
+ISOLATION_LEVELS = ("interpreter", "process")
+_NET_TARGET = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+|\*):([0-9]{1,5}|\*)")
 
 
 class ManifestError(ValueError):
@@ -29,6 +41,20 @@ class CachePolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     ttl: int = 0
 
 
+class Permissions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """`[permissions]`: what a function may reach beyond its own bundle (Deno-style grants).
+
+    `net` is true (any host), false (none) or a list of "host:port" targets ("*" matches any
+    host or port); `read`/`write` are absolute paths (a directory grants everything under it).
+    """
+
+    net: bool | list[str] = True
+    read: list[str] = []
+    write: list[str] = []
+    subprocess: bool = False
+    ctypes: bool = False
+
+
 class Manifest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """`edge.toml`: what a function is called, where its handler is and how it runs."""
 
@@ -38,6 +64,11 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     env: dict[str, str] = {}
     routes: list[str] = []
     cache: CachePolicy = CachePolicy()
+    # "interpreter" (a subinterpreter in the node's worker) or "process" (a confined child process).
+    isolation: str = "interpreter"
+    # Process isolation: the child's memory limit in MiB (0: the node's default, `process_memory_mb`).
+    memory_mb: int = 0
+    permissions: Permissions = Permissions()
 
     @property
     def module(self) -> str:
@@ -71,6 +102,31 @@ def _check(manifest: Manifest, source: str) -> None:
             )
     if manifest.cache.ttl < 0:
         raise _fail(source, "`int` >= 0", manifest.cache.ttl, "$.cache.ttl")
+    if manifest.isolation not in ISOLATION_LEVELS:
+        expected = " or ".join(f'"{level}"' for level in ISOLATION_LEVELS)
+        raise _fail(source, expected, manifest.isolation, "$.isolation")
+    if not 0 <= manifest.memory_mb <= 1 << 20:
+        raise _fail(
+            source, "`int` from 0 (the node's default) to 1048576 MiB", manifest.memory_mb, "$.memory_mb"
+        )
+    _check_permissions(manifest.permissions, source)
+
+
+def _check_permissions(permissions: Permissions, source: str) -> None:
+    if isinstance(permissions.net, list):
+        for index, target in enumerate(permissions.net):
+            match = _NET_TARGET.fullmatch(target)
+            if match is None or (match[2] != "*" and not 0 < int(match[2]) <= 65535):
+                raise _fail(
+                    source,
+                    '"host:port" (port 1-65535, "*" for any host or port)',
+                    target,
+                    f"$.permissions.net[{index}]",
+                )
+    for field in ("read", "write"):
+        for index, path in enumerate(getattr(permissions, field)):
+            if not path.startswith("/") or "\0" in path:
+                raise _fail(source, "an absolute path", path, f"$.permissions.{field}[{index}]")
 
 
 def _name_env_key(data: bytes | str, message: str) -> str:

@@ -11,18 +11,28 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from isolates.backends import Isolate, IsolateSpec, LoadError, LogSink
-from isolates.backends.subinterpreter import SubinterpreterIsolate, WarmPool
+import msgspec
 
-__all__ = ["Function", "IsolateFactory", "IsolatePool", "Release"]
+from isolates.backends import (
+    Backend,
+    BackendFactory,
+    BackendOptions,
+    Isolate,
+    IsolateSpec,
+    LoadError,
+    LogSink,
+    backend_factory,
+)
+
+__all__ = ["BackendLookup", "Function", "IsolatePool", "Release"]
 
 log = logging.getLogger("edge.isolates")
 
-# Starts an isolate for a spec: (spec, callback for an isolate stuck in C code, whether the
-# function's handler is known to be async) -> isolate.
-IsolateFactory = Callable[[IsolateSpec, Callable[[SubinterpreterIsolate], None], bool], Isolate]
+# Isolation level name -> the factory of its backend (isolates.backends.backend_factory by default;
+# a benchmark or a test passes its own).
+BackendLookup = Callable[[str], BackendFactory]
 
 
 class Release(NamedTuple):
@@ -84,22 +94,32 @@ class IsolatePool:
     def __init__(
         self,
         log_sink: LogSink,
-        factory: IsolateFactory | None = None,
+        options: BackendOptions | None = None,
+        backends: BackendLookup = backend_factory,
         drain_timeout: float = 30.0,
-        warm_pool: int = 2,
-        abandon_after: float = 1.0,
-        preload: tuple[str, ...] = (),
+        **option_fields: Any,
     ) -> None:
+        """`option_fields` override single fields of `options` (warm_pool=0, abandon_after=0.2, ...)."""
         self._loop = asyncio.get_running_loop()
         self._log_sink = log_sink
-        self._blank = WarmPool(self._loop, log_sink, warm_pool, abandon_after, preload)
-        self._factory: IsolateFactory = factory or self._blank.take
+        self._options = msgspec.structs.replace(options or BackendOptions(), **option_fields)
+        self._lookup = backends
+        self._backends: dict[str, Backend] = {}
+        # The interpreter backend starts its warm pool at once; others start on first use.
+        self._backend("interpreter")
         self._drain_timeout = drain_timeout
         self._functions: dict[str, Function] = {}
         self._isolates: dict[tuple[str, str], Isolate] = {}
         self._retiring: set[asyncio.Task[bool]] = set()
         self._warming: dict[str, asyncio.Task[None]] = {}
         self.abandoned = 0
+
+    def _backend(self, isolation: str) -> Backend:
+        backend = self._backends.get(isolation)
+        if backend is None:
+            backend = self._lookup(isolation)(self._loop, self._log_sink, self._options)
+            self._backends[isolation] = backend
+        return backend
 
     @property
     def functions(self) -> dict[str, Function]:
@@ -123,7 +143,7 @@ class IsolatePool:
         for spec, weight in releases:
             isolate = self._isolates.get((name, spec.version))
             if isolate is None or not isolate.alive or isolate.spec != spec:
-                isolate = self._factory(spec, self._replace_stuck, expect_async)
+                isolate = self._backend(spec.isolation).take(spec, self._replace_stuck, expect_async)
                 started.append(isolate)
             chosen.append(Release(isolate, weight))
         try:
@@ -132,8 +152,9 @@ class IsolatePool:
             for isolate in started:
                 self._retire(isolate)
             raise
-        if any(isolate.is_async for isolate in started):
-            self._blank.saw_async()
+        for isolate in started:
+            if isolate.is_async:
+                self._backend(isolate.spec.isolation).saw_async()
         old = self._functions.get(name)
         timeout = releases[0][0].timeout_ms / 1000 if releases else 30.0
         self._functions[name] = Function(name, timeout, chosen)
@@ -191,11 +212,14 @@ class IsolatePool:
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
-    def _replace_stuck(self, stuck: SubinterpreterIsolate) -> None:
-        """An isolate hung in C code: route its function to a fresh isolate of the same version."""
+    def _replace_stuck(self, stuck: Any) -> None:
+        """An isolate hung in C code: route its function to a fresh isolate of the same version.
+
+        `stuck` has `take_queued()`, `adopt(queued)` and `abandon()` (SubinterpreterIsolate).
+        """
         self.abandoned += 1
         spec = stuck.spec
-        fresh = self._blank.take(spec, self._replace_stuck, stuck.is_async)
+        fresh: Any = self._backend(spec.isolation).take(spec, self._replace_stuck, stuck.is_async)
         fresh.adopt(stuck.take_queued())
         stuck.abandon()
         self._isolates[(spec.name, spec.version)] = fresh
@@ -212,7 +236,7 @@ class IsolatePool:
         isolates = list(self._isolates.values())
         self._functions.clear()
         self._isolates.clear()
-        await self._blank.close(timeout)
+        await asyncio.gather(*(backend.close(timeout) for backend in self._backends.values()))
         results = await asyncio.gather(*(isolate.close(timeout) for isolate in isolates), *self._retiring)
         stuck = results.count(False)
         if stuck:

@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
 
+from isolates.manifest import Permissions
+
 __all__ = [
+    "BACKENDS",
     "ERROR",
     "LOADED",
     "LOG",
     "RESPONSE",
+    "Backend",
+    "BackendFactory",
+    "BackendOptions",
     "Isolate",
     "IsolateSpec",
     "LoadError",
     "LogSink",
+    "OnStuck",
     "Reply",
     "RequestHeaders",
+    "backend_factory",
 ]
 
 # Message kinds shared with the guest runtime (isolates/guest/_edge_runtime.py).
@@ -44,6 +53,11 @@ class IsolateSpec(msgspec.Struct, frozen=True, kw_only=True):
     attribute: str
     timeout_ms: int
     env: tuple[tuple[str, str], ...] = ()
+    # Which backend runs it (a key of BACKENDS) and what it may reach (`[permissions]`).
+    isolation: str = "interpreter"
+    permissions: Permissions = Permissions()
+    # Process backend: memory limit of the child in MiB (0: BackendOptions.memory_mb).
+    memory_mb: int = 0
 
 
 class LoadError(Exception):
@@ -86,3 +100,64 @@ class Isolate(Protocol):
     async def close(self, timeout: float) -> bool:
         """Stop after the requests in hand are answered; returns False if it had to be abandoned."""
         ...
+
+
+# Called by an isolate whose guest is stuck in C code past a deadline (its pool replaces it).
+OnStuck = Callable[[Any], None]
+
+
+class BackendOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """What every backend of one node process is configured with (from the node's settings)."""
+
+    # Blank isolates (interpreters or spawned children) kept ready ahead of need.
+    warm_pool: int = 2
+    # How long an isolate may stay silent after a request's deadline before it is replaced (s).
+    abandon_after: float = 1.0
+    # Standard-library modules imported into blank isolates ahead of need.
+    preload: tuple[str, ...] = ()
+    # Directories no function may open (the node's data and state directories); a function's
+    # own bundle inside one of them stays readable.
+    protected: tuple[str, ...] = ()
+    # Process backend: default memory limit per child (MiB), CPU seconds per child, and the uid
+    # range children run under when the node is root (one uid per function).
+    memory_mb: int = 256
+    cpu_s: int = 3600
+    uid_base: int = 61000
+    uid_count: int = 1000
+
+
+class Backend(Protocol):
+    """Starts isolates of one isolation level for one node process (made in the running loop)."""
+
+    def take(self, spec: IsolateSpec, on_stuck: OnStuck | None, expect_async: bool = False) -> Isolate:
+        """Called per new function version: a started isolate assigned to `spec` (`ready` says when)."""
+        ...
+
+    def saw_async(self) -> None:
+        """Called once an async handler loaded: keep blank isolates ready for one from now on."""
+        ...
+
+    async def close(self, timeout: float) -> None:
+        """Called at shutdown: stop the blank isolates this backend keeps."""
+        ...
+
+
+# (loop, log sink, options) -> a backend.
+BackendFactory = Callable[[asyncio.AbstractEventLoop, LogSink, BackendOptions], Backend]
+
+# Isolation level (manifest `isolation`) -> "module:attribute" of its BackendFactory.
+BACKENDS: dict[str, str] = {
+    "interpreter": "isolates.backends.subinterpreter:WarmPool",
+    "process": "isolates.backends.process:ProcessBackend",
+}
+
+
+def backend_factory(name: str) -> BackendFactory:
+    """The factory registered for isolation level `name`; raises LookupError for an unknown one."""
+    try:
+        target = BACKENDS[name]
+    except KeyError:
+        raise LookupError(f"unknown isolation {name!r}; expected one of {', '.join(BACKENDS)}") from None
+    module, _, attribute = target.partition(":")
+    factory: BackendFactory = getattr(importlib.import_module(module), attribute)
+    return factory

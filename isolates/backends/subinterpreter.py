@@ -18,13 +18,23 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
 from itertools import count
 from marshal import dumps
 from time import monotonic
 from typing import Any
 
-from isolates.backends import ERROR, LOADED, LOG, IsolateSpec, LoadError, LogSink, Reply, RequestHeaders
+from isolates.backends import (
+    ERROR,
+    LOADED,
+    LOG,
+    BackendOptions,
+    IsolateSpec,
+    LoadError,
+    LogSink,
+    OnStuck,
+    Reply,
+    RequestHeaders,
+)
 from isolates.guest import GUEST_DIR
 from isolates.guest._edge_compat import (
     call_exec,
@@ -80,7 +90,7 @@ class SubinterpreterIsolate:
         self,
         loop: asyncio.AbstractEventLoop,
         log_sink: LogSink,
-        on_stuck: Callable[[SubinterpreterIsolate], None] | None = None,
+        on_stuck: OnStuck | None = None,
         abandon_after: float = 1.0,
         preload: tuple[str, ...] = (),
     ) -> None:
@@ -375,19 +385,13 @@ class WarmPool:
     handler: a new version of an async function takes that one and skips the import (tens of ms).
     """
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        log_sink: LogSink,
-        size: int,
-        abandon_after: float = 1.0,
-        preload: tuple[str, ...] = (),
-    ) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, log_sink: LogSink, options: BackendOptions) -> None:
         self._loop = loop
         self._log_sink = log_sink
-        self._size = size
-        self._abandon_after = abandon_after
-        self._preload = preload
+        self._size = options.warm_pool
+        self._abandon_after = options.abandon_after
+        self._preload = options.preload
+        self._options = options
         self._standby: list[SubinterpreterIsolate] = []
         self._standby_async: list[SubinterpreterIsolate] = []
         self._async_seen = False
@@ -397,7 +401,7 @@ class WarmPool:
     def take(
         self,
         spec: IsolateSpec,
-        on_stuck: Callable[[SubinterpreterIsolate], None] | None,
+        on_stuck: OnStuck | None,
         expect_async: bool = False,
     ) -> SubinterpreterIsolate:
         """A started isolate assigned to `spec`: a blank one from the pool, else a new one."""
