@@ -73,6 +73,10 @@ class Isolate(Protocol):
     # Request batches handed to the isolate, and how many of them had to wake it (it was idle).
     batches: int
     wakes: int
+    # True when the isolate replaces its own worker after a crash or a wedge (process backend):
+    # its `on_stuck` call then only tells the pool to count a failure. False: the pool replaces
+    # the whole isolate (it has `take_queued()`, `adopt(queued)` and `abandon()`).
+    recovers: bool
 
     @property
     def ready(self) -> asyncio.Future[None]:

@@ -86,6 +86,8 @@ def stdlib_paths() -> tuple[str, ...]:
 class SubinterpreterIsolate:
     """One function version served by a persistent subinterpreter; see the module docstring."""
 
+    recovers = False
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
