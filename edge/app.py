@@ -75,6 +75,8 @@ class NodeApp:
         self.cache_ttls: dict[str, int] = {}
         self._pool: IsolatePool | None = None
         self._ids = count(1)
+        # Requests refused because their body was cut off or malformed (in /_edge/metrics).
+        self.bad_bodies = 0
         self._id_prefix = os.urandom(5).hex()
 
     @property
@@ -156,12 +158,29 @@ class NodeApp:
         length = named.get(b"content-length")
         if length is not None or b"transfer-encoding" in named:
             limit = self.settings.max_body_bytes
-            if length is not None and (not length.isdigit() or int(length) > limit):
+            if length is not None and not length.isdigit():
+                self.bad_bodies += 1
+                await _send_error(
+                    send, 400, f"invalid Content-Length {length.decode('latin-1')!r}", request_id
+                )
+                return
+            if length is not None and int(length) > limit:
                 await _send_error(send, 413, f"request body over the limit of {limit} bytes", request_id)
                 return
             received = await _read_body(receive, limit)
             if received is None:
                 await _send_error(send, 413, f"request body over the limit of {limit} bytes", request_id)
+                return
+            if received is _INCOMPLETE or (length is not None and len(received) != int(length)):
+                # Cut off, or an invalid chunked encoding (granian reports both as a disconnect):
+                # the handler never sees a partial body. A client still there gets a 400.
+                self.bad_bodies += 1
+                expected = (
+                    f"{int(length)} bytes (Content-Length)" if length is not None else "a valid chunked body"
+                )
+                await _send_error(
+                    send, 400, f"request body incomplete or malformed: expected {expected}", request_id
+                )
                 return
             body = received
         if cache is None or looked_up is PASS:
@@ -232,6 +251,7 @@ class NodeApp:
             metrics: dict[str, Any] = {
                 "functions": len(serving),
                 "abandoned_isolates": self._pool.abandoned if self._pool is not None else 0,
+                "incomplete_bodies": self.bad_bodies,
                 # Requests reach isolates in batches; a batch for an idle isolate wakes it.
                 "isolate_batches": sum(isolate.batches for isolate in isolates),
                 "isolate_wakes": sum(isolate.wakes for isolate in isolates),
@@ -319,14 +339,18 @@ def _log_function_line(function: str, version: str, stream: str, request_id: str
     function_log.log(level, "[%s %s] %s", function, request_id or "-", line)
 
 
+# What _read_body returns for a body that did not arrive whole.
+_INCOMPLETE = b"\0incomplete"
+
+
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or None as soon as it passes `limit` bytes."""
+    """The whole request body; None as soon as it passes `limit` bytes; _INCOMPLETE when cut off."""
     chunks = []
     size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return b""
+            return _INCOMPLETE
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
