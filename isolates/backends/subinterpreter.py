@@ -136,6 +136,16 @@ class SubinterpreterIsolate:
         return self._alive
 
     @property
+    def thread_id(self) -> int | None:
+        """The OS id of the host thread (for its CPU time in /proc), None before it started."""
+        return self._thread.native_id
+
+    @property
+    def exited(self) -> bool:
+        """True once the host thread has left the interpreter (an abandoned one may never)."""
+        return self._exited.done()
+
+    @property
     def pending(self) -> int:
         """Requests submitted and not yet answered."""
         return len(self._pending)
