@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
 
 from isolates.backends import (
+    ERROR,
     Backend,
     BackendFactory,
     BackendOptions,
@@ -26,13 +28,48 @@ from isolates.backends import (
     backend_factory,
 )
 
-__all__ = ["BackendLookup", "Function", "IsolatePool", "Release"]
+__all__ = ["BackendLookup", "Function", "IsolatePool", "Release", "Wedged", "thread_cpu_seconds"]
 
 log = logging.getLogger("edge.isolates")
 
 # Isolation level name -> the factory of its backend (isolates.backends.backend_factory by default;
 # a benchmark or a test passes its own).
 BackendLookup = Callable[[str], BackendFactory]
+
+
+# Called with (function, version, reason) when a version is marked failing.
+OnFailing = Callable[[str, str, str], None]
+
+_CLOCK_TICKS = 100  # USER_HZ: /proc reports CPU times in these on every Linux architecture
+
+
+def thread_cpu_seconds(thread_id: int | None) -> float:
+    """User + system CPU seconds of one thread of this process (0.0 once it is gone)."""
+    if thread_id is None:
+        return 0.0
+    try:
+        with open(f"/proc/self/task/{thread_id}/stat", "rb") as file:
+            fields = file.read().rpartition(b")")[2].split()
+    except OSError:
+        return 0.0
+    # Fields after the command name start at field 3 (state): utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+class Wedged(NamedTuple):
+    """An abandoned isolate whose thread is still inside its interpreter, stuck in C code."""
+
+    isolate: Any
+    abandoned_at: float
+    # The thread's CPU seconds when it was abandoned: more since then means it spins.
+    cpu_at_abandon: float
+
+    @property
+    def alive(self) -> bool:
+        return not self.isolate.exited
+
+    def cpu_since_abandoned(self) -> float:
+        return thread_cpu_seconds(self.isolate.thread_id) - self.cpu_at_abandon
 
 
 class Release(NamedTuple):
@@ -45,7 +82,7 @@ class Release(NamedTuple):
 class Function:
     """What requests for one function are dispatched to: its live releases, or why it is down."""
 
-    __slots__ = ("_cumulative", "_total", "error", "lazy", "name", "releases", "timeout")
+    __slots__ = ("_cumulative", "_total", "error", "failing", "lazy", "name", "releases", "timeout")
 
     def __init__(
         self,
@@ -54,11 +91,14 @@ class Function:
         releases: Sequence[Release] = (),
         error: str = "",
         lazy: IsolateSpec | None = None,
+        failing: bool = False,
     ) -> None:
         self.name = name
         self.timeout = timeout
         self.releases = tuple(releases)
         self.error = error
+        # Down because it kept getting stuck or crashing (see IsolatePool), not because it failed to load.
+        self.failing = failing
         # Started on its first request instead of at start-up (scale from zero).
         self.lazy = lazy
         running = 0
@@ -97,9 +137,25 @@ class IsolatePool:
         options: BackendOptions | None = None,
         backends: BackendLookup = backend_factory,
         drain_timeout: float = 30.0,
+        max_failures: int = 3,
+        failure_window: float = 60.0,
+        failing: Mapping[tuple[str, str], str] | None = None,
+        on_failing: OnFailing | None = None,
+        clock: Callable[[], float] = time.monotonic,
         **option_fields: Any,
     ) -> None:
-        """`option_fields` override single fields of `options` (warm_pool=0, abandon_after=0.2, ...)."""
+        """Parameters
+        ----------
+        max_failures, failure_window:
+            A version that gets stuck (or crashes its process) `max_failures` times within
+            `failure_window` seconds is marked failing: it answers 503 until another version is deployed.
+        failing:
+            (function, version) -> reason of versions marked failing earlier (by a previous worker).
+        on_failing:
+            Called when a version is marked failing (the node keeps the marks across workers).
+        option_fields:
+            Override single fields of `options` (warm_pool=0, abandon_after=0.2, ...).
+        """
         self._loop = asyncio.get_running_loop()
         self._log_sink = log_sink
         self._options = msgspec.structs.replace(options or BackendOptions(), **option_fields)
@@ -113,6 +169,14 @@ class IsolatePool:
         self._retiring: set[asyncio.Task[bool]] = set()
         self._warming: dict[str, asyncio.Task[None]] = {}
         self.abandoned = 0
+        self._max_failures = max_failures
+        self._failure_window = failure_window
+        self._clock = clock
+        self._failure_times: dict[tuple[str, str], list[float]] = {}
+        self.failing: dict[tuple[str, str], str] = dict(failing or {})
+        self._on_failing = on_failing
+        # Abandoned isolates, until their thread leaves the interpreter (see `wedged_alive`).
+        self._wedged: list[Wedged] = []
 
     def _backend(self, isolation: str) -> Backend:
         backend = self._backends.get(isolation)
@@ -135,6 +199,10 @@ class IsolatePool:
 
         On LoadError the function keeps serving what it served before.
         """
+        for spec, _ in releases:
+            reason = self.failing.get((name, spec.version))
+            if reason is not None:
+                raise LoadError(reason)
         started: list[Isolate] = []
         chosen: list[Release] = []
         current = self._functions.get(name)
@@ -196,7 +264,8 @@ class IsolatePool:
     def fail(self, name: str, error: str, timeout: float = 30.0) -> None:
         """Record a function that cannot run (its routes answer 503 with `error`)."""
         if name not in self._functions:
-            self._functions[name] = Function(name, timeout, error=error)
+            failing = any(marked == name for marked, _ in self.failing)
+            self._functions[name] = Function(name, timeout, error=error, failing=failing)
 
     async def remove(self, name: str) -> None:
         """Stop routing to `name` and retire its isolates once they drain."""
@@ -212,13 +281,65 @@ class IsolatePool:
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
-    def _replace_stuck(self, stuck: Any) -> None:
-        """An isolate hung in C code: route its function to a fresh isolate of the same version.
+    def wedged_alive(self) -> list[Wedged]:
+        """The abandoned isolates whose thread is still stuck in their interpreter."""
+        self._wedged = [wedged for wedged in self._wedged if wedged.alive]
+        return self._wedged
 
-        `stuck` has `take_queued()`, `adopt(queued)` and `abandon()` (SubinterpreterIsolate).
+    def is_failing(self, name: str) -> bool:
+        """True when `name` is down because one of its versions was marked failing."""
+        function = self._functions.get(name)
+        return function is not None and function.failing
+
+    def _count_failure(self, spec: IsolateSpec) -> str | None:
+        """Note one wedge or crash of `spec`; returns why it is failing now, or None."""
+        key = (spec.name, spec.version)
+        now = self._clock()
+        times = [t for t in self._failure_times.get(key, []) if now - t < self._failure_window]
+        times.append(now)
+        self._failure_times[key] = times
+        if len(times) < self._max_failures:
+            return None
+        reason = (
+            f"function {spec.name} version {spec.version[:12]} is failing: it got stuck or crashed "
+            f"{len(times)} times within {self._failure_window:g} s; deploy a new version to retry"
+        )
+        self.failing[key] = reason
+        log.error("%s", reason)
+        if self._on_failing is not None:
+            self._on_failing(spec.name, spec.version, reason)
+        return reason
+
+    def _mark_failing(self, name: str, timeout: float, reason: str) -> None:
+        function = self._functions.get(name)
+        self._functions[name] = Function(name, timeout, error=reason, failing=True)
+        for release in function.releases if function is not None else ():
+            self._isolates.pop((name, release.isolate.spec.version), None)
+            if release.isolate.alive:
+                self._retire(release.isolate)
+
+    def _replace_stuck(self, stuck: Any) -> None:
+        """An isolate hung in C code (or, for one that `recovers`, crashed and was restarted).
+
+        Counts a failure of its version; one that does not recover is abandoned and its function
+        routed to a fresh isolate of the same version, unless the version is now failing. `stuck`
+        then has `take_queued()`, `adopt(queued)` and `abandon()` (SubinterpreterIsolate).
         """
-        self.abandoned += 1
         spec = stuck.spec
+        failing = self._count_failure(spec)
+        if stuck.recovers:
+            if failing is not None:
+                self._mark_failing(spec.name, spec.timeout_ms / 1000, failing)
+            return
+        self.abandoned += 1
+        self._wedged.append(Wedged(stuck, self._clock(), thread_cpu_seconds(stuck.thread_id)))
+        if failing is not None:
+            for _, future in stuck.take_queued():
+                if not future.done():
+                    future.set_result((ERROR, 0, 503, failing))
+            stuck.abandon()
+            self._mark_failing(spec.name, spec.timeout_ms / 1000, failing)
+            return
         fresh: Any = self._backend(spec.isolation).take(spec, self._replace_stuck, stuck.is_async)
         fresh.adopt(stuck.take_queued())
         stuck.abandon()
