@@ -1,0 +1,527 @@
+"""A function version in a confined child process: for untrusted code and C extensions.
+
+Each function version owns one child at a time (isolates/guest/_edge_child.py): spawned with
+`subprocess.Popen` (no fork of this process's Python), confined by the kernel (its own uid,
+Landlock, rlimits, a memory cgroup where the node may make one) and fed marshal-framed batches
+of the interpreter backend's plain-tuple messages over two pipes. Everything submitted in one
+loop iteration goes in as one frame; the child answers what it drained with one frame.
+
+A child that crashes, passes its memory limit or stays stuck past a deadline is killed and
+replaced by the isolate itself (`recovers`): the request it was running gets 502 (crash), 503
+(memory) or already had its 504; requests queued behind it move to the replacement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import zlib
+from itertools import count
+from marshal import dumps
+from time import monotonic
+from typing import Any
+
+from isolates.backends import (
+    ERROR,
+    LOADED,
+    LOG,
+    RESPONSE,
+    BackendOptions,
+    IsolateSpec,
+    LoadError,
+    LogSink,
+    OnStuck,
+    Reply,
+    RequestHeaders,
+)
+from isolates.backends._child import EXIT_MEMORY, Child, ProtocolError, describe_exit
+from isolates.backends.subinterpreter import stdlib_paths
+from isolates.guest import GUEST_DIR
+
+__all__ = ["ProcessBackend", "ProcessIsolate", "function_uid"]
+
+log = logging.getLogger("edge.isolates")
+
+_STOP = ((0,),)
+# A child's file descriptors, and its tasks (threads count) when it has its own uid.
+_NOFILE = 256
+_NPROC = 64
+_NPROC_SUBPROCESS = 256
+# Imported into blank children ahead of need (an async handler then starts without the import).
+_CHILD_PRELOAD = ("asyncio",)
+_MEMORY_CGROUP = "/sys/fs/cgroup/memory"
+
+
+def function_uid(name: str, options: BackendOptions) -> int:
+    """The uid (and gid) a function's children run under when the node is root: stable per name."""
+    return options.uid_base + zlib.crc32(name.encode()) % max(1, options.uid_count)
+
+
+def _own_memory_cgroup() -> str:
+    """This process's memory cgroup directory (v1), when it can make child groups there; else ''."""
+    if os.geteuid() != 0:
+        return ""
+    try:
+        with open("/proc/self/cgroup") as lines:
+            for line in lines:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if "memory" in controllers.split(","):
+                    directory = _MEMORY_CGROUP + path.rstrip("/")
+                    return directory if os.access(directory, os.W_OK) else ""
+    except OSError:
+        pass
+    return ""
+
+
+class ProcessIsolate:
+    """One function version served by one confined child at a time; see the module docstring."""
+
+    recovers = True
+
+    def __init__(self, backend: ProcessBackend, spec: IsolateSpec, on_stuck: OnStuck | None) -> None:
+        self.spec = spec
+        self._backend = backend
+        self._loop = backend.loop
+        self._log_sink = backend.log_sink
+        self._on_stuck = on_stuck
+        self._abandon_after = backend.options.abandon_after
+        self._memory_mb = spec.memory_mb or backend.options.memory_mb
+        self._timeout_message = f"function {spec.name} timed out after {spec.timeout_ms} ms"
+        self._memory_message = f"function {spec.name} exceeded its memory limit of {self._memory_mb} MiB"
+        self._seq = count(1)
+        # seq -> (future, deadline, request item); items also wait in the outbox until flushed.
+        self._pending: dict[int, tuple[asyncio.Future[Reply], float, tuple[Any, ...]]] = {}
+        self._outbox: list[tuple[Any, ...]] = []
+        self._sweep: asyncio.TimerHandle | None = None
+        self._ready: asyncio.Future[None] = self._loop.create_future()
+        self._exited: asyncio.Future[None] = self._loop.create_future()
+        self._alive = True
+        self._closing = False
+        self._last_progress = 0.0
+        self._child: Child | None = None
+        self._loaded = False
+        self.batches = 0
+        self.wakes = 0
+        # Children replaced after a crash, a wedge or running out of memory.
+        self.replacements = 0
+        self.is_async = False
+
+    @property
+    def ready(self) -> asyncio.Future[None]:
+        """Resolves once the entrypoint is imported; raises LoadError when it cannot be."""
+        return self._ready
+
+    @property
+    def alive(self) -> bool:
+        """False once the isolate was closed or its function cannot be (re)started."""
+        return self._alive
+
+    @property
+    def pid(self) -> int | None:
+        """The current child's process id (None between a crash and its replacement)."""
+        return self._child.pid if self._child is not None else None
+
+    def start(self, child: Child) -> None:
+        """Hand `child` (blank) this function; `ready` resolves once it loaded."""
+        self._child = child
+        self._loaded = False
+        child.on_messages = self._on_messages
+        child.on_exit = self._on_exit
+        self._backend.join_cgroup(child, self._memory_mb)
+        spec = self.spec
+        deps = os.path.join(spec.directory, ".deps")
+        paths = (spec.directory, *([deps] if os.path.isdir(deps) else []), str(GUEST_DIR), *stdlib_paths())
+        assignment = (
+            -1,
+            paths,
+            spec.name,
+            spec.version,
+            spec.env,
+            spec.module,
+            spec.attribute,
+            self._config(),
+        )
+        child.send((assignment, *self._outbox))
+        self._outbox = []
+        self.batches += 1
+        self.wakes += 1
+
+    def _config(self) -> dict[str, Any]:
+        options, permissions = self._backend.options, self.spec.permissions
+        return {
+            "bundle": self.spec.directory,
+            "read": list(permissions.read),
+            "write": list(permissions.write),
+            "net": permissions.net if isinstance(permissions.net, bool) else list(permissions.net),
+            "subprocess": permissions.subprocess,
+            "protected": list(options.protected),
+            "memory_mb": self._memory_mb,
+            "cgroup": self._child.cgroup if self._child is not None else "",
+            "cpu_s": options.cpu_s,
+            "nofile": _NOFILE,
+            "nproc": _NPROC_SUBPROCESS if permissions.subprocess else _NPROC,
+            "uid": function_uid(self.spec.name, options),
+        }
+
+    def submit(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: RequestHeaders,
+        body: bytes,
+        request_id: str,
+        deadline: float,
+    ) -> asyncio.Future[Reply]:
+        """Queue one request; the future resolves to a Reply (a 504 Reply at the deadline)."""
+        future: asyncio.Future[Reply] = self._loop.create_future()
+        if not self._alive:
+            future.set_result((ERROR, 0, 503, f"function {self.spec.name} is not running"))
+            return future
+        seq = next(self._seq)
+        item = (seq, method, path, query, dumps(headers), body, request_id, deadline)
+        self._pending[seq] = (future, deadline, item)
+        self._outbox.append(item)
+        if len(self._outbox) == 1:
+            self._loop.call_soon(self._flush)
+        if self._sweep is None:
+            self._schedule_sweep(deadline)
+        return future
+
+    def _flush(self) -> None:
+        if self._outbox and self._child is not None:
+            batch, self._outbox = tuple(self._outbox), []
+            self._child.send(batch)
+            self.batches += 1
+            self.wakes += 1
+
+    def _schedule_sweep(self, deadline: float) -> None:
+        self._sweep = self._loop.call_later(max(0.0, deadline - monotonic()), self._expire_overdue)
+
+    def _expire_overdue(self) -> None:
+        """Answer 504 for requests past their deadline (one timer per isolate, not per request)."""
+        self._sweep = None
+        now = monotonic()
+        expired = False
+        for seq, (future, deadline, _) in list(self._pending.items()):
+            if deadline > now:
+                self._schedule_sweep(deadline)
+                break
+            del self._pending[seq]
+            future.set_result((ERROR, seq, 504, self._timeout_message))
+            expired = True
+        if expired:
+            self._loop.call_later(self._abandon_after, self._check_stuck, self._child, self._loop.time())
+
+    def _check_stuck(self, child: Child | None, expired_at: float) -> None:
+        # The child interrupts Python-level loops itself and answers; silence since the deadline
+        # means it is stuck in C code (or sleeping there): kill it, a replacement takes over.
+        if child is self._child and child is not None and self._last_progress < expired_at:
+            log.error(
+                "function %s version %s: process %d stuck past its deadline; killing it",
+                self.spec.name,
+                self.spec.version[:12],
+                child.pid,
+            )
+            child.kill("timeout")
+
+    def _on_messages(self, child: Child, batch: tuple[tuple[Any, ...], ...]) -> None:
+        if child is not self._child:
+            return
+        self._last_progress = self._loop.time()
+        pending = self._pending
+        for message in batch:
+            kind = message[0] if type(message) is tuple and message else None
+            if kind in (RESPONSE, ERROR):
+                _check_reply(message)
+                entry = pending.pop(message[1], None)
+                if entry is not None:
+                    if kind == ERROR and message[2] == 504:
+                        entry[0].set_result((ERROR, message[1], 504, self._timeout_message))
+                    else:
+                        entry[0].set_result(message)
+            elif kind == LOG and len(message) == 4 and all(type(part) is str for part in message[1:]):
+                self._log_sink(self.spec.name, self.spec.version, message[1], message[2], message[3])
+            elif kind == LOADED and len(message) == 4:
+                self._on_loaded(bool(message[1]), str(message[2]), bool(message[3]))
+            else:
+                raise ProtocolError(f"an unknown message {str(message)[:80]}")
+
+    def _on_loaded(self, ok: bool, message: str, is_async: bool) -> None:
+        self._loaded = ok
+        if ok:
+            self.is_async = is_async
+            if not self._ready.done():
+                self._ready.set_result(None)
+            return
+        self._fail(f"function {self.spec.name} failed to load: {message}", LoadError(message))
+
+    def _fail(self, error: str, exc: LoadError) -> None:
+        """The function cannot run (it failed to load or its replacement did): answer 503 from now on."""
+        self._alive = False
+        if not self._ready.done():
+            self._ready.set_exception(exc)
+            self._ready.exception()  # reported by the pool, not by asyncio
+        else:
+            log.error("%s", error)
+        self._fail_pending(503, error)
+        if self._child is not None:
+            self._child.kill("failed")
+
+    def _on_exit(self, child: Child) -> None:
+        if child is not self._child:
+            return
+        self._child = None
+        returncode = child.returncode if child.returncode is not None else 0
+        out_of_memory = returncode == EXIT_MEMORY or self._backend.leave_cgroup(child)
+        if self._closing or not self._alive:
+            self._finish()
+            return
+        if not self._loaded:
+            # It never served (or its replacement could not load again): do not restart in a loop.
+            why = "ran out of memory" if out_of_memory else describe_exit(returncode)
+            self._fail(
+                f"function {self.spec.name} failed to load: its process ended while loading ({why})",
+                LoadError(f"its process ended while loading ({why})"),
+            )
+            self._finish()
+            return
+        if out_of_memory:
+            status, error = 503, self._memory_message
+        elif child.killed_for == "timeout":
+            status, error = 504, self._timeout_message
+        elif returncode in (-signal.SIGXCPU, -signal.SIGKILL) and not child.killed_for:
+            status, error = 503, f"function {self.spec.name} used up its CPU time or was killed"
+        else:
+            status, error = 502, f"function {self.spec.name} crashed ({describe_exit(returncode)})"
+        log.error(
+            "function %s version %s: process %d ended (%s): %s; starting a new one",
+            self.spec.name,
+            self.spec.version[:12],
+            child.pid,
+            describe_exit(returncode),
+            error,
+        )
+        self._requeue(status, error)
+        self.replacements += 1
+        self.start(self._backend.blank())
+        if self._on_stuck is not None:
+            self._on_stuck(self)
+
+    def _requeue(self, status: int, error: str) -> None:
+        """After a child ended: fail the request(s) it was running, move the rest to the next one."""
+        waiting = {item[0] for item in self._outbox}
+        sent = [seq for seq in self._pending if seq not in waiting]
+        # A sync child runs one request at a time, in order: the first unanswered one was running
+        # (unless the host killed it for a timeout: that one already had its 504). An async child
+        # may have started every one of them.
+        if self.is_async:
+            victims = sent
+        elif status == 504:
+            victims = []
+        else:
+            victims = sent[:1]
+        for seq in victims:
+            future = self._pending.pop(seq)[0]
+            if not future.done():
+                future.set_result((ERROR, seq, status, error))
+        again = [self._pending[seq][2] for seq in sent if seq in self._pending]
+        self._outbox[:0] = again
+
+    async def close(self, timeout: float) -> bool:
+        """Stop after the requests in hand are answered; returns False if the child had to be killed."""
+        if not self._closing:
+            self._closing = True
+            self._alive = False
+            self._flush()
+            if self._child is not None:
+                self._child.send(_STOP)
+            else:
+                self._finish()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._exited), timeout)
+        except TimeoutError:
+            log.error("function %s: process did not stop within %.1f s; killed", self.spec.name, timeout)
+            if self._child is not None:
+                self._child.kill("close")
+            await asyncio.shield(self._exited)
+            return False
+        return True
+
+    def _finish(self) -> None:
+        self._alive = False
+        self._fail_pending(503, f"function {self.spec.name} is not running")
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        if not self._ready.done():
+            self._ready.set_exception(LoadError("its process was stopped before it loaded"))
+            self._ready.exception()
+        if not self._exited.done():
+            self._exited.set_result(None)
+
+    def _fail_pending(self, status: int, message: str) -> None:
+        pending, self._pending = self._pending, {}
+        self._outbox = []
+        for seq, (future, _, _) in pending.items():
+            if not future.done():
+                future.set_result((ERROR, seq, status, message))
+
+
+def _check_reply(message: tuple[Any, ...]) -> None:
+    """A RESPONSE or ERROR from an untrusted child has exactly the shape the app relies on."""
+    if message[0] == RESPONSE:
+        ok = (
+            len(message) == 5
+            and type(message[1]) is int
+            and type(message[2]) is int
+            and 100 <= message[2] <= 599
+            and type(message[3]) is tuple
+            and all(
+                type(pair) is tuple and len(pair) == 2 and type(pair[0]) is bytes and type(pair[1]) is bytes
+                for pair in message[3]
+            )
+            and type(message[4]) is bytes
+        )
+    else:
+        ok = (
+            len(message) == 4
+            and type(message[1]) is int
+            and type(message[2]) is int
+            and 100 <= message[2] <= 599
+            and type(message[3]) is str
+        )
+    if not ok:
+        raise ProtocolError(f"a malformed reply {str(message)[:80]}")
+
+
+class ProcessBackend:
+    """Spawns confined children; keeps blank ones ready once the first process function exists."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        log_sink: LogSink,
+        options: BackendOptions,
+        memory_cgroup: str | None = None,
+    ) -> None:
+        """`memory_cgroup`: the v1 memory cgroup to make children's groups in ('' for none);
+        by default this process's own, when it may write there."""
+        self.loop = loop
+        self.log_sink = log_sink
+        self.options = options
+        self._cgroup_parent = _own_memory_cgroup() if memory_cgroup is None else memory_cgroup
+        self._cgroup_base = ""
+        self._standby: list[Child] = []
+        self._children = 0
+        self._started = False
+        self._closed = False
+        self._stopping: set[Child] = set()
+        self._stopped = asyncio.Event()
+        if os.geteuid() != 0:
+            log.warning(
+                "process isolation: the node is not root, so children keep its uid "
+                "(Landlock, rlimits and RLIMIT_AS still apply)"
+            )
+
+    def take(self, spec: IsolateSpec, on_stuck: OnStuck | None, expect_async: bool = False) -> ProcessIsolate:
+        """A started isolate assigned to `spec`: a blank child from the pool, else a new one."""
+        isolate = ProcessIsolate(self, spec, on_stuck)
+        self._started = True
+        isolate.start(self.blank())
+        return isolate
+
+    def saw_async(self) -> None:
+        """Blank children import asyncio ahead of need anyway."""
+
+    def blank(self) -> Child:
+        """A blank child (from the pool, topped up soon after)."""
+        child = self._standby.pop(0) if self._standby else self._spawn()
+        if not self._closed:
+            self.loop.call_soon(self.refill)
+        return child
+
+    def refill(self) -> None:
+        """Top the pool of blank children up to `warm_pool`."""
+        while self._started and not self._closed and len(self._standby) < self.options.warm_pool:
+            self._standby.append(self._spawn())
+
+    def _spawn(self) -> Child:
+        return Child(self.loop, (*self.options.preload, *_CHILD_PRELOAD), _ignore, self._on_blank_exit)
+
+    def _on_blank_exit(self, child: Child) -> None:
+        with contextlib.suppress(ValueError):
+            self._standby.remove(child)
+        if child in self._stopping:
+            self._stopping.discard(child)
+            if not self._stopping:
+                self._stopped.set()
+        elif not self._closed:
+            log.error("process isolate: a blank child ended (%s)", describe_exit(child.returncode or 0))
+
+    def join_cgroup(self, child: Child, memory_mb: int) -> None:
+        """Make a memory cgroup for `child` limited to `memory_mb` (the child joins it itself)."""
+        if not self._cgroup_parent:
+            return
+        try:
+            if not self._cgroup_base:
+                self._cgroup_base = os.path.join(self._cgroup_parent, f"edge-{os.getpid()}")
+                os.makedirs(self._cgroup_base, exist_ok=True)
+            directory = os.path.join(self._cgroup_base, str(child.pid))
+            os.makedirs(directory, exist_ok=True)
+            limit = str(memory_mb << 20)
+            _write(os.path.join(directory, "memory.limit_in_bytes"), limit)
+            swap = os.path.join(directory, "memory.memsw.limit_in_bytes")
+            if os.path.exists(swap):
+                _write(swap, limit)
+        except OSError as exc:
+            log.warning("process isolation: no memory cgroup (%s); using RLIMIT_AS", exc)
+            self._cgroup_parent = ""
+            return
+        child.cgroup = directory
+
+    def leave_cgroup(self, child: Child) -> bool:
+        """Remove the ended child's cgroup; returns True if the kernel killed it for memory."""
+        if not child.cgroup:
+            return False
+        killed = False
+        with contextlib.suppress(OSError), open(os.path.join(child.cgroup, "memory.oom_control")) as control:
+            for line in control:
+                name, _, value = line.partition(" ")
+                killed = killed or (name == "oom_kill" and value.strip() != "0")
+        with contextlib.suppress(OSError):
+            os.rmdir(child.cgroup)
+        child.cgroup = ""
+        return killed
+
+    async def close(self, timeout: float) -> None:
+        """Stop the blank children (each is killed if it does not stop in time)."""
+        self._closed = True
+        standby, self._standby = self._standby, []
+        for child in standby:
+            if child.returncode is None:
+                self._stopping.add(child)
+                child.send(_STOP)
+        if self._stopping:
+            self._stopped.clear()
+            try:
+                await asyncio.wait_for(self._stopped.wait(), timeout)
+            except TimeoutError:
+                for child in list(self._stopping):
+                    child.kill("close")
+                await self._stopped.wait()
+        if self._cgroup_base:
+            with contextlib.suppress(OSError):
+                os.rmdir(self._cgroup_base)
+
+
+def _ignore(child: Child, batch: tuple[tuple[Any, ...], ...]) -> None:
+    """A blank child has nothing to say."""
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as file:
+        file.write(text)
