@@ -226,3 +226,17 @@ def test_the_rss_ceiling_recycles_the_worker_without_failed_requests(
     assert "RSS over threshold, gracefully respawning" in node.log_text()
     assert failures == []
     assert served > 20
+
+
+def test_workers_that_crash_again_and_again_are_respawned_within_the_nodes_rule(
+    functions: Path, start_node: NodeFactory
+) -> None:
+    # Granian alone would end the server on the second crash within 5.5 s of a respawn.
+    node = start_node(functions)
+    for _ in range(3):
+        worker = _worker(node)
+        os.kill(worker, signal.SIGSEGV)
+        _new_worker(node, worker)
+        _wait_for(lambda: node.get("/hello", timeout=1).body == b"hello", 20, "/hello answered again")
+    assert node.server.process is not None and node.server.process.poll() is None
+    assert "crash loop" not in node.log_text()
