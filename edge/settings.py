@@ -11,7 +11,7 @@ import msgspec
 
 from cache import CacheSettings
 
-__all__ = ["NodeSettings", "SettingsError", "load_settings"]
+__all__ = ["NodeSettings", "SettingsError", "load_settings", "read_token_file"]
 
 
 class SettingsError(ValueError):
@@ -156,6 +156,34 @@ def _cache_from_environment(current: CacheSettings, environ: Mapping[str, str]) 
         raise SettingsError(f"environment: {exc}".replace("`$.", "`$.cache.")) from None
 
 
+def _one_token_source(layer: dict[str, Any], source: str) -> dict[str, Any]:
+    """A layer that sets `token` or `token_file` replaces both: the later layer's choice wins."""
+    given = [name for name in ("token", "token_file") if layer.get(name)]
+    if len(given) == 2:
+        raise SettingsError(
+            f"{source}: Expected either `token` or `token_file`, got both - at `$.token` and `$.token_file`"
+        )
+    if given:
+        other = "token_file" if given[0] == "token" else "token"
+        return {**layer, other: ""}
+    return layer
+
+
+def read_token_file(settings: NodeSettings) -> NodeSettings:
+    """`settings` with `token` read from `token_file` (when set); raises SettingsError naming the file."""
+    if not settings.token_file:
+        return settings
+    path = Path(settings.token_file)
+    try:
+        token = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise SettingsError(f"{path}: cannot read the node token: {reason} - at `$.token_file`") from None
+    if not token or any(char.isspace() for char in token):
+        raise SettingsError(f"{path}: Expected one node token on one line, got {len(token)} characters")
+    return msgspec.structs.replace(settings, token=token)
+
+
 def load_settings(
     file: Path | None = None,
     environ: Mapping[str, str] | None = None,
@@ -171,6 +199,7 @@ def load_settings(
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise SettingsError(f"{file}: {_nested_path(str(exc))}") from None
         _check(settings, str(file))
+        _one_token_source(msgspec.structs.asdict(settings), str(file))
     changes: dict[str, Any] = {}
     for name, kind in _field_types().items():
         if name == "cache":
@@ -180,9 +209,11 @@ def load_settings(
         raw = (environ or {}).get(variable)
         if raw is not None:
             changes[name] = _convert(variable, raw, kind)
+    changes = _one_token_source(changes, "environment")
     settings = msgspec.structs.replace(settings, **changes)
     _check(settings, "environment")
     flag_values = {k: v for k, v in (flags or {}).items() if v is not None}
+    flag_values = _one_token_source(flag_values, "command line")
     settings = msgspec.structs.replace(settings, **flag_values)
     _check(settings, "command line")
     return settings

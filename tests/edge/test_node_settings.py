@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from cache import CacheSettings
-from edge.settings import NodeSettings, SettingsError, load_settings
+from edge.settings import NodeSettings, SettingsError, load_settings, read_token_file
 
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "node.toml"
 
@@ -201,3 +201,32 @@ def test_a_bad_flag_value_is_blamed_on_the_command_line(flags: dict[str, Any], m
     with pytest.raises(SettingsError) as caught:
         load_settings(None, {"EDGE_PORT": "9000"}, flags)
     assert str(caught.value) == message
+
+
+def test_a_later_layer_picks_the_token_source(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text('token_file = "/etc/edge/node-token"\n')
+    assert (load_settings(config).token, load_settings(config).token_file) == ("", "/etc/edge/node-token")
+    from_env = load_settings(config, {"EDGE_TOKEN": "t"})
+    assert (from_env.token, from_env.token_file) == ("t", "")
+    from_flag = load_settings(config, {"EDGE_TOKEN": "t"}, {"token_file": "/run/token"})
+    assert (from_flag.token, from_flag.token_file) == ("", "/run/token")
+
+
+def test_token_and_token_file_in_one_layer_are_an_error(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(None, {"EDGE_TOKEN": "t", "EDGE_TOKEN_FILE": "/run/token"})
+    assert str(caught.value) == (
+        "environment: Expected either `token` or `token_file`, got both - at `$.token` and `$.token_file`"
+    )
+
+
+def test_the_token_is_read_from_its_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("abc123\n")
+    settings = read_token_file(load_settings(None, {}, {"token_file": str(token_file)}))
+    assert (settings.token, settings.token_file) == ("abc123", str(token_file))
+    token_file.write_text("two words\n")
+    with pytest.raises(SettingsError) as caught:
+        read_token_file(settings)
+    assert str(caught.value) == f"{token_file}: Expected one node token on one line, got 9 characters"
