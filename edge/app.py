@@ -380,9 +380,19 @@ async def _send_error(send: Send, status: int, message: str, request_id: str) ->
 
 
 def create_app() -> NodeApp:
-    """Granian's factory: settings arrive JSON-encoded in an environment variable, removed here."""
+    """Granian's factory: settings from `edge node`'s main process (edge/handoff.py), else from
+    `EDGE_NODE_SETTINGS_JSON` (for tools that run granian themselves; never with a token)."""
+    from edge import handoff
+
     raw = os.environ.pop(SETTINGS_VARIABLE, None)
-    settings = msgspec.json.decode(raw, type=NodeSettings) if raw else NodeSettings()
+    settings = handoff.receive()
+    if settings is None:
+        settings = msgspec.json.decode(raw, type=NodeSettings) if raw else NodeSettings()
+        if settings.token:
+            raise RuntimeError(
+                f"{SETTINGS_VARIABLE}: must not carry the node token (every process of the node could"
+                " read it in /proc/PID/environ); run `edge node`, which hands it over privately"
+            )
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 
 from edge.cli._abort import abort
 from edge.functions import scan_functions
-from edge.settings import NodeSettings, SettingsError, load_settings
+from edge.settings import NodeSettings, SettingsError, load_settings, read_token_file
 
 __all__ = ["register"]
 
@@ -23,7 +25,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--functions", metavar="DIR", help="serve every function directory in DIR")
     parser.add_argument("--origin", metavar="URL", help="sync functions from this origin instead")
-    parser.add_argument("--token", help="node token for the origin (or EDGE_TOKEN)")
+    parser.add_argument(
+        "--token-file", metavar="FILE", help="origin mode: a file holding the node token (or EDGE_TOKEN)"
+    )
+    parser.add_argument("--token", help=argparse.SUPPRESS)  # deprecated: shows the token in `ps`
+    parser.add_argument("--settings-fd", type=int, help=argparse.SUPPRESS)  # set by the re-exec only
     parser.add_argument("--data", metavar="DIR", help="origin mode: state directory (default .edge/node)")
     parser.add_argument("--origin-key", metavar="KEY", help="origin mode: the origin's public key to pin")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -37,24 +43,17 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load settings, print what to curl, then serve until SIGINT/SIGTERM."""
-    config = args.config or (Path(os.environ["EDGE_CONFIG"]) if os.environ.get("EDGE_CONFIG") else None)
-    flags = {
-        "functions": args.functions,
-        "host": args.host,
-        "port": args.port,
-        "workers": args.workers,
-        "origin": args.origin,
-        "token": args.token,
-        "data": args.data,
-        "origin_key": args.origin_key,
-    }
-    try:
-        settings = load_settings(config, os.environ, flags)
-    except SettingsError as exc:
-        abort(str(exc), 2)
+    if args.settings_fd is not None:
+        settings = _settings_from_fd(args.settings_fd)
+    else:
+        settings = _load(args)
+        exposed = _exposed(settings)
+        if exposed:
+            # Functions can read this process's argv and initial environment (and so can `ps`):
+            # start over in a clean process image, with the settings handed over in memory.
+            print(f"edge node: re-executing without {', '.join(exposed)}", file=sys.stderr, flush=True)
+            _reexec(settings)
     if settings.origin:
-        if not settings.token:
-            abort("--origin needs a node token: pass --token T (or set EDGE_TOKEN)", 2)
         base = f"http://{settings.host}:{settings.port}"
         print(f"edge node: syncing from {settings.origin} on {base} (state in {settings.data})", flush=True)
         print(f"  curl {base}/_edge/ready", flush=True)
@@ -69,6 +68,88 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+TOKEN_WARNING = (
+    "edge node: warning: --token puts the node token on the command line, where `ps` and"
+    " /proc/PID/cmdline show it; use --token-file FILE (or EDGE_TOKEN). The node now re-executes"
+    " itself without it."
+)
+
+
+def _load(args: argparse.Namespace) -> NodeSettings:
+    """Settings from the file, EDGE_* variables and flags, with the token read from its file."""
+    config = args.config or (Path(os.environ["EDGE_CONFIG"]) if os.environ.get("EDGE_CONFIG") else None)
+    flags = {
+        "functions": args.functions,
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "origin": args.origin,
+        "token": args.token,
+        "token_file": args.token_file,
+        "data": args.data,
+        "origin_key": args.origin_key,
+    }
+    if args.token is not None:
+        print(TOKEN_WARNING, file=sys.stderr, flush=True)
+    try:
+        settings = read_token_file(load_settings(config, os.environ, flags))
+    except SettingsError as exc:
+        abort(str(exc), 2)
+    if settings.origin and not settings.token:
+        abort("--origin needs a node token: pass --token-file FILE (or set EDGE_TOKEN)", 2)
+    if settings.token_file:
+        # The audit hook of interpreter isolates refuses protected paths: the token file is one.
+        token_file = os.path.realpath(settings.token_file)
+        settings = msgspec.structs.replace(settings, protected_paths=[*settings.protected_paths, token_file])
+    return settings
+
+
+def _exposed(settings: NodeSettings) -> list[str]:
+    """What the kernel's copies of this process's argv and environment show that they should not."""
+    try:
+        cmdline = Path("/proc/self/cmdline").read_bytes()
+        environ = Path("/proc/self/environ").read_bytes()
+    except OSError:  # no /proc: judge by what Python sees
+        cmdline = b"\0".join(os.fsencode(arg) for arg in sys.orig_argv)
+        environ = b"\0".join(os.fsencode(f"{key}={value}") for key, value in os.environ.items())
+    found = []
+    token = settings.token.encode()
+    if token and token in cmdline:
+        found.append("the node token in the command line")
+    if token and token in environ:
+        found.append("the node token in the environment")
+    names = {entry.partition(b"=")[0].decode(errors="replace") for entry in environ.split(b"\0") if entry}
+    found += [f"${name}" for name in sorted(names) if _scrubbed(name, settings.scrub_env)]
+    return found
+
+
+def _scrubbed(variable: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(variable, pattern) for pattern in patterns)
+
+
+def _reexec(settings: NodeSettings) -> NoReturn:
+    """Run `edge node` again in this pid with a clean environment, the settings in a memfd."""
+    fd = os.memfd_create("edge-node-settings")
+    os.write(fd, msgspec.json.encode(settings))
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.set_inheritable(fd, True)
+    environ = {key: value for key, value in os.environ.items() if not _scrubbed(key, settings.scrub_env)}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    argv = [sys.executable, "-m", "edge", "node", "--settings-fd", str(fd)]
+    os.execve(sys.executable, argv, environ)
+
+
+def _settings_from_fd(fd: int) -> NodeSettings:
+    """The settings `_reexec` handed over; the fd is closed at once (its contents hold the token)."""
+    try:
+        with os.fdopen(fd, "rb") as handover:
+            raw = handover.read()
+        return msgspec.json.decode(raw, type=NodeSettings)
+    except (OSError, msgspec.DecodeError) as exc:
+        abort(f"--settings-fd {fd}: cannot read the settings handed over by `edge node`: {exc}", 2)
+
+
 def _print_banner(settings: NodeSettings, root: Path) -> None:
     base = f"http://{settings.host}:{settings.port}"
     found = scan_functions(root)
@@ -79,14 +160,20 @@ def _print_banner(settings: NodeSettings, root: Path) -> None:
     print(f"  curl {base}/_edge/ready", flush=True)
 
 
+def _hand_over(settings: NodeSettings) -> None:
+    """Offer the settings to granian's workers over a private socket (edge/handoff.py), not the
+    environment: a spawned worker's /proc/PID/environ would show them, node token included."""
+    from edge import handoff
+
+    handoff.offer(settings)
+
+
 def serve(settings: NodeSettings) -> None:
     """Run granian in this process until it is told to stop (workers are forked processes)."""
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
 
-    from edge.app import SETTINGS_VARIABLE
-
-    os.environ[SETTINGS_VARIABLE] = msgspec.json.encode(settings).decode()
+    _hand_over(settings)
     server = Granian(
         "edge.app:create_app",
         factory=True,

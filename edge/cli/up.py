@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -112,9 +113,11 @@ def run(args: argparse.Namespace) -> int:
                 text=True,
                 check=True,
             ).stdout.strip()
-            token_file.write_text(token + "\n")
-            token_file.chmod(0o600)
-        node_argv = [*edge, "node", "--origin", origin_url, "--token", token_file.read_text().strip()]
+            # Created 0600, never readable by others even for a moment.
+            with open(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+                out.write(token + "\n")
+        # A file, not --token: the command line of every process is public (ps, /proc/PID/cmdline).
+        node_argv = [*edge, "node", "--origin", origin_url, "--token-file", str(token_file)]
         node_argv += ["--data", str(data / "node"), "--port", str(args.port)]
         node = _start(node_argv, data / "node.log")
         processes.append(node)

@@ -229,14 +229,35 @@ class Origin(Process):
 class Node(Process):
     """`edge node --origin ...` with its state directory; restartable on the same port and data."""
 
-    def __init__(self, origin: Origin, token: str, data: Path, log: Path, origin_key: str | None) -> None:
+    def __init__(
+        self,
+        origin: Origin,
+        token: str,
+        data: Path,
+        log: Path,
+        origin_key: str | None,
+        token_via: str = "file",
+    ) -> None:
+        """`token_via`: "file" (--token-file, what operators should do), "env" (EDGE_TOKEN) or
+        "argv" (the deprecated --token)."""
         self.port = free_port()
         self.data = data
-        argv = [sys.executable, "-m", "edge", "node", "--origin", origin.url, "--token", token]
+        self.token = token
+        argv = [sys.executable, "-m", "edge", "node", "--origin", origin.url]
         argv += ["--data", str(data), "--port", str(self.port)]
         if origin_key is not None:
             argv += ["--origin-key", origin_key]
-        env = clean_env({"EDGE_LOG_LEVEL": "info", "EDGE_POLL_TIMEOUT_S": POLL_TIMEOUT_S})
+        extra = {"EDGE_LOG_LEVEL": "info", "EDGE_POLL_TIMEOUT_S": POLL_TIMEOUT_S}
+        if token_via == "file":
+            token_file = data.with_name(f"{data.name}.token")
+            token_file.write_text(token + "\n")
+            token_file.chmod(0o600)
+            argv += ["--token-file", str(token_file)]
+        elif token_via == "env":
+            extra["EDGE_TOKEN"] = token
+        else:
+            argv += ["--token", token]
+        env = clean_env(extra)
         super().__init__(argv, f"http://127.0.0.1:{self.port}/_edge/ready", log, env)
 
     def get(self, path: str) -> Reply:
@@ -274,7 +295,7 @@ class Fleet:
         self.origin.start()
         return self.origin
 
-    def start_node(self, origin_key: str | None = None) -> Node:
+    def start_node(self, origin_key: str | None = None, token_via: str = "file") -> Node:
         """Start a node and wait until the origin lists it as live (it registered)."""
         origin = self.origin
         assert origin is not None
@@ -285,6 +306,7 @@ class Fleet:
             self.root / f"node{index}",
             self.root / f"node{index}.log",
             origin_key,
+            token_via,
         )
         self.nodes.append(node)
         node.start()
