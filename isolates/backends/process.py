@@ -305,22 +305,23 @@ class ProcessIsolate:
             describe_exit(returncode),
             error,
         )
-        self._requeue(status, error)
+        # Under RLIMIT_AS the child answered the request that ran out of memory itself, then left.
+        self._requeue(status, error, answered=status == 504 or returncode == EXIT_MEMORY)
         self.replacements += 1
         self.start(self._backend.blank())
         if self._on_stuck is not None:
             self._on_stuck(self)
 
-    def _requeue(self, status: int, error: str) -> None:
+    def _requeue(self, status: int, error: str, answered: bool) -> None:
         """After a child ended: fail the request(s) it was running, move the rest to the next one."""
         waiting = {item[0] for item in self._outbox}
         sent = [seq for seq in self._pending if seq not in waiting]
-        # A sync child runs one request at a time, in order: the first unanswered one was running
-        # (unless the host killed it for a timeout: that one already had its 504). An async child
-        # may have started every one of them.
+        # A sync child runs one request at a time, in order: the first unanswered one was running,
+        # unless the one it was running was `answered` already (its 504, or the child's own 503).
+        # An async child may have started every one of them.
         if self.is_async:
             victims = sent
-        elif status == 504:
+        elif answered:
             victims = []
         else:
             victims = sent[:1]
@@ -426,6 +427,11 @@ class ProcessBackend:
                 "process isolation: the node is not root, so children keep its uid "
                 "(Landlock, rlimits and RLIMIT_AS still apply)"
             )
+
+    @staticmethod
+    def memory_cgroup_available() -> bool:
+        """True when this process may make v1 memory cgroups for its children."""
+        return bool(_own_memory_cgroup())
 
     def take(self, spec: IsolateSpec, on_stuck: OnStuck | None, expect_async: bool = False) -> ProcessIsolate:
         """A started isolate assigned to `spec`: a blank child from the pool, else a new one."""
