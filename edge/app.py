@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import logging
 import os
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 import msgspec
 
 from cache import PASS, CachedRequest, CacheResult, HttpCache
+from edge.recycling import RUNTIME_DIR_VARIABLE, FailingMarks, WorkerWatch, recycle_by_sighup
 from edge.routing import RESERVED_PREFIX, Router
 from edge.settings import NodeSettings
 from isolates.backends import RESPONSE, BackendOptions, Isolate, Reply, backend_factory
@@ -62,10 +64,27 @@ class NodeApp:
         source: FunctionSource,
         clock: Callable[[], float] = time.time,
         backends: BackendLookup = backend_factory,
+        recycle: Callable[[], None] | None = None,
+        runtime_dir: str | None = None,
     ) -> None:
-        """`clock`: the wall clock the cache compares with Date/Expires; `backends`: isolation
-        level -> backend factory (both injected by tests and benchmarks)."""
+        """Parameters
+        ----------
+        clock:
+            The wall clock the cache compares with Date/Expires (injected in tests).
+        backends:
+            Isolation level -> backend factory (tests and benchmarks pass their own).
+        recycle:
+            Asks for this worker to be replaced gracefully (granian: SIGHUP to the parent);
+            None: the request is only logged.
+        runtime_dir:
+            A directory that outlives this worker, for marks of failing function versions.
+        """
         self._backends = backends
+        self._recycle = recycle
+        self._runtime_dir = runtime_dir
+        self._failing_marks = FailingMarks(runtime_dir)
+        self.watch: WorkerWatch | None = None
+        self._watch_task: asyncio.Task[None] | None = None
         self.settings = settings
         self.source = source
         self.router = Router(())
@@ -252,6 +271,9 @@ class NodeApp:
                 "functions": len(serving),
                 "abandoned_isolates": self._pool.abandoned if self._pool is not None else 0,
                 "incomplete_bodies": self.bad_bodies,
+                # Abandoned isolates still stuck in C code in this worker, and why it asked to be recycled.
+                "wedged_isolates": len(self._pool.wedged_alive()) if self._pool is not None else 0,
+                "recycling": self.watch.recycle_reason if self.watch is not None else "",
                 # Requests reach isolates in batches; a batch for an idle isolate wakes it.
                 "isolate_batches": sum(isolate.batches for isolate in isolates),
                 "isolate_wakes": sum(isolate.wakes for isolate in isolates),
@@ -264,7 +286,8 @@ class NodeApp:
             if self._pool is not None:
                 for name, function in self._pool.functions.items():
                     if function.error:
-                        functions[name] = {"state": "error", "error": function.error}
+                        state = "failing" if function.failing else "error"
+                        functions[name] = {"state": state, "error": function.error}
                     elif function.lazy is not None:
                         functions[name] = {"state": "cold", "versions": [function.lazy.version]}
                     else:
@@ -296,16 +319,23 @@ class NodeApp:
         settings = self.settings
         self._pool = IsolatePool(
             _log_function_line,
-            backend_options(settings),
+            backend_options(settings, self._runtime_dir),
             backends=self._backends,
             drain_timeout=settings.shutdown_timeout_ms / 1000,
+            max_failures=settings.max_function_failures,
+            failing=self._failing_marks.load(),
+            on_failing=self._failing_marks.add,
         )
+        self.watch = WorkerWatch(self._pool, settings.max_abandoned_isolates, self._recycle or _no_recycle)
+        self._watch_task = asyncio.get_running_loop().create_task(self.watch.run())
         await self.source.start(self)
         self.ready = True
 
     async def shutdown(self) -> None:
         """Stop syncing, then stop every isolate's thread so the worker can exit."""
         self.ready = False
+        if self._watch_task is not None:
+            self._watch_task.cancel()
         await self.source.stop()
         if self.cache is not None:
             await self.cache.aclose()
@@ -313,9 +343,13 @@ class NodeApp:
             await self._pool.close(self.settings.shutdown_timeout_ms / 1000)
 
 
-def backend_options(settings: NodeSettings) -> BackendOptions:
+def _no_recycle() -> None:
+    log.error("this worker needs recycling, but it does not run under `edge node`: restart it")
+
+
+def backend_options(settings: NodeSettings, runtime_dir: str | None = None) -> BackendOptions:
     """What the node's settings say every isolate backend of a worker should do."""
-    protected = [settings.data, *settings.protected_paths]
+    protected = [settings.data, *settings.protected_paths, *([runtime_dir] if runtime_dir else [])]
     return BackendOptions(
         warm_pool=settings.warm_pool,
         abandon_after=settings.abandon_after_ms / 1000,
@@ -379,9 +413,11 @@ async def _send_error(send: Send, status: int, message: str, request_id: str) ->
     await _send_json(send, status, {"error": message, "request_id": request_id}, request_id)
 
 
-def create_app() -> NodeApp:
+def create_app(backends: BackendLookup = backend_factory) -> NodeApp:
     """Granian's factory: settings from `edge node`'s main process (edge/handoff.py), else from
-    `EDGE_NODE_SETTINGS_JSON` (for tools that run granian themselves; never with a token)."""
+    `EDGE_NODE_SETTINGS_JSON` (for tools that run granian themselves; never with a token).
+
+    `backends` picks each isolation level's backend (a benchmark passes a canned one)."""
     from edge import handoff
 
     raw = os.environ.pop(SETTINGS_VARIABLE, None)
@@ -407,4 +443,6 @@ def create_app() -> NodeApp:
         source = LocalSource(settings.functions)
     else:
         raise RuntimeError("no function source: set `functions` (a directory) or `origin` (a URL)")
-    return NodeApp(settings, source)
+    runtime_dir = os.environ.get(RUNTIME_DIR_VARIABLE)
+    recycle = recycle_by_sighup if runtime_dir else None
+    return NodeApp(settings, source, backends=backends, recycle=recycle, runtime_dir=runtime_dir)

@@ -15,6 +15,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -196,6 +197,43 @@ def cold_starts(count: int) -> list[float]:
         return times
 
 
+def _worker_pids(pid: int) -> list[int]:
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as children:
+            found += [int(child) for child in children.read().split()]
+    return found
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def respawn_times(count: int) -> list[float]:
+    """Outage (ms) after the worker of a 1-worker node is killed: SIGKILL until /hello answers again.
+
+    What a segfault or the OOM killer costs with `workers = 1` (granian respawns the worker; it
+    loads every function again before it answers). Crashes are spaced 1 s apart.
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/hello"
+    times = []
+    with node_server(port, ROOT / "examples") as node:
+        for _ in range(count):
+            (worker,) = _worker_pids(node.pid)
+            os.kill(worker, signal.SIGKILL)
+            killed = time.perf_counter()
+            while not _answers(url):
+                time.sleep(0.002)
+            times.append((time.perf_counter() - killed) * 1000)
+            time.sleep(1.0)
+    return times
+
+
 def main() -> int:
     """Run the benchmarks and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -206,6 +244,9 @@ def main() -> int:
     parser.add_argument("--cold", type=int, default=24, help="functions for the cold-start figure")
     parser.add_argument("--nodes", type=int, default=10, help="nodes for the propagation figure (0: skip)")
     parser.add_argument("--deploys", type=int, default=20, help="deploys for the propagation figure")
+    parser.add_argument(
+        "--respawns", type=int, default=5, help="worker kills for the respawn figure (0: skip)"
+    )
     parser.add_argument(
         "--ceiling",
         action=argparse.BooleanOptionalAction,
@@ -241,6 +282,10 @@ def main() -> int:
         p50 = statistics.median(times)
         print(f"\ncold start (first response, isolate created on demand), {len(times)} functions:")
         print(f"p50 {p50:.1f} ms, min {times[0]:.1f} ms, max {times[-1]:.1f} ms")
+    if args.respawns:
+        times = sorted(respawn_times(args.respawns))
+        print(f"\nworker respawn (SIGKILL the only worker until /hello answers again), {len(times)} kills:")
+        print(f"p50 {statistics.median(times):.0f} ms, min {times[0]:.0f} ms, max {times[-1]:.0f} ms")
     if args.nodes:
         seconds = measure(args.nodes, args.deploys)
         print(f"\ndeploy -> live on all {args.nodes} nodes (one origin, loopback), {len(seconds)} deploys:")

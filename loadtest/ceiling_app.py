@@ -2,45 +2,108 @@
 
 For `bench.py --ceiling` only, never for serving. The app is the node's own (`edge.app.create_app`
 with the settings `ceiling_server` passes), so routing, request ids, the cache and response headers
-all run; only `SubinterpreterIsolate.submit` is replaced by a canned "hello world" reply, either
-already resolved (`instant`) or resolved one event-loop iteration later (`next_iteration`, the
-least any cross-thread reply can cost). The gap between these rows and the real one is what the
-isolate crossing costs.
+all run; only the isolate backend is a canned one (given to the app as its backend factory, like
+any backend): every isolate answers "hello world", either already resolved (`instant`) or resolved
+one event-loop iteration later (`next_iteration`, the least any cross-thread reply can cost). The
+gap between these rows and the real one is what the isolate crossing costs.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from edge.app import NodeApp, create_app
-from isolates.backends import RESPONSE, Reply
-from isolates.backends.subinterpreter import SubinterpreterIsolate
+from isolates.backends import (
+    RESPONSE,
+    Backend,
+    BackendFactory,
+    BackendOptions,
+    Isolate,
+    IsolateSpec,
+    LogSink,
+    OnStuck,
+    Reply,
+    RequestHeaders,
+)
 
-__all__ = ["instant", "next_iteration"]
+__all__ = ["CannedBackend", "instant", "next_iteration"]
 
 _HELLO: Reply = (RESPONSE, 0, 200, ((b"content-type", b"text/plain; charset=utf-8"),), b"hello world")
 
 
-def _instant(self: SubinterpreterIsolate, *request: Any) -> asyncio.Future[Reply]:
-    future: asyncio.Future[Reply] = self._loop.create_future()
-    future.set_result(_HELLO)
-    return future
+class CannedIsolate:
+    """An isolate that runs nothing: every request gets the canned hello reply."""
+
+    recovers = True
+    is_async = False
+    batches = 0
+    wakes = 0
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, spec: IsolateSpec, at_once: bool) -> None:
+        self.spec = spec
+        self._loop = loop
+        self._at_once = at_once
+        self._ready: asyncio.Future[None] = loop.create_future()
+        self._ready.set_result(None)
+
+    @property
+    def ready(self) -> asyncio.Future[None]:
+        return self._ready
+
+    @property
+    def alive(self) -> bool:
+        return True
+
+    def submit(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: RequestHeaders,
+        body: bytes,
+        request_id: str,
+        deadline: float,
+    ) -> asyncio.Future[Reply]:
+        future: asyncio.Future[Reply] = self._loop.create_future()
+        if self._at_once:
+            future.set_result(_HELLO)
+        else:
+            self._loop.call_soon(future.set_result, _HELLO)
+        return future
+
+    async def close(self, timeout: float) -> bool:
+        return True
 
 
-def _next_iteration(self: SubinterpreterIsolate, *request: Any) -> asyncio.Future[Reply]:
-    future: asyncio.Future[Reply] = self._loop.create_future()
-    self._loop.call_soon(future.set_result, _HELLO)
-    return future
+class CannedBackend:
+    """A backend whose isolates answer with the canned reply (`at_once` or one iteration later)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, at_once: bool) -> None:
+        self._loop = loop
+        self._at_once = at_once
+
+    def take(self, spec: IsolateSpec, on_stuck: OnStuck | None, expect_async: bool = False) -> Isolate:
+        return CannedIsolate(self._loop, spec, self._at_once)
+
+    def saw_async(self) -> None:
+        pass
+
+    async def close(self, timeout: float) -> None:
+        pass
+
+
+def _canned(at_once: bool) -> BackendFactory:
+    def factory(loop: asyncio.AbstractEventLoop, log_sink: LogSink, options: BackendOptions) -> Backend:
+        return CannedBackend(loop, at_once)
+
+    return factory
 
 
 def instant() -> NodeApp:
     """Granian factory: the node app whose isolates answer before `submit` returns."""
-    SubinterpreterIsolate.submit = _instant  # type: ignore[method-assign,assignment]
-    return create_app()
+    return create_app(backends=lambda isolation: _canned(at_once=True))
 
 
 def next_iteration() -> NodeApp:
     """Granian factory: the node app whose isolates answer at the next event-loop iteration."""
-    SubinterpreterIsolate.submit = _next_iteration  # type: ignore[method-assign,assignment]
-    return create_app()
+    return create_app(backends=lambda isolation: _canned(at_once=False))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -160,6 +162,12 @@ def _print_banner(settings: NodeSettings, root: Path) -> None:
     print(f"  curl {base}/_edge/ready", flush=True)
 
 
+# Seconds between starting a replacement worker and stopping the one it replaces (its functions
+# load meanwhile), and between two looks at the workers' RSS.
+RESPAWN_INTERVAL_S = 2.0
+RSS_SAMPLE_INTERVAL_S = 1
+
+
 def _hand_over(settings: NodeSettings) -> None:
     """Offer the settings to granian's workers over a private socket (edge/handoff.py), not the
     environment: a spawned worker's /proc/PID/environ would show them, node token included."""
@@ -170,11 +178,16 @@ def _hand_over(settings: NodeSettings) -> None:
 
 def serve(settings: NodeSettings) -> None:
     """Run granian in this process until it is told to stop (workers are forked processes)."""
-    from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
 
+    from edge.recycling import RUNTIME_DIR_VARIABLE
+    from edge.supervisor import NodeServer
+
     _hand_over(settings)
-    server = Granian(
+    # Outlives every worker (marks of failing functions); functions may not open it.
+    runtime_dir = tempfile.mkdtemp(prefix="edge-node-")
+    os.environ[RUNTIME_DIR_VARIABLE] = runtime_dir
+    server = NodeServer(
         "edge.app:create_app",
         factory=True,
         address=settings.host,
@@ -183,9 +196,20 @@ def serve(settings: NodeSettings) -> None:
         workers=settings.workers,
         loop=Loops.uvloop,
         http=HTTPModes(settings.http),
-        log_level=settings.log_level,  # type: ignore[arg-type]
+        log_level=settings.log_level,
         log_access=False,
         # A worker that misses its SIGTERM (sent while it was still starting) is killed, not awaited forever.
         workers_kill_timeout=settings.shutdown_timeout_ms // 1000 + 5,
+        # A worker that dies (a crash in native code, the OOM killer) is replaced and the node
+        # keeps answering. A worker asks for its own graceful recycle (new worker first, the old
+        # one drains) with SIGHUP to this process, once it holds too many wedged isolates
+        # (edge/app.py); past `max_rss_mb` granian recycles it the same way.
+        respawn_failed_workers=True,
+        respawn_interval=RESPAWN_INTERVAL_S,
+        workers_max_rss=settings.max_rss_mb or None,
+        rss_sample_interval=RSS_SAMPLE_INTERVAL_S,
     )
-    server.serve()
+    try:
+        server.serve()
+    finally:
+        shutil.rmtree(runtime_dir, ignore_errors=True)
