@@ -387,6 +387,8 @@ def confine(config: dict[str, Any], parent: int) -> list[str]:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     cpu = config["cpu_s"]
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    # A crash leaves no core file (it would hold the function's memory, requests included).
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     files = config["nofile"]
     resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
     if root:

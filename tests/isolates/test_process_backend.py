@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import socket
+import tempfile
 import time
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
@@ -59,6 +61,9 @@ SPY = """
             return attempt(lambda: write(arg))
         if what == "connect":
             return attempt(lambda: connect(int(arg)))
+        if what == "run":
+            import subprocess
+            return attempt(lambda: subprocess.run(["/bin/echo", "ran"], capture_output=True).stdout.decode())
         if what == "pids":
             return sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
         return "spy"
@@ -387,6 +392,29 @@ def test_the_file_system_is_confined_to_the_bundle_and_the_grants(tmp_path: Path
     run(body())
 
 
+def test_landlock_refuses_what_plain_permissions_would_allow(tmp_path: Path) -> None:
+    directory = process_function(tmp_path, "spy", SPY)
+    # Under /tmp, outside every grant: world-readable and world-writable, yet off limits.
+    public = Path(tempfile.mkdtemp(prefix="edge-landlock-", dir="/tmp"))
+    try:
+        public.chmod(0o777)
+        (public / "note").write_text("n")
+        (public / "note").chmod(0o666)
+
+        async def body() -> None:
+            async with harness() as h:
+                isolate = await h.start(directory)
+                assert await h.json(isolate, f"read={public}/note") == ["refused", "PermissionError"]
+                assert await h.json(isolate, f"write={public}/note") == ["refused", "PermissionError"]
+                assert await h.json(isolate, f"write={public}/new") == ["refused", "PermissionError"]
+                # The node's own code is world-readable too.
+                assert await h.json(isolate, f"read={__file__}") == ["refused", "PermissionError"]
+
+        run(body())
+    finally:
+        shutil.rmtree(public)
+
+
 @pytest.mark.parametrize("grant", ["false", "port", "true"])
 def test_tcp_connect_only_where_net_allows(tmp_path: Path, grant: str) -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:
@@ -408,6 +436,20 @@ def test_tcp_connect_only_where_net_allows(tmp_path: Path, grant: str) -> None:
                     )
 
         run(body())
+
+
+@pytest.mark.parametrize("granted", [False, True])
+def test_programs_run_only_with_the_subprocess_permission(tmp_path: Path, granted: bool) -> None:
+    manifest = f"[permissions]\nsubprocess = {str(granted).lower()}\n"
+    directory = process_function(tmp_path, "spy", SPY, manifest)
+
+    async def body() -> None:
+        async with harness() as h:
+            isolate = await h.start(directory)
+            expected = ["ok", "ran\n"] if granted else ["refused", "PermissionError"]
+            assert await h.json(isolate, "run") == expected
+
+    run(body())
 
 
 def test_a_warm_pool_child_takes_a_new_function_fast_and_close_leaves_no_child(tmp_path: Path) -> None:
