@@ -95,6 +95,7 @@ class SubinterpreterIsolate:
         on_stuck: OnStuck | None = None,
         abandon_after: float = 1.0,
         preload: tuple[str, ...] = (),
+        protected: tuple[str, ...] = (),
     ) -> None:
         self.spec = _BLANK
         self._loop = loop
@@ -102,6 +103,7 @@ class SubinterpreterIsolate:
         self._on_stuck = on_stuck
         self._abandon_after = abandon_after
         self._preload = preload
+        self._protected = protected
         self._in_q = queue_create()
         self._out_q = queue_create()
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC)
@@ -164,7 +166,25 @@ class SubinterpreterIsolate:
         deps = os.path.join(directory, ".deps")
         paths = (directory, *([deps] if os.path.isdir(deps) else []), str(GUEST_DIR), *stdlib_paths())
         attribute = spec.attribute
-        self._send_now((-1, paths, spec.name, spec.version, spec.env, spec.module, attribute))
+        self._send_now(
+            (-1, paths, spec.name, spec.version, spec.env, spec.module, attribute, self._policy(spec))
+        )
+
+    def _policy(self, spec: IsolateSpec) -> tuple[Any, ...]:
+        """What the guest's audit hook enforces (isolates/guest/_edge_guard.py), as plain values."""
+        permissions = spec.permissions
+        net = permissions.net if isinstance(permissions.net, bool) else tuple(permissions.net)
+        return (
+            spec.directory,
+            net,
+            tuple(permissions.read),
+            tuple(permissions.write),
+            permissions.subprocess,
+            permissions.ctypes,
+            self._protected,
+            # This worker and granian's main process: a function may not signal either.
+            (os.getpid(), os.getppid()),
+        )
 
     def _run(self) -> None:
         """The host thread: create the interpreter, live inside its serve loop, then destroy it."""
@@ -432,7 +452,11 @@ class WarmPool:
 
     def _new(self, preload: tuple[str, ...]) -> SubinterpreterIsolate:
         isolate = SubinterpreterIsolate(
-            self._loop, self._log_sink, abandon_after=self._abandon_after, preload=preload
+            self._loop,
+            self._log_sink,
+            abandon_after=self._abandon_after,
+            preload=preload,
+            protected=self._options.protected,
         )
         isolate.start()
         return isolate

@@ -8,7 +8,9 @@ for the function it is assigned, so a warm pool of blank isolates makes cold sta
 
 Both queues carry batches: tuples of the items below, in order.
 Host -> guest (in-queue); the host writes the wake eventfd only while the guest's flag is raised:
-    (-1, paths, name, version, env, module, attribute)                        assignment, first
+    (-1, paths, name, version, env, module, attribute, policy)                assignment, first
+        policy: None (no audit hook) or (directory, net, read, write, subprocess, ctypes,
+        protected, node_pids), see _edge_guard.install; net is a bool or a tuple of "host:port"
     (seq, method, path, query_string, headers, body, request_id, deadline)   seq >= 1, headers
         marshal-encoded (one bytes object crosses instead of a tuple per header)
     (0,)                                                                      stop
@@ -159,6 +161,11 @@ class _Watchdog:
             pass
         _set_async_exc(self._target, None)
 
+    @property
+    def ident(self) -> int | None:
+        """The watchdog thread's id (the audit hook lets it load ctypes)."""
+        return self._thread.ident
+
     def stop(self) -> None:
         with self._cond:
             self._stopped = True
@@ -195,11 +202,65 @@ class _Watchdog:
 
 
 def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
+    global _async_exc
+    if _async_exc is None:
+        _async_exc = _load_async_exc()
+    _async_exc(thread_id, exc)
+
+
+def _load_async_exc() -> Any:
+    # Loaded on the first interrupt (ctypes costs ~2 ms and 0.6 MB), on the watchdog's thread,
+    # which the audit hook lets import ctypes; then ctypes leaves sys.modules again.
     import ctypes
 
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else None
-    )
+    function = ctypes.pythonapi.PyThreadState_SetAsyncExc
+    c_ulong, py_object = ctypes.c_ulong, ctypes.py_object
+    if _forget_ctypes is not None:
+        _forget_ctypes()
+
+    def set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
+        function(c_ulong(thread_id), py_object(exc) if exc is not None else None)
+
+    return set_async_exc
+
+
+_async_exc: Any = None
+# Set by the audit hook's installation (_edge_guard.forget_ctypes), else None.
+_forget_ctypes: Any = None
+
+
+class _Deadline:
+    """Awaits a handler's coroutine with the watchdog armed only while one of its steps runs.
+
+    Async requests of an isolate share its thread: a watchdog armed for the whole request would
+    interrupt whichever request runs when the deadline passes. Armed per step, it interrupts only
+    a step of the request that passed its deadline (one that blocks the loop); a request that
+    awaits is cancelled by asyncio.timeout instead.
+    """
+
+    __slots__ = ("_coro", "_deadline", "_watchdog")
+
+    def __init__(self, coro: Any, watchdog: _Watchdog, deadline: float) -> None:
+        self._coro = coro
+        self._watchdog = watchdog
+        self._deadline = deadline
+
+    def __await__(self) -> Any:
+        coro, arm, disarm, deadline = self._coro, self._watchdog.arm, self._watchdog.disarm, self._deadline
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            token = arm(deadline)
+            try:
+                yielded = coro.send(value) if error is None else coro.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                disarm(token)
+            try:
+                value, error = (yield yielded), None
+            except BaseException as exc:  # cancellation (asyncio.timeout), GeneratorExit: to the handler
+                value, error = None, exc
 
 
 class _Function:
@@ -242,15 +303,14 @@ class _Function:
 
         seq, deadline = item[0], item[7]
         _request_id.set(item[6])
-        # asyncio's timeout cancels a handler that awaits; the watchdog (a little later) stops
-        # one that blocks the loop with a Python-level busy loop.
-        token = self.watchdog.arm(deadline + 0.05)
         try:
-            try:
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    result = await self.handler(self.request(item))
-            finally:
-                self.watchdog.disarm(token)
+            # asyncio's timeout cancels a handler that awaits; the watchdog (a little later) stops
+            # one whose step blocks the loop with a Python-level busy loop (see _Deadline).
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                awaitable = self.handler(self.request(item))
+                if hasattr(awaitable, "send"):
+                    awaitable = _Deadline(awaitable, self.watchdog, deadline + 0.05)
+                result = await awaitable
             message = _encode(seq, result)
         except (HandlerTimeout, TimeoutError):
             message = (ERROR, seq, 504, f"function {self.name} timed out")
@@ -396,12 +456,15 @@ def _serve_assignment(
     env: tuple[tuple[str, str], ...],
     module_name: str,
     attribute: str,
+    policy: tuple[Any, ...] | None = None,
 ) -> None:
     sys.path[:] = paths
     sys.path_importer_cache.clear()
     _isolate_environment(dict(env))
     sys.stdout = _LogWriter(channel, "stdout")  # type: ignore[assignment]
     sys.stderr = _LogWriter(channel, "stderr")  # type: ignore[assignment]
+    if policy is not None:
+        _guard(name, paths, policy, watchdog)
     try:
         handler = _load(module_name, attribute)
     except LookupError as exc:
@@ -427,6 +490,27 @@ def _serve_assignment(
             _serve_sync(channel, function)
     finally:
         function.close()
+
+
+def _guard(name: str, paths: tuple[str, ...], policy: tuple[Any, ...], watchdog: _Watchdog) -> None:
+    """Install the function's audit hook and take the runtime's modules out of its reach."""
+    global _forget_ctypes
+    import _edge_guard
+
+    directory, net, read, write, subprocess, ctypes, protected, node_pids = policy
+    bundle = os.path.realpath(directory) + os.sep
+    runtime_paths = tuple(path for path in paths if not (os.path.realpath(path) + os.sep).startswith(bundle))
+    _edge_guard.install(
+        name,
+        directory,
+        (net, read, write, subprocess, ctypes),
+        protected,
+        node_pids,
+        runtime_paths,
+        watchdog.ident or 0,
+    )
+    _forget_ctypes = _edge_guard.forget_ctypes
+    _edge_guard.conceal()
 
 
 def _next_item(channel: _Channel) -> tuple[Any, ...]:
