@@ -138,6 +138,16 @@ def node_server(port: int, functions: Path, **env: str) -> Server:
     return Server(argv, f"http://127.0.0.1:{port}/_edge/ready", env={"EDGE_LOG_LEVEL": "warning", **env})
 
 
+def bench_functions(root: Path, names: tuple[str, ...] = ("hello", "cached")) -> None:
+    """Copy the examples the benchmarks drive into `root`, plus `hello-process`: the same hello
+    function with `isolation = "process"`."""
+    for name in names:
+        shutil.copytree(ROOT / "examples" / name, root / name)
+    shutil.copytree(ROOT / "examples" / "hello", root / "hello-process")
+    manifest = root / "hello-process" / "edge.toml"
+    manifest.write_text('name = "hello-process"\nisolation = "process"\n' + manifest.read_text())
+
+
 def throughput(
     wrk: str, rounds: int, seconds: int, connections: int, threads: int, ceiling: bool = False
 ) -> dict[str, list[WrkResult]]:
@@ -148,14 +158,18 @@ def throughput(
     the node's app with the isolate hop replaced by a canned reply (see ceiling_app.py).
     """
     hello, cached = "node: hello through an isolate", "node: cached hit"
-    results: dict[str, list[WrkResult]] = {"bare granian": [], hello: [], cached: []}
+    in_process = "node: hello through a process"
+    results: dict[str, list[WrkResult]] = {"bare granian": [], hello: [], in_process: [], cached: []}
     bare_port, node_port = free_port(), free_port()
     with contextlib.ExitStack() as stack:
+        functions = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        bench_functions(functions)
         bare = stack.enter_context(bare_server(bare_port))
-        node = stack.enter_context(node_server(node_port, ROOT / "examples"))
+        node = stack.enter_context(node_server(node_port, functions))
         targets = {
             "bare granian": (f"http://127.0.0.1:{bare_port}/", bare),
             hello: (f"http://127.0.0.1:{node_port}/hello", node),
+            in_process: (f"http://127.0.0.1:{node_port}/hello-process", node),
             cached: (f"http://127.0.0.1:{node_port}/cached", node),
         }
         if ceiling:
@@ -177,12 +191,14 @@ def throughput(
     return results
 
 
-def cold_starts(count: int) -> list[float]:
+def cold_starts(count: int, isolation: str = "interpreter") -> list[float]:
     """First-response times (ms) of `count` functions whose isolates start on their first request."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for index in range(count):
             shutil.copytree(ROOT / "examples" / "hello", root / f"cold{index:02d}")
+            manifest = root / f"cold{index:02d}" / "edge.toml"
+            manifest.write_text(f'isolation = "{isolation}"\n' + manifest.read_text())
         port = free_port()
         times = []
         with node_server(port, root, EDGE_PRELOAD="false"):
@@ -192,8 +208,9 @@ def cold_starts(count: int) -> list[float]:
                 with urllib.request.urlopen(url, timeout=10) as response:
                     response.read()
                 times.append((time.perf_counter() - started) * 1000)
-                # A warm request for comparison is not needed; space the cold ones a little.
-                time.sleep(0.05)
+                # Space the cold ones a little: the warm pool refills in the background (a spawned
+                # child takes longer to make than an interpreter).
+                time.sleep(0.05 if isolation == "interpreter" else 0.3)
         return times
 
 
@@ -278,10 +295,14 @@ def main() -> int:
     print("ratio: median over rounds of (target / bare in the same round); ratios: their range")
     print("cpu us/req: CPU time of the server's processes per request served (median over rounds)")
     if args.cold:
-        times = sorted(cold_starts(args.cold))
-        p50 = statistics.median(times)
-        print(f"\ncold start (first response, isolate created on demand), {len(times)} functions:")
-        print(f"p50 {p50:.1f} ms, min {times[0]:.1f} ms, max {times[-1]:.1f} ms")
+        for isolation, what in (
+            ("interpreter", "isolate"),
+            ("process", "process isolate, warm pool of children"),
+        ):
+            times = sorted(cold_starts(args.cold, isolation))
+            p50 = statistics.median(times)
+            print(f"\ncold start (first response, {what} created on demand), {len(times)} functions:")
+            print(f"p50 {p50:.1f} ms, min {times[0]:.1f} ms, max {times[-1]:.1f} ms")
     if args.respawns:
         times = sorted(respawn_times(args.respawns))
         print(f"\nworker respawn (SIGKILL the only worker until /hello answers again), {len(times)} kills:")
