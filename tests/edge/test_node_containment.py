@@ -1,0 +1,89 @@
+"""A real node (granian subprocess): an interpreter-mode function is refused the node's secrets and exits.
+
+Each refusal reaches the client as the PermissionError's text, which names the permission to grant;
+after a refused `os._exit` the node and its other functions still serve.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from node_harness import Node, NodeFactory, write_function
+
+SPY = """
+    import os
+    import subprocess
+
+    def _read(path):
+        with open(path, "rb") as file:
+            return len(file.read())
+
+    PROBES = {
+        "environ": lambda: _read("/proc/self/environ"),
+        "cmdline": lambda: _read("/proc/self/cmdline"),
+        "data": lambda: _read(os.environ["DATA"] + "/applied.json"),
+        "queues": lambda: __import__("_interpqueues").list_all(),
+        "exit": lambda: os._exit(1),
+        "subprocess": lambda: subprocess.run(["true"]).returncode,
+        "ctypes": lambda: __import__("ctypes").CDLL(None).getpid(),
+    }
+
+    def handler(request):
+        try:
+            return f"ok: {PROBES[request.query_string]()!r}"
+        except BaseException as exc:
+            return f"{type(exc).__name__}: {exc}"
+"""
+
+ENDS = "it would end the node's process and every function in it"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("node-data")
+    (data / "applied.json").write_text('{"env": {"SECRET": "x"}}')
+    return data
+
+
+@pytest.fixture
+def node(tmp_path: Path, start_node: NodeFactory, data_dir: Path) -> Node:
+    functions = tmp_path / "functions"
+    write_function(functions, "spy", SPY, f'[env]\nDATA = "{data_dir}"\n')
+    write_function(functions, "hello", "def handler(request):\n    return 'hello'\n")
+    return start_node(functions, env={"EDGE_DATA": str(data_dir), "EDGE_TOKEN": "node-secret"})
+
+
+def test_a_spy_is_refused_with_the_permission_named(node: Node, data_dir: Path) -> None:
+    def spy(query: str) -> str:
+        reply = node.get(f"/spy?{query}")
+        assert reply.status == 200, reply
+        return reply.body.decode()
+
+    memory = "the node's process memory and environment are off limits"
+    assert spy("environ") == f"PermissionError: function spy may not open '/proc/self/environ': {memory}"
+    assert spy("cmdline") == f"PermissionError: function spy may not open '/proc/self/cmdline': {memory}"
+    assert spy("data") == (
+        f"PermissionError: function spy may not open '{data_dir}/applied.json': "
+        "the node's data directories are off limits"
+    )
+    assert spy("queues") == (
+        "PermissionError: function spy may not import '_interpqueues': the node's internals are off limits"
+    )
+    assert spy("subprocess") == (
+        "PermissionError: function spy may not start a process: "
+        "subprocess is not allowed: grant it with [permissions] subprocess = true in edge.toml"
+    )
+    assert spy("ctypes") == (
+        "PermissionError: function spy may not import 'ctypes': "
+        "ctypes is not allowed: grant it with [permissions] ctypes = true in edge.toml"
+    )
+
+
+def test_os_exit_leaves_the_node_and_every_function_serving(node: Node) -> None:
+    for _ in range(3):
+        reply = node.get("/spy?exit")
+        assert reply.body.decode() == f"PermissionError: function spy may not call os._exit: {ENDS}"
+    assert node.server.process is not None and node.server.process.poll() is None
+    assert node.get("/hello").body == b"hello"
+    assert node.get("/spy?cmdline").status == 200
