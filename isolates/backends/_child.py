@@ -61,6 +61,7 @@ class Child:
         self,
         loop: Any,
         preload: tuple[str, ...],
+        cgroup: str,
         on_messages: Callable[[Child, tuple[tuple[Any, ...], ...]], None],
         on_exit: Callable[[Child], None],
     ) -> None:
@@ -84,6 +85,7 @@ class Child:
                 str(reply_write),
                 str(os.getpid()),
                 ",".join(preload),
+                cgroup,
             ]
             self.popen = subprocess.Popen(
                 argv,
@@ -108,7 +110,9 @@ class Child:
         self.returncode: int | None = None
         # Set by the owner: why the host killed it (so its exit is not called a crash).
         self.killed_for = ""
-        self.cgroup = ""
+        # Its memory cgroup (it joins while blank: moving a task costs ~10-20 ms), or "".
+        self.cgroup = cgroup
+        self.memory_limited = False
         loop.add_reader(self._from_child, self._on_readable)
         loop.add_reader(self._pidfd, self._on_pidfd)
 

@@ -130,7 +130,7 @@ class ProcessIsolate:
         self._loaded = False
         child.on_messages = self._on_messages
         child.on_exit = self._on_exit
-        self._backend.join_cgroup(child, self._memory_mb)
+        self._backend.limit_cgroup(child, self._memory_mb)
         spec = self.spec
         deps = os.path.join(spec.directory, ".deps")
         paths = (spec.directory, *([deps] if os.path.isdir(deps) else []), str(GUEST_DIR), *stdlib_paths())
@@ -159,7 +159,8 @@ class ProcessIsolate:
             "subprocess": permissions.subprocess,
             "protected": list(options.protected),
             "memory_mb": self._memory_mb,
-            "cgroup": self._child.cgroup if self._child is not None else "",
+            # True: the cgroup limits its memory; False: the child sets RLIMIT_AS itself.
+            "cgroup": self._child is not None and self._child.memory_limited,
             "cpu_s": options.cpu_s,
             "nofile": _NOFILE,
             "nproc": _NPROC_SUBPROCESS if permissions.subprocess else _NPROC,
@@ -456,11 +457,13 @@ class ProcessBackend:
             self._standby.append(self._spawn())
 
     def _spawn(self) -> Child:
-        return Child(self.loop, (*self.options.preload, *_CHILD_PRELOAD), _ignore, self._on_blank_exit)
+        preload = (*self.options.preload, *_CHILD_PRELOAD)
+        return Child(self.loop, preload, self._new_cgroup(), _ignore, self._on_blank_exit)
 
     def _on_blank_exit(self, child: Child) -> None:
         with contextlib.suppress(ValueError):
             self._standby.remove(child)
+        self.leave_cgroup(child)
         if child in self._stopping:
             self._stopping.discard(child)
             if not self._stopping:
@@ -468,26 +471,39 @@ class ProcessBackend:
         elif not self._closed:
             log.error("process isolate: a blank child ended (%s)", describe_exit(child.returncode or 0))
 
-    def join_cgroup(self, child: Child, memory_mb: int) -> None:
-        """Make a memory cgroup for `child` limited to `memory_mb` (the child joins it itself)."""
+    def _new_cgroup(self) -> str:
+        """A memory cgroup for a new child ('' when there is none); its limit is set on assignment."""
         if not self._cgroup_parent:
-            return
+            return ""
         try:
             if not self._cgroup_base:
+                _remove_stale_cgroups(self._cgroup_parent)
                 self._cgroup_base = os.path.join(self._cgroup_parent, f"edge-{os.getpid()}")
                 os.makedirs(self._cgroup_base, exist_ok=True)
-            directory = os.path.join(self._cgroup_base, str(child.pid))
-            os.makedirs(directory, exist_ok=True)
-            limit = str(memory_mb << 20)
-            _write(os.path.join(directory, "memory.limit_in_bytes"), limit)
-            swap = os.path.join(directory, "memory.memsw.limit_in_bytes")
+            self._children += 1
+            directory = os.path.join(self._cgroup_base, f"child-{self._children}")
+            os.mkdir(directory)
+        except OSError as exc:
+            log.warning("process isolation: cannot make a memory cgroup (%s); using RLIMIT_AS", exc)
+            self._cgroup_parent = ""
+            return ""
+        return directory
+
+    def limit_cgroup(self, child: Child, memory_mb: int) -> None:
+        """Limit `child`'s cgroup to `memory_mb` (memory and memory+swap); else it uses RLIMIT_AS."""
+        if not child.cgroup:
+            return
+        limit = str(memory_mb << 20)
+        try:
+            # From unlimited: memory first, then memory+swap (which may never be the lower one).
+            _write(os.path.join(child.cgroup, "memory.limit_in_bytes"), limit)
+            swap = os.path.join(child.cgroup, "memory.memsw.limit_in_bytes")
             if os.path.exists(swap):
                 _write(swap, limit)
         except OSError as exc:
-            log.warning("process isolation: no memory cgroup (%s); using RLIMIT_AS", exc)
-            self._cgroup_parent = ""
+            log.warning("process isolation: cannot limit %s (%s); using RLIMIT_AS", child.cgroup, exc)
             return
-        child.cgroup = directory
+        child.memory_limited = True
 
     def leave_cgroup(self, child: Child) -> bool:
         """Remove the ended child's cgroup; returns True if the kernel killed it for memory."""
@@ -501,6 +517,9 @@ class ProcessBackend:
         with contextlib.suppress(OSError):
             os.rmdir(child.cgroup)
         child.cgroup = ""
+        if self._closed and self._cgroup_base:
+            with contextlib.suppress(OSError):  # not empty: the last child to end removes it
+                os.rmdir(self._cgroup_base)
         return killed
 
     async def close(self, timeout: float) -> None:
@@ -522,6 +541,18 @@ class ProcessBackend:
         if self._cgroup_base:
             with contextlib.suppress(OSError):
                 os.rmdir(self._cgroup_base)
+
+
+def _remove_stale_cgroups(parent: str) -> None:
+    """Remove the empty child groups a worker that was killed outright left behind."""
+    for entry in os.scandir(parent):
+        name = entry.name
+        if name.startswith("edge-") and name[5:].isdigit() and not os.path.exists(f"/proc/{name[5:]}"):
+            with contextlib.suppress(OSError):  # still populated: leave it
+                for child in os.scandir(entry.path):
+                    if child.is_dir():
+                        os.rmdir(child.path)
+                os.rmdir(entry.path)
 
 
 def _ignore(child: Child, batch: tuple[tuple[Any, ...], ...]) -> None:

@@ -8,7 +8,8 @@ clean environment. The child imports the guest runtime, waits blank for an assig
    an unprivileged uid cannot traverse on the way to what it needs (root's 0700 home holding the
    Python installation, a 0700 temporary directory holding the bundle) and over the node's
    protected directories, and binds back only what it needs, at the same paths; mounts a procfs
-   that shows it only its own processes; joins the memory cgroup the host made for it;
+   that shows it only its own processes (it joined the memory cgroup the host made for it
+   while blank; the host sets the limit when it assigns the function);
 2. sets rlimits, drops to the function's uid and gid (root only), sets `PR_SET_NO_NEW_PRIVS`
    and the parent-death signal again (a credential change clears it);
 3. applies a Landlock ruleset (ctypes; syscalls 444-446 are the same on every architecture);
@@ -377,9 +378,6 @@ def confine(config: dict[str, Any], parent: int) -> list[str]:
     root = os.geteuid() == 0
     if root:
         _build_view(libc, [prefix, guest, bundle, *config["read"], *config["write"]], config["protected"])
-        if config["cgroup"]:
-            with open(os.path.join(config["cgroup"], "cgroup.procs"), "w") as procs:
-                procs.write(str(os.getpid()))
     memory = config["memory_mb"] << 20
     if not config["cgroup"]:
         # Leave room for what the interpreter has mapped already (libraries, arenas, stacks).
@@ -467,11 +465,15 @@ def _serve_async(reader: _Reader, channel: _PipeChannel, function: _ChildFunctio
 
 
 def main() -> None:
-    """argv: request fd, reply fd, the host's pid, modules to preload (comma-separated)."""
+    """argv: request fd, reply fd, the host's pid, modules to preload (comma-separated), cgroup."""
     in_fd, out_fd, parent = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     _parent_death_signal(_libc(), parent)
     for module in filter(None, sys.argv[4].split(",")):
         __import__(module)
+    if sys.argv[5]:
+        # Joined while blank, off the cold-start path; the host sets the limit on assignment.
+        with open(os.path.join(sys.argv[5], "cgroup.procs"), "w") as procs:
+            procs.write(str(os.getpid()))
     reader = _Reader(in_fd)
     items = reader.next_items()
     if not items or items[0][0] != -1:
