@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import msgspec
 
@@ -24,16 +28,24 @@ __all__ = [
     "BundleError",
     "Limits",
     "build",
+    "clear_bytecode",
     "digest",
     "extract",
     "pack",
+    "remove_tree",
+    "replace_tree",
+    "seal",
     "validate",
+    "verify_tree",
 ]
 
 DEPS_DIR = ".deps"
 _SKIP_DIRS = frozenset({"__pycache__", ".git"})
 _SKIP_SUFFIXES = (".pyc",)
 _CHUNK = 1 << 16
+_PYCACHE = "__pycache__"
+# Unpacked bundles are read-only: functions (and anyone else) must not change the code that serves.
+_FILE_MODE, _EXEC_MODE, _DIR_MODE = 0o444, 0o555, 0o555
 
 
 class BundleError(ValueError):
@@ -202,6 +214,35 @@ def _members(data: bytes, limits: Limits) -> Iterator[tuple[str, tarfile.TarInfo
         raise BundleError(f"bundle is not a valid tar.gz archive: {exc}") from None
 
 
+def _archive_files(data: bytes, limits: Limits) -> Iterator[tuple[str, bytes | memoryview | None]]:
+    """Each member as (name, content; None for a directory), unpacked in one go (for checks, not
+    extraction: several times faster than the streaming reader); raises BundleError."""
+    if len(data) > limits.max_bytes:
+        raise BundleError(f"bundle is {len(data)} bytes compressed; the limit is {limits.max_bytes}")
+    inflate = zlib.decompressobj(wbits=31)  # gzip framing
+    try:
+        raw = inflate.decompress(data, limits.max_unpacked_bytes + 1)
+    except zlib.error as exc:
+        raise BundleError(f"bundle is not a valid tar.gz archive: {exc}") from None
+    if len(raw) > limits.max_unpacked_bytes:
+        raise BundleError(f"bundle unpacks to more than {limits.max_unpacked_bytes} bytes; that is the limit")
+    if not inflate.eof or inflate.unused_data:  # cut short, or several gzip members: `pack` writes one
+        for name, _member, content in _members(data, limits):
+            yield name, content
+        return
+    view = memoryview(raw)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+            for count, member in enumerate(tar, start=1):
+                if count > limits.max_members:
+                    raise BundleError(f"bundle has more than {limits.max_members} members; that is the limit")
+                name = _member_name(member)
+                end = member.offset_data + member.size
+                yield name, None if member.isdir() else view[member.offset_data : end]
+    except (tarfile.TarError, EOFError) as exc:
+        raise BundleError(f"bundle is not a valid tar.gz archive: {exc}") from None
+
+
 def _check_manifest(files: dict[str, bytes], default_name: str) -> Manifest:
     if MANIFEST_NAME not in files:
         raise BundleError(f"{MANIFEST_NAME}: missing; a bundle needs a manifest at its top level")
@@ -241,29 +282,148 @@ def validate(data: bytes, default_name: str, limits: Limits = DEFAULT_LIMITS) ->
     return _check_manifest(files, default_name)
 
 
-def extract(data: bytes, dest: Path, default_name: str, limits: Limits = DEFAULT_LIMITS) -> Manifest:
-    """Validate, then unpack into the new directory `dest` atomically (temp sibling, then rename)."""
-    manifest = validate(data, default_name, limits)
-    if dest.exists():
-        raise BundleError(f"{dest}: already exists; extract needs a new directory")
+def _unpack(data: bytes, dest: Path, limits: Limits) -> Path:
+    """Unpack into a new read-only temp sibling of `dest`; returns it (the caller renames it)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
+        directories = [tmp]
         for name, member, content in _members(data, limits):
             target = tmp / name
             if content is None:
                 target.mkdir(mode=0o755, parents=True, exist_ok=True)
+                directories.append(target)
                 continue
             target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             with open(target, "xb") as out:
                 out.write(content)
-            target.chmod(0o755 if member.mode & 0o111 else 0o644)
-        tmp.chmod(0o755)
-        tmp.rename(dest)
+            target.chmod(_EXEC_MODE if member.mode & 0o111 else _FILE_MODE)
+        # Parents made on the way (a member `a/b.py` without an `a/` entry) are sealed too.
+        for directory in sorted({*directories, *(p for p in tmp.rglob("*") if p.is_dir())}, reverse=True):
+            directory.chmod(_DIR_MODE)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
         raise BundleError(f"{dest}: cannot extract the bundle: {exc}") from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
         raise
+    return tmp
+
+
+def extract(data: bytes, dest: Path, default_name: str, limits: Limits = DEFAULT_LIMITS) -> Manifest:
+    """Validate, then unpack read-only into the new directory `dest` atomically (temp sibling, rename)."""
+    manifest = validate(data, default_name, limits)
+    if dest.exists():
+        raise BundleError(f"{dest}: already exists; extract needs a new directory")
+    tmp = _unpack(data, dest, limits)
+    try:
+        tmp.rename(dest)
+    except OSError as exc:
+        remove_tree(tmp)
+        raise BundleError(f"{dest}: cannot extract the bundle: {exc}") from None
     return manifest
+
+
+def replace_tree(data: bytes, dest: Path, default_name: str, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Put a fresh copy of the bundle at `dest` in place of what is there (unpacked first, then swapped)."""
+    validate(data, default_name, limits)
+    tmp = _unpack(data, dest, limits)
+    old = dest.with_name(f".{dest.name}.{os.getpid()}.replaced")
+    try:
+        dest.rename(old)
+        tmp.rename(dest)
+    except OSError as exc:
+        remove_tree(tmp)
+        raise BundleError(f"{dest}: cannot replace the bundle: {exc}") from None
+    remove_tree(old)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a directory tree, read-only bundle directories included; missing is fine."""
+
+    def writable_then_retry(function: Any, name: str, exc: BaseException) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(name), 0o755)
+            function(name)
+
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(path, onexc=writable_then_retry)
+
+
+def clear_bytecode(directory: Path) -> int:
+    """Remove every `__pycache__` directory under `directory`; returns how many there were.
+
+    Bytecode caches are not part of a bundle and cannot be checked against it: a planted `.pyc`
+    with the source's size and mtime in its header would run instead of the verified source.
+    """
+    caches = [Path(root) / _PYCACHE for root, dirs, _ in os.walk(directory) if _PYCACHE in dirs]
+    for cache in caches:
+        parent = cache.parent
+        mode = parent.stat().st_mode & 0o7777
+        parent.chmod(mode | 0o200)
+        try:
+            remove_tree(cache)
+        finally:
+            parent.chmod(mode)
+    return len(caches)
+
+
+def seal(directory: Path) -> None:
+    """Make an unpacked bundle read-only again: files 0444 (0555 when executable), directories 0555."""
+    for root, dirs, files in os.walk(directory, topdown=False):
+        for name in files:
+            path = os.path.join(root, name)
+            info = os.lstat(path)
+            if stat.S_ISREG(info.st_mode):
+                wanted = _EXEC_MODE if info.st_mode & 0o111 else _FILE_MODE
+                if stat.S_IMODE(info.st_mode) != wanted:
+                    os.chmod(path, wanted)
+        for name in dirs:
+            path = os.path.join(root, name)
+            if not os.path.islink(path) and stat.S_IMODE(os.lstat(path).st_mode) != _DIR_MODE:
+                os.chmod(path, _DIR_MODE)
+    os.chmod(directory, _DIR_MODE)
+
+
+def _read(path: Path) -> bytes:
+    with open(path, "rb", buffering=0) as file:
+        return file.read()
+
+
+def verify_tree(data: bytes, directory: Path, limits: Limits = DEFAULT_LIMITS) -> list[str]:
+    """How `directory` differs from the bundle `data` unpacked; [] when it holds the same files.
+
+    Every file's bytes are compared with the archive's; a file or directory that the bundle does not
+    have is a difference, except `__pycache__` directories (remove them first with `clear_bytecode`).
+    Modes are not compared (`seal` sets them). Raises BundleError for a bad bundle.
+    """
+    problems: list[str] = []
+    expected = {""}
+    for name, content in _archive_files(data, limits):
+        parts = name.split("/")
+        expected.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        expected.add(name)
+        path = directory / name
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            problems.append(f"{name}: missing")
+            continue
+        if content is None:
+            if not stat.S_ISDIR(info.st_mode):
+                problems.append(f"{name}: not a directory")
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            problems.append(f"{name}: not a regular file")
+        elif info.st_size != len(content) or _read(path) != content:
+            problems.append(f"{name}: content differs")
+    for root, dirs, files in os.walk(directory):
+        base = Path(root).relative_to(directory).as_posix()
+        prefix = "" if base == "." else f"{base}/"
+        dirs[:] = sorted(d for d in dirs if d != _PYCACHE)
+        for name in sorted([*dirs, *files]):
+            if f"{prefix}{name}" not in expected:
+                problems.append(f"{prefix}{name}: not in the bundle")
+            elif name in dirs and os.path.islink(os.path.join(root, name)):
+                problems.append(f"{prefix}{name}: a symbolic link, not a directory")
+    return problems

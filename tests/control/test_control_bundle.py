@@ -127,7 +127,7 @@ def test_limits() -> None:
     assert str(caught.value) == "bundle unpacks to more than 1000000 bytes; that is the limit"
 
 
-def test_extract_is_atomic_and_keeps_modes(tmp_path: Path) -> None:
+def test_extract_is_atomic_read_only_and_keeps_the_exec_bit(tmp_path: Path) -> None:
     data = bundle.pack(_function(tmp_path / "src" / "fn"))
     dest = tmp_path / "versions" / "v1"
     dest.parent.mkdir()
@@ -139,8 +139,16 @@ def test_extract_is_atomic_and_keeps_modes(tmp_path: Path) -> None:
         "lib/tool.sh",
         "main.py",
     ]
-    assert (dest / "lib" / "tool.sh").stat().st_mode & 0o777 == 0o755
-    assert (dest / "main.py").stat().st_mode & 0o777 == 0o644
+    modes = {p.relative_to(dest).as_posix(): p.stat().st_mode & 0o777 for p in [dest, *dest.rglob("*")]}
+    assert modes == {
+        ".": 0o555,
+        "edge.toml": 0o444,
+        "lib": 0o555,
+        "lib/__init__.py": 0o444,
+        "lib/tool.sh": 0o555,
+        "main.py": 0o444,
+    }
+    assert [p.name for p in dest.parent.iterdir()] == ["v1"]
     with pytest.raises(BundleError) as caught:
         bundle.extract(data, dest, "fn")
     assert str(caught.value) == f"{dest}: already exists; extract needs a new directory"
