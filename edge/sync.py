@@ -5,24 +5,32 @@ function it fetches missing bundles by digest, checks the digest, extracts them 
 directory, warms the new versions' isolates and only then switches traffic; a version that fails
 to load is not switched to. What actually serves is persisted (`applied.json`), so a node that
 restarts while the origin is away serves its last-known-good functions.
+
+Bundles on disk: `blobs/<digest>` keeps each archive as fetched (its sha256 is its name), and
+`bundles/<digest>/` holds it unpacked, read-only. The first time a worker process uses an unpacked
+bundle it did not unpack itself, it compares the tree with the stored archive, file by file; a tree
+that differs is logged with the files that changed and unpacked again from the archive (fetched
+again when the archive itself is damaged and the origin can be reached); with no good archive the
+function is refused (`/_edge/ready` and the report to the origin show the error).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import random
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from edge.bundle import BundleError, extract
+from edge.bundle import BundleError, clear_bytecode, digest, extract, replace_tree, seal, verify_tree
 from edge.control.client import ControlError, OriginClient, OriginError
 from edge.control.messages import DesiredState, FunctionState, FunctionStatus, NodeReport, PurgeOrder
 from edge.control.poll import Poller
@@ -46,6 +54,17 @@ class AppliedState(msgspec.Struct, kw_only=True):
     revision: int = 0
     purge_id: int = 0
     functions: list[FunctionState] = []
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing): one worker of the node at a time."""
+    with open(path, "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -104,6 +123,10 @@ class OriginSource:
         self._app: NodeApp | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._registered = False
+        # Unpacked bundles this process checked or unpacked itself (checked once per process).
+        self._checked: set[str] = set()
+        # Bundles found changed on disk and unpacked again: reported until the node restarts.
+        self.tampered: list[str] = []
 
     # Start-up and shutdown.
 
@@ -111,6 +134,7 @@ class OriginSource:
         """Serve the last-known-good state at once, then sync in the background."""
         self._app = app
         (self.data / "bundles").mkdir(parents=True, exist_ok=True)
+        (self.data / "blobs").mkdir(parents=True, exist_ok=True)
         self.node_id = self._node_id()
         self.key = self._pinned_key()
         applied = self._load_applied()
@@ -144,6 +168,7 @@ class OriginSource:
     def errors(self) -> list[str]:
         """What is wrong on this node now: a failing sync, and functions that could not switch."""
         errors = [self.sync_error] if self.sync_error else []
+        errors += self.tampered
         errors += [
             f"function {status.name}: version {', '.join(v[:12] for v in status.versions)}: {status.error}"
             for status in sorted(self.statuses.values(), key=lambda status: status.name)
@@ -339,17 +364,59 @@ class OriginSource:
         )
 
     async def _bundle(self, name: str, version: str) -> Path:
-        """The extracted bundle, fetched and verified first when this node does not have it."""
+        """The unpacked bundle, fetched, or checked against its stored archive, first (see the module)."""
         directory = self.data / "bundles" / version
-        if directory.is_dir():
-            return directory
-        data = await _blocking(self.client.blob, version)  # raises BlobMismatch on a bad digest
-        try:
-            await _blocking(extract, data, directory, name)
-        except (OSError, BundleError):
-            if not directory.is_dir():  # another worker of this node may have extracted it first
-                raise
+        if version not in self._checked:
+            await _blocking(self._prepare_bundle, name, version)
+            self._checked.add(version)
         return directory
+
+    def _prepare_bundle(self, name: str, version: str) -> None:
+        """Make `bundles/<version>` hold exactly the archive's files (blocking; under a lock)."""
+        directory = self.data / "bundles" / version
+        with _locked(self.data / "bundles" / f".{version}.lock"):
+            if not directory.is_dir():
+                extract(self._archive(name, version, verifying=False), directory, name)
+                return
+            archive = self._archive(name, version, verifying=True)
+            clear_bytecode(directory)
+            changed = verify_tree(archive, directory)
+            if not changed:
+                seal(directory)
+                return
+            shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+            message = (
+                f"function {name}: bundle {version[:12]} was changed on disk ({shown});"
+                " unpacked it again from the stored archive"
+            )
+            log.error("%s (%s)", message, directory)
+            replace_tree(archive, directory, name)
+            self.tampered.append(message)
+
+    def _archive(self, name: str, version: str, verifying: bool) -> bytes:
+        """The bundle archive: the stored copy when its digest holds, else fetched and stored."""
+        path = self.data / "blobs" / version
+        problem = ""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            # Unpacked by a node from before archives were kept: it cannot be checked offline.
+            problem = "its archive is not stored on this node" if verifying else ""
+        else:
+            if digest(data) == version:
+                return data
+            problem = f"the stored archive {path} does not match its digest"
+            log.error("function %s: bundle %s: %s; fetching it again", name, version[:12], problem)
+        try:
+            data = self.client.blob(version)  # raises BlobMismatch on a bad digest
+        except ControlError as exc:
+            if not problem:
+                raise
+            raise BundleError(
+                f"bundle {version[:12]}: {problem}, and the origin cannot send it: {exc}"
+            ) from None
+        _write_atomic(path, data, 0o444)
+        return data
 
     def _purge(self, order: PurgeOrder) -> None:
         app = self._require_app()

@@ -1,0 +1,207 @@
+"""Unpacked bundles are read-only and checked against their stored archive after a restart.
+
+Real processes: an origin and a node; the node is stopped, a file of its unpacked bundle is
+changed (as someone with the node's uid could: mode bits do not stop root), and the node starts
+again while the origin is down, so only its own stored archive can repair the bundle.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fleet.fleet_harness import Fleet, Node, run_edge, wait_for, write_version
+
+from edge import bundle
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    running = Fleet(tmp_path)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def modes(directory: Path) -> dict[str, int]:
+    """Mode bits of everything under `directory` (itself as "."), bytecode caches left out."""
+    found = {".": stat.S_IMODE(directory.stat().st_mode)}
+    for path in directory.rglob("*"):
+        if "__pycache__" not in path.parts:
+            found[path.relative_to(directory).as_posix()] = stat.S_IMODE(path.lstat().st_mode)
+    return found
+
+
+def tamper(path: Path, text: str) -> None:
+    """What an attacker with the node's uid does: make it writable again and change it."""
+    path.parent.chmod(0o755)
+    if path.exists():
+        path.chmod(0o644)
+    path.write_text(text)
+
+
+def deploy_original(fleet: Fleet, tmp_path: Path) -> tuple[Node, str]:
+    origin = fleet.start_origin()
+    node = fleet.start_node()
+    directory, version = write_version(tmp_path / "src", "original")
+    result = run_edge("deploy", str(directory), env=origin.env())
+    assert result.returncode == 0, result.stderr
+    wait_for(lambda: node.serves(b"original"), 20, "the node to serve the original")
+    return node, version
+
+
+def test_a_changed_bundle_is_unpacked_again_from_the_stored_archive(fleet: Fleet, tmp_path: Path) -> None:
+    node, version = deploy_original(fleet, tmp_path)
+    unpacked = node.data / "bundles" / version
+    assert modes(unpacked) == {".": 0o555, "edge.toml": 0o444, "main.py": 0o444}
+    archive = node.data / "blobs" / version
+    assert hashlib.sha256(archive.read_bytes()).hexdigest() == version
+    node.stop()
+    assert fleet.origin is not None
+    fleet.origin.stop()
+
+    tamper(unpacked / "main.py", "async def handler(request):\n    return 'tampered'\n")
+    tamper(unpacked / "evil.py", "print('planted')\n")
+    node.start()  # the origin is down: only the stored archive can help
+
+    assert node.body() == b"original"
+    message = (
+        f"function hello: bundle {version[:12]} was changed on disk (main.py: content differs,"
+        " evil.py: not in the bundle); unpacked it again from the stored archive"
+    )
+    assert f"ERROR edge.sync: {message} ({unpacked})" in node.output()
+    ready = node.ready()
+    assert ready["functions"]["hello"] == {"state": "serving", "versions": [version]}
+    assert message in ready["errors"]
+    assert modes(unpacked) == {".": 0o555, "edge.toml": 0o444, "main.py": 0o444}
+    assert sorted(p.name for p in unpacked.parent.iterdir() if not p.name.endswith(".lock")) == [version]
+
+
+def test_a_changed_bundle_without_a_good_archive_is_refused(fleet: Fleet, tmp_path: Path) -> None:
+    node, version = deploy_original(fleet, tmp_path)
+    node.stop()
+    assert fleet.origin is not None
+    fleet.origin.stop()
+    unpacked = node.data / "bundles" / version
+    archive = node.data / "blobs" / version
+    tamper(unpacked / "main.py", "async def handler(request):\n    return 'tampered'\n")
+    tamper(archive, "not the archive")
+    node.start()
+
+    reply = node.get("/hello")
+    assert reply.status == 503
+    assert b"tampered" not in reply.body
+    hello = node.ready()["functions"]["hello"]
+    assert hello["state"] == "error"
+    assert "versions" not in hello
+    problem = f"bundle {version[:12]}: the stored archive {archive} does not match its digest"
+    assert hello["error"].startswith(
+        f"function hello failed to load: {problem}, and the origin cannot send it: "
+    )
+    assert f"ERROR edge.sync: function hello: {problem}; fetching it again" in node.output()
+
+
+def test_with_the_origin_back_a_damaged_archive_is_fetched_again(fleet: Fleet, tmp_path: Path) -> None:
+    node, version = deploy_original(fleet, tmp_path)
+    node.stop()
+    unpacked = node.data / "bundles" / version
+    archive = node.data / "blobs" / version
+    tamper(unpacked / "main.py", "async def handler(request):\n    return 'tampered'\n")
+    tamper(archive, "not the archive")
+    node.start()  # the origin is up
+
+    assert node.body() == b"original"
+    assert hashlib.sha256(archive.read_bytes()).hexdigest() == version
+    assert "main.py: content differs" in node.output()
+
+
+# The checks themselves, on a bundle unpacked in a temporary directory.
+
+
+@pytest.fixture
+def unpacked(tmp_path: Path) -> tuple[bytes, Path]:
+    source = tmp_path / "src"
+    (source / "lib").mkdir(parents=True)
+    (source / "edge.toml").write_text('name = "fn"\n')
+    (source / "main.py").write_text("from lib import x\n")
+    (source / "lib" / "x.py").write_text("x = 1\n")
+    data = bundle.pack(source)
+    directory = tmp_path / "bundles" / "v1"
+    bundle.extract(data, directory, "fn")
+    return data, directory
+
+
+def test_an_untouched_tree_verifies(unpacked: tuple[bytes, Path]) -> None:
+    data, directory = unpacked
+    assert bundle.verify_tree(data, directory) == []
+
+
+def test_every_kind_of_change_is_named(unpacked: tuple[bytes, Path], tmp_path: Path) -> None:
+    data, directory = unpacked
+    tamper(directory / "main.py", "import os\n")
+    (directory / "lib" / "x.py").chmod(0o644)
+    (directory / "lib" / "x.py").unlink()
+    (directory / "lib" / "x.py").symlink_to(tmp_path / "elsewhere.py")
+    tamper(directory / "lib" / "y.py", "")
+    (directory / "edge.toml").chmod(0o644)
+    (directory / "edge.toml").unlink()
+    assert bundle.verify_tree(data, directory) == [
+        "edge.toml: missing",
+        "lib/x.py: not a regular file",
+        "main.py: content differs",
+        "lib/y.py: not in the bundle",
+    ]
+
+
+def test_a_directory_swapped_for_a_symlink_is_named(unpacked: tuple[bytes, Path], tmp_path: Path) -> None:
+    data, directory = unpacked
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "x.py").write_text("x = 1\n")
+    directory.chmod(0o755)
+    bundle.remove_tree(directory / "lib")
+    (directory / "lib").symlink_to(copy)
+    assert bundle.verify_tree(data, directory) == ["lib: a symbolic link, not a directory"]
+
+
+def test_bytecode_caches_are_removed_then_ignored(unpacked: tuple[bytes, Path]) -> None:
+    data, directory = unpacked
+    for cache in (directory / "__pycache__", directory / "lib" / "__pycache__"):
+        cache.parent.chmod(0o755)
+        cache.mkdir()
+        (cache / "x.cpython-313.pyc").write_bytes(b"planted")
+        cache.parent.chmod(0o555)
+    assert bundle.clear_bytecode(directory) == 2
+    assert not any(path.name == "__pycache__" for path in directory.rglob("*"))
+    assert modes(directory)["lib"] == 0o555
+    assert bundle.verify_tree(data, directory) == []
+
+
+def test_replace_tree_puts_back_the_archives_files_read_only(unpacked: tuple[bytes, Path]) -> None:
+    data, directory = unpacked
+    tamper(directory / "main.py", "import os\n")
+    bundle.replace_tree(data, directory, "fn")
+    assert bundle.verify_tree(data, directory) == []
+    assert modes(directory) == {
+        ".": 0o555,
+        "edge.toml": 0o444,
+        "lib": 0o555,
+        "lib/x.py": 0o444,
+        "main.py": 0o444,
+    }
+    assert sorted(os.listdir(directory.parent)) == ["v1"]
+
+
+def test_an_archive_of_several_gzip_members_verifies_too(unpacked: tuple[bytes, Path]) -> None:
+    data, directory = unpacked
+    raw = gzip.decompress(data)
+    split = gzip.compress(raw[:1024]) + gzip.compress(raw[1024:])
+    assert bundle.verify_tree(split, directory) == []
+    tamper(directory / "main.py", "import os\n")
+    assert bundle.verify_tree(split, directory) == ["main.py: content differs"]
