@@ -135,8 +135,10 @@ class _Guard:
         self.bundle = os.path.realpath(bundle)
         self._bundle = _prefixes([bundle])
         self._protected = _prefixes(protected)
-        self._write = _prefixes([*write, *SYSTEM_WRITE])
-        self._read = _prefixes([*read, *write, *SYSTEM_READ])
+        # The system lists are real paths already (resolving them would cost each cold start
+        # ~0.2 ms); a symlink among them is allowed only where its target is listed too.
+        self._write = _prefixes(write) + tuple(path + "/" for path in SYSTEM_WRITE)
+        self._read = _prefixes([*read, *write]) + tuple(path + "/" for path in SYSTEM_READ)
         self._runtime = _prefixes(runtime_paths)  # the standard library and the guest runtime
         self._node_pids = frozenset(node_pids)
         self._node_group = os.getpgid(0)

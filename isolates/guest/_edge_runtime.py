@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 
+import _edge_guard  # imported while the isolate is blank (in the warm pool), not at assignment
 from _edge_compat import queue_count, queue_get, queue_put
 from edgefn import Context, Headers, Request, Response
 
@@ -293,7 +294,7 @@ class _Function:
             message = _encode(seq, result)
         except HandlerTimeout:
             message = (ERROR, seq, 504, f"function {self.name} timed out")
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() ends the request, not the isolate
             message = self.failure(seq, exc)
         _request_id.set("")
         self.channel.send(message)
@@ -314,7 +315,7 @@ class _Function:
             message = _encode(seq, result)
         except (HandlerTimeout, TimeoutError):
             message = (ERROR, seq, 504, f"function {self.name} timed out")
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             message = self.failure(seq, exc)
         self.channel.send(message)
 
@@ -495,8 +496,6 @@ def _serve_assignment(
 def _guard(name: str, paths: tuple[str, ...], policy: tuple[Any, ...], watchdog: _Watchdog) -> None:
     """Install the function's audit hook and take the runtime's modules out of its reach."""
     global _forget_ctypes
-    import _edge_guard
-
     directory, net, read, write, subprocess, ctypes, protected, node_pids = policy
     bundle = os.path.realpath(directory) + os.sep
     runtime_paths = tuple(path for path in paths if not (os.path.realpath(path) + os.sep).startswith(bundle))

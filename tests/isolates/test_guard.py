@@ -318,3 +318,14 @@ def test_the_watchdog_still_interrupts_under_the_hook(tmp_path: Path) -> None:
             assert (await h.call("spin"))[4] == b"clean"
 
     asyncio.run(body())
+
+
+def test_sys_exit_ends_the_request_not_the_isolate(tmp_path: Path) -> None:
+    write_function(tmp_path, "quit", "import sys\n\ndef handler(request):\n    sys.exit(3)\n")
+
+    async def body() -> None:
+        async with harness(tmp_path, "quit") as h:
+            for _ in range(2):
+                assert (await h.call("quit"))[2:] == (500, "SystemExit: 3")
+
+    asyncio.run(body())
