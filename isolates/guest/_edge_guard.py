@@ -132,7 +132,6 @@ class _Guard:
         watchdog_thread: int,
     ) -> None:
         self.name = name
-        self.bundle = os.path.realpath(bundle)
         self._bundle = _prefixes([bundle])
         self._protected = _prefixes(protected)
         # The system lists are real paths already (resolving them would cost each cold start
