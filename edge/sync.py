@@ -134,7 +134,9 @@ class OriginSource:
         """Serve the last-known-good state at once, then sync in the background."""
         self._app = app
         (self.data / "bundles").mkdir(parents=True, exist_ok=True)
-        (self.data / "blobs").mkdir(parents=True, exist_ok=True)
+        # Every function's code: no process-isolated function (another uid) may list or read it.
+        (self.data / "blobs").mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.data / "blobs").chmod(0o700)
         self.node_id = self._node_id()
         self.key = self._pinned_key()
         applied = self._load_applied()
