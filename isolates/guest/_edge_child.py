@@ -30,6 +30,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from _edge_runtime import (
     ERROR,
@@ -258,9 +259,9 @@ def _mount(
     _check(result, f"mount {source or fstype} on {target}")
 
 
-def _mask(libc: Any, directory: str, needed: dict[str, int]) -> None:
+def _mask(libc: Any, directory: str, needed: dict[str, int], options: str = "mode=0755,size=64k") -> None:
     """An empty tmpfs over `directory`, with the needed paths under it bound back in place."""
-    _mount(libc, "tmpfs", directory, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755,size=64k")
+    _mount(libc, "tmpfs", directory, "tmpfs", _MS_NOSUID | _MS_NODEV, options)
     inside = sorted(path for path in needed if _within(path, directory) and path != directory)
     bound: list[str] = []
     for path in inside:
@@ -275,7 +276,7 @@ def _mask(libc: Any, directory: str, needed: dict[str, int]) -> None:
         bound.append(path)
 
 
-def _build_view(libc: Any, needed_paths: list[str], protected: list[str]) -> None:
+def _build_view(libc: Any, needed_paths: list[str], protected: list[str], tmp_mb: int) -> None:
     """A private mount namespace where the uid reaches what it needs and no protected directory."""
     os.unshare(os.CLONE_NEWNS)
     _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)
@@ -285,9 +286,13 @@ def _build_view(libc: Any, needed_paths: list[str], protected: list[str]) -> Non
         if path not in needed and os.path.exists(path):
             needed[path] = os.open(path, os.O_PATH | os.O_CLOEXEC)
     try:
+        # A /tmp of its own (its pages count against the memory limit); what it needs from the
+        # host's /tmp is bound back. Then the untraversable directories on the way to the rest.
+        _mask(libc, "/tmp", needed, f"mode=1777,size={tmp_mb}m")
         blocking = {found for path in needed if (found := _blocking_ancestor(path)) is not None}
         for directory in sorted(blocking):
-            if not any(_within(directory, outer) for outer in blocking if outer != directory):
+            outer = [other for other in blocking if other != directory]
+            if not _within(directory, "/tmp") and not any(_within(directory, other) for other in outer):
                 _mask(libc, directory, needed)
         for directory in sorted(protected):
             if os.path.isdir(directory):
@@ -377,7 +382,9 @@ def confine(config: dict[str, Any], parent: int) -> list[str]:
     writable = [*_SYSTEM_WRITE, *config["write"]]
     root = os.geteuid() == 0
     if root:
-        _build_view(libc, [prefix, guest, bundle, *config["read"], *config["write"]], config["protected"])
+        needed = [prefix, guest, bundle, *config["read"], *config["write"]]
+        _build_view(libc, needed, config["protected"], config["memory_mb"])
+        writable.append("/tmp")
     memory = config["memory_mb"] << 20
     if not config["cgroup"]:
         # Leave room for what the interpreter has mapped already (libraries, arenas, stacks).
@@ -407,12 +414,17 @@ def confine(config: dict[str, Any], parent: int) -> list[str]:
     return notes
 
 
+# A long batch sends the replies it has every this many seconds, not only at its end.
+_FLUSH_EVERY = 0.0005
+
+
 def _serve_sync(reader: _Reader, channel: _PipeChannel, function: _ChildFunction) -> None:
-    call, flush = function.call_sync, channel.flush
+    call, flush, clock = function.call_sync, channel.flush, time.monotonic
     while True:
         items = reader.next_items()
         if items is None:
             return
+        flushed_at = clock()
         for item in items:
             if item[0] == 0:
                 return
@@ -420,6 +432,10 @@ def _serve_sync(reader: _Reader, channel: _PipeChannel, function: _ChildFunction
             if function.out_of_memory:
                 flush()
                 os._exit(EXIT_MEMORY)
+            now = clock()
+            if now - flushed_at > _FLUSH_EVERY:
+                flush()
+                flushed_at = now
         flush()
 
 

@@ -62,6 +62,13 @@ SPY = """
             return attempt(lambda: write(arg))
         if what == "connect":
             return attempt(lambda: connect(int(arg)))
+        if what == "tmp":
+            import tempfile
+            with tempfile.NamedTemporaryFile() as file:
+                file.write(b"scratch")
+                file.flush()
+                contents = open(file.name, "rb").read().decode()
+            return [contents, sorted(os.listdir("/tmp"))]
         if what == "run":
             import subprocess
             return attempt(lambda: subprocess.run(["/bin/echo", "ran"], capture_output=True).stdout.decode())
@@ -397,8 +404,9 @@ def test_the_file_system_is_confined_to_the_bundle_and_the_grants(tmp_path: Path
 
 def test_landlock_refuses_what_plain_permissions_would_allow(tmp_path: Path) -> None:
     directory = process_function(tmp_path, "spy", SPY)
-    # Under /tmp, outside every grant: world-readable and world-writable, yet off limits.
-    public = Path(tempfile.mkdtemp(prefix="edge-landlock-", dir="/tmp"))
+    # Outside every grant: world-readable and world-writable, yet off limits. (Not under /tmp:
+    # a child has a /tmp of its own.)
+    public = Path(tempfile.mkdtemp(prefix="edge-landlock-", dir="/var/tmp"))
     try:
         public.chmod(0o777)
         (public / "note").write_text("n")
@@ -416,6 +424,29 @@ def test_landlock_refuses_what_plain_permissions_would_allow(tmp_path: Path) -> 
         run(body())
     finally:
         shutil.rmtree(public)
+
+
+@needs_root
+def test_a_child_has_a_private_tmp(tmp_path: Path) -> None:
+    directory = process_function(tmp_path, "spy", SPY)
+    host_file = Path(tempfile.mkstemp(prefix="edge-host-")[1])
+    host_file.chmod(0o644)
+    try:
+
+        async def body() -> None:
+            async with harness() as h:
+                isolate = await h.start(directory)
+                contents, listing = await h.json(isolate, "tmp")
+                assert contents == "scratch"
+                # The host's /tmp is out of sight: only the way to the bundle (a pytest
+                # directory here) was bound back.
+                assert host_file.name not in listing
+                assert listing == [tmp_path.parts[2]]
+                assert await h.json(isolate, f"read={host_file}") == ["refused", "FileNotFoundError"]
+
+        run(body())
+    finally:
+        host_file.unlink()
 
 
 @pytest.mark.parametrize("grant", ["false", "port", "true"])
