@@ -37,6 +37,7 @@ from isolates.backends import (
     Reply,
     RequestHeaders,
 )
+from isolates.backends._cgroup import MemoryCgroups, own_memory_cgroup
 from isolates.backends._child import EXIT_MEMORY, Child, ProtocolError, describe_exit
 from isolates.backends.subinterpreter import stdlib_paths
 from isolates.guest import GUEST_DIR
@@ -50,28 +51,11 @@ _STOP = ((0,),)
 _NOFILE = 256
 _NPROC = 64
 _NPROC_SUBPROCESS = 256
-_MEMORY_CGROUP = "/sys/fs/cgroup/memory"
 
 
 def function_uid(name: str, options: BackendOptions) -> int:
     """The uid (and gid) a function's children run under when the node is root: stable per name."""
     return options.uid_base + zlib.crc32(name.encode()) % max(1, options.uid_count)
-
-
-def _own_memory_cgroup() -> str:
-    """This process's memory cgroup directory (v1), when it can make child groups there; else ''."""
-    if os.geteuid() != 0:
-        return ""
-    try:
-        with open("/proc/self/cgroup") as lines:
-            for line in lines:
-                _, controllers, path = line.rstrip("\n").split(":", 2)
-                if "memory" in controllers.split(","):
-                    directory = _MEMORY_CGROUP + path.rstrip("/")
-                    return directory if os.access(directory, os.W_OK) else ""
-    except OSError:
-        pass
-    return ""
 
 
 class ProcessIsolate:
@@ -128,7 +112,7 @@ class ProcessIsolate:
         self._loaded = False
         child.on_messages = self._on_messages
         child.on_exit = self._on_exit
-        self._backend.limit_cgroup(child, self._memory_mb)
+        self._backend.limit_memory(child, self._memory_mb)
         spec = self.spec
         deps = os.path.join(spec.directory, ".deps")
         paths = (spec.directory, *([deps] if os.path.isdir(deps) else []), str(GUEST_DIR), *stdlib_paths())
@@ -275,7 +259,7 @@ class ProcessIsolate:
             return
         self._child = None
         returncode = child.returncode if child.returncode is not None else 0
-        out_of_memory = returncode == EXIT_MEMORY or self._backend.leave_cgroup(child)
+        out_of_memory = returncode == EXIT_MEMORY or self._backend.remove_cgroup(child)
         if self._closing or not self._alive:
             self._finish()
             return
@@ -413,13 +397,11 @@ class ProcessBackend:
         self.loop = loop
         self.log_sink = log_sink
         self.options = options
-        self._cgroup_parent = _own_memory_cgroup() if memory_cgroup is None else memory_cgroup
-        self._cgroup_base = ""
+        self._cgroups = MemoryCgroups(own_memory_cgroup() if memory_cgroup is None else memory_cgroup)
         self._standby: list[Child] = []
         # One blank child with asyncio imported (~4.5 MiB more), kept once an async handler loaded.
         self._standby_async: list[Child] = []
         self._async_seen = False
-        self._children = 0
         self._started = False
         self._closed = False
         self._stopping: set[Child] = set()
@@ -433,7 +415,7 @@ class ProcessBackend:
     @staticmethod
     def memory_cgroup_available() -> bool:
         """True when this process may make v1 memory cgroups for its children."""
-        return bool(_own_memory_cgroup())
+        return bool(own_memory_cgroup())
 
     def take(self, spec: IsolateSpec, on_stuck: OnStuck | None, expect_async: bool = False) -> ProcessIsolate:
         """A started isolate assigned to `spec`: a blank child from the pool, else a new one."""
@@ -466,13 +448,13 @@ class ProcessBackend:
             self._standby_async.append(self._spawn((*self.options.preload, "asyncio")))
 
     def _spawn(self, preload: tuple[str, ...]) -> Child:
-        return Child(self.loop, preload, self._new_cgroup(), _ignore, self._on_blank_exit)
+        return Child(self.loop, preload, self._cgroups.new(), _ignore, self._on_blank_exit)
 
     def _on_blank_exit(self, child: Child) -> None:
         for standby in (self._standby, self._standby_async):
             with contextlib.suppress(ValueError):
                 standby.remove(child)
-        self.leave_cgroup(child)
+        self.remove_cgroup(child)
         if child in self._stopping:
             self._stopping.discard(child)
             if not self._stopping:
@@ -480,55 +462,17 @@ class ProcessBackend:
         elif not self._closed:
             log.error("process isolate: a blank child ended (%s)", describe_exit(child.returncode or 0))
 
-    def _new_cgroup(self) -> str:
-        """A memory cgroup for a new child ('' when there is none); its limit is set on assignment."""
-        if not self._cgroup_parent:
-            return ""
-        try:
-            if not self._cgroup_base:
-                _remove_stale_cgroups(self._cgroup_parent)
-                self._cgroup_base = os.path.join(self._cgroup_parent, f"edge-{os.getpid()}")
-                os.makedirs(self._cgroup_base, exist_ok=True)
-            self._children += 1
-            directory = os.path.join(self._cgroup_base, f"child-{self._children}")
-            os.mkdir(directory)
-        except OSError as exc:
-            log.warning("process isolation: cannot make a memory cgroup (%s); using RLIMIT_AS", exc)
-            self._cgroup_parent = ""
-            return ""
-        return directory
+    def limit_memory(self, child: Child, memory_mb: int) -> None:
+        """Limit `child`'s cgroup to `memory_mb` (without one the child sets RLIMIT_AS itself)."""
+        if child.cgroup:
+            child.memory_limited = self._cgroups.limit(child.cgroup, memory_mb)
 
-    def limit_cgroup(self, child: Child, memory_mb: int) -> None:
-        """Limit `child`'s cgroup to `memory_mb` (memory and memory+swap); else it uses RLIMIT_AS."""
-        if not child.cgroup:
-            return
-        limit = str(memory_mb << 20)
-        try:
-            # From unlimited: memory first, then memory+swap (which may never be the lower one).
-            _write(os.path.join(child.cgroup, "memory.limit_in_bytes"), limit)
-            swap = os.path.join(child.cgroup, "memory.memsw.limit_in_bytes")
-            if os.path.exists(swap):
-                _write(swap, limit)
-        except OSError as exc:
-            log.warning("process isolation: cannot limit %s (%s); using RLIMIT_AS", child.cgroup, exc)
-            return
-        child.memory_limited = True
-
-    def leave_cgroup(self, child: Child) -> bool:
+    def remove_cgroup(self, child: Child) -> bool:
         """Remove the ended child's cgroup; returns True if the kernel killed it for memory."""
         if not child.cgroup:
             return False
-        killed = False
-        with contextlib.suppress(OSError), open(os.path.join(child.cgroup, "memory.oom_control")) as control:
-            for line in control:
-                name, _, value = line.partition(" ")
-                killed = killed or (name == "oom_kill" and value.strip() != "0")
-        with contextlib.suppress(OSError):
-            os.rmdir(child.cgroup)
+        killed = self._cgroups.remove(child.cgroup)
         child.cgroup = ""
-        if self._closed and self._cgroup_base:
-            with contextlib.suppress(OSError):  # not empty: the last child to end removes it
-                os.rmdir(self._cgroup_base)
         return killed
 
     async def close(self, timeout: float) -> None:
@@ -548,27 +492,8 @@ class ProcessBackend:
                 for child in list(self._stopping):
                     child.kill("close")
                 await self._stopped.wait()
-        if self._cgroup_base:
-            with contextlib.suppress(OSError):
-                os.rmdir(self._cgroup_base)
-
-
-def _remove_stale_cgroups(parent: str) -> None:
-    """Remove the empty child groups a worker that was killed outright left behind."""
-    for entry in os.scandir(parent):
-        name = entry.name
-        if name.startswith("edge-") and name[5:].isdigit() and not os.path.exists(f"/proc/{name[5:]}"):
-            with contextlib.suppress(OSError):  # still populated: leave it
-                for child in os.scandir(entry.path):
-                    if child.is_dir():
-                        os.rmdir(child.path)
-                os.rmdir(entry.path)
+        self._cgroups.close()
 
 
 def _ignore(child: Child, batch: tuple[tuple[Any, ...], ...]) -> None:
     """A blank child has nothing to say."""
-
-
-def _write(path: str, text: str) -> None:
-    with open(path, "w") as file:
-        file.write(text)
