@@ -239,17 +239,23 @@ class _Deadline:
     awaits is cancelled by asyncio.timeout instead.
     """
 
-    __slots__ = ("_coro", "_deadline", "_watchdog")
+    __slots__ = ("_coro", "_deadline", "_step", "_watchdog")
 
-    def __init__(self, coro: Any, watchdog: _Watchdog, deadline: float) -> None:
+    def __init__(self, coro: Any, watchdog: _Watchdog, deadline: float, step: Any) -> None:
+        """`step` is what the coroutine's first step yielded (call_async runs that step)."""
         self._coro = coro
         self._watchdog = watchdog
         self._deadline = deadline
+        self._step = step
 
     def __await__(self) -> Any:
         coro, arm, disarm, deadline = self._coro, self._watchdog.arm, self._watchdog.disarm, self._deadline
         value: Any = None
         error: BaseException | None = None
+        try:
+            value = yield self._step
+        except BaseException as exc:  # cancellation (asyncio.timeout), GeneratorExit: to the handler
+            error = exc
         while True:
             token = arm(deadline)
             try:
@@ -308,10 +314,19 @@ class _Function:
             # asyncio's timeout cancels a handler that awaits; the watchdog (a little later) stops
             # one whose step blocks the loop with a Python-level busy loop (see _Deadline).
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                awaitable = self.handler(self.request(item))
-                if hasattr(awaitable, "send"):
-                    awaitable = _Deadline(awaitable, self.watchdog, deadline + 0.05)
-                result = await awaitable
+                coro = self.handler(self.request(item))
+                # The first step here, as `await` would run it: most handlers finish in it, and
+                # this skips _Deadline's generator (0.75 -> 0.15 us per request).
+                watchdog, late = self.watchdog, deadline + 0.05
+                token = watchdog.arm(late)
+                try:
+                    step = coro.send(None)
+                except StopIteration as stop:
+                    result, coro = stop.value, None
+                finally:
+                    watchdog.disarm(token)
+                if coro is not None:
+                    result = await _Deadline(coro, watchdog, late, step)
             message = _encode(seq, result)
         except (HandlerTimeout, TimeoutError):
             message = (ERROR, seq, 504, f"function {self.name} timed out")

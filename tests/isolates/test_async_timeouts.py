@@ -27,8 +27,11 @@ TIMED = """
         if kind == "nap":
             await asyncio.sleep(0.4)
             return "napped"
-        if kind == "forever":
+        if kind == "forever":  # blocks the loop in its second step
             await asyncio.sleep(0)
+            while True:
+                pass
+        if kind == "hog":  # blocks the loop in its first step
             while True:
                 pass
         return "ok"
@@ -72,6 +75,7 @@ def test_a_handler_blocking_the_loop_past_its_deadline_is_interrupted_alone(tmp_
             napper = submit(h, "nap", 2.0)
             stuck = submit(h, "forever", 0.2)
             assert (await stuck)[2:] == (504, "function timed timed out after 200 ms")
+            assert (await submit(h, "hog", 0.1))[2:] == (504, "function timed timed out after 200 ms")
             # The napping request of the same isolate finishes normally, and the isolate serves on
             # (the guest interrupted the loop itself: nothing was abandoned).
             assert (await napper)[4] == b"napped"
