@@ -51,6 +51,8 @@ SYSTEM_READ = (
     "/usr/share/ca-certificates",
     "/etc/ca-certificates",
     "/etc/pki/tls",
+    "/etc/os-release",
+    "/usr/lib/os-release",
 )
 SYSTEM_WRITE = ("/dev/null",)
 # Imports refused from user code (also taken out of sys.modules by `conceal`). The node's packages
@@ -138,7 +140,8 @@ class _Guard:
         # ~0.2 ms); a symlink among them is allowed only where its target is listed too.
         self._write = _prefixes(write) + tuple(path + "/" for path in SYSTEM_WRITE)
         self._read = _prefixes([*read, *write]) + tuple(path + "/" for path in SYSTEM_READ)
-        self._runtime = _prefixes(runtime_paths)  # the standard library and the guest runtime
+        # The standard library, the guest runtime and the interpreter's binary (platform reads it).
+        self._runtime = _prefixes([*runtime_paths, sys.executable])
         self._node_pids = frozenset(node_pids)
         self._node_group = os.getpgid(0)
         self._subprocess = subprocess
@@ -192,6 +195,7 @@ class _Guard:
         checks["os.symlink"] = self.symlink
         checks["os.rename"] = self.rename
         checks["os.link"] = self.link
+        checks["sqlite3.connect"] = self.sqlite
         if not self._subprocess:
             for event in ("subprocess.Popen", "os.system", "os.posix_spawn", "os.spawn"):
                 checks[event] = self.always("start a process", _grant("subprocess"))
@@ -285,6 +289,22 @@ class _Guard:
         # A hard link to a file makes it readable under a new name: the source must be readable.
         self.check_path(args[0], False, "link")
         self.check_path(args[1], True, "link to", follow=False)
+
+    def sqlite(self, args: tuple[Any, ...]) -> None:
+        # SQLite opens its files in C (no `open` event): check the database path here.
+        database = args[0]
+        if isinstance(database, bytes):
+            database = os.fsdecode(database)
+        if not isinstance(database, str | os.PathLike):
+            return
+        database = os.fspath(database)
+        if database in ("", ":memory:") or database.startswith("file::memory:"):
+            return
+        read_only = False
+        if database.startswith("file:"):
+            database, _, query = database[5:].partition("?")
+            read_only = "mode=ro" in query
+        self.check_path(database, not read_only)
 
     # Imports and the runtime's objects
 

@@ -58,6 +58,8 @@ SPY = """
         "write-outside": lambda: _write(os.environ["SHARED"] + "/out.txt"),
         "write-granted": lambda: _write(os.environ["OUT"] + "/out.txt"),
         "stdlib": lambda: _read(os.__file__),
+        "sqlite": lambda: __import__("sqlite3").connect(os.environ["DATA"] + "/state.db"),
+        "platform": lambda: __import__("platform").platform() and "platform",
         "import-queues": lambda: __import__("_interpqueues").list_all(),
         "importlib-queues": lambda: importlib.import_module("_interpqueues").list_all(),
         "import-interpreters": lambda: __import__("_interpreters").list_all(),
@@ -161,7 +163,8 @@ def test_the_nodes_process_memory_and_environment_are_refused(tmp_path: Path) ->
 
 
 def test_files_outside_the_grants_are_refused(tmp_path: Path) -> None:
-    queries = ["data", "data-list", "own-bundle", "own-bundle-write", "passwd", "hosts", "stdlib"]
+    queries = ["data", "data-list", "own-bundle", "own-bundle-write", "passwd", "hosts", "stdlib", "sqlite"]
+    queries += ["platform"]
     queries += ["read-granted", "write-outside", "write-granted"]
     answers = probe(tmp_path, "", queries)
     data = tmp_path / "data"
@@ -171,6 +174,8 @@ def test_files_outside_the_grants_are_refused(tmp_path: Path) -> None:
         f"PermissionError: function spy may not list {str(data)!r}: "
         "the node's data directories are off limits"
     )
+    assert answers["sqlite"] == refused(f"{data}/state.db", "the node's data directories are off limits")
+    assert answers["platform"] == "ok: 'platform'"
     assert answers["own-bundle"] == "ok: 10"
     assert answers["own-bundle-write"] == (
         f"PermissionError: function spy may not open {str(bundle)!r} for writing: "
