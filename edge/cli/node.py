@@ -135,7 +135,12 @@ def _reexec(settings: NodeSettings) -> NoReturn:
     os.write(fd, msgspec.json.encode(settings))
     os.lseek(fd, 0, os.SEEK_SET)
     os.set_inheritable(fd, True)
-    environ = {key: value for key, value in os.environ.items() if not _scrubbed(key, settings.scrub_env)}
+    token = settings.token
+    environ = {
+        key: value
+        for key, value in os.environ.items()
+        if not _scrubbed(key, settings.scrub_env) and not (token and token in value)
+    }
     sys.stdout.flush()
     sys.stderr.flush()
     argv = [sys.executable, "-m", "edge", "node", "--settings-fd", str(fd)]
