@@ -127,6 +127,9 @@ class OriginSource:
         self._checked: set[str] = set()
         # Bundles found changed on disk and unpacked again: reported until the node restarts.
         self.tampered: list[str] = []
+        # Last-known-good functions that could not load at start (e.g. a bundle that could not be
+        # checked while the origin was away): tried once more when the origin first answers.
+        self._retry: list[FunctionState] = []
 
     # Start-up and shutdown.
 
@@ -143,6 +146,7 @@ class OriginSource:
         if applied.functions:
             log.info("serving last-known-good revision %d from %s", applied.revision, self.data)
         await asyncio.gather(*(self._apply_function(function) for function in applied.functions))
+        self._retry = [function for function in applied.functions if function.name not in self.effective]
         self.revision, self.purge_id = applied.revision, applied.purge_id
         self._set_routes()
         self._tasks = [
@@ -272,12 +276,26 @@ class OriginSource:
         self.connected = True
         if signed is None:
             self._recovered()
+            await self._retry_failed()
             return poller.on_unchanged()
         state = open_state(signed, self.key)
         self._recovered()
         if state.revision > self.revision:
+            self._retry = []  # applying tries every function that does not serve
             await self.apply(state)
+        else:
+            await self._retry_failed()
         return poller.on_state(state.revision)
+
+    async def _retry_failed(self) -> None:
+        """Load the last-known-good functions that failed at start once more, now the origin answers."""
+        if not self._retry:
+            return
+        functions, self._retry = self._retry, []
+        log.info("origin reachable: loading %s again", ", ".join(function.name for function in functions))
+        await asyncio.gather(*(self._apply_function(function) for function in functions))
+        self._set_routes()
+        await self.report()
 
     def _recovered(self) -> None:
         if self.sync_error:

@@ -106,6 +106,12 @@ def test_a_changed_bundle_without_a_good_archive_is_refused(fleet: Fleet, tmp_pa
     )
     assert f"ERROR edge.sync: function hello: {problem}; fetching it again" in node.output()
 
+    # Once the origin answers again, the node fetches the archive and serves the original.
+    fleet.origin.start()
+    wait_for(lambda: node.serves(b"original"), 40, "the node to serve again with the origin back")
+    assert hashlib.sha256(archive.read_bytes()).hexdigest() == version
+    assert node.ready()["functions"]["hello"] == {"state": "serving", "versions": [version]}
+
 
 def test_with_the_origin_back_a_damaged_archive_is_fetched_again(fleet: Fleet, tmp_path: Path) -> None:
     node, version = deploy_original(fleet, tmp_path)
