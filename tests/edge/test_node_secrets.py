@@ -56,7 +56,10 @@ def descendants(pid: int) -> list[int]:
     """`pid` and every process below it (granian's workers, their children)."""
     found = [pid]
     for task in Path(f"/proc/{pid}/task").iterdir():
-        children = (task / "children").read_text().split()
+        try:
+            children = (task / "children").read_text().split()
+        except FileNotFoundError:  # a thread that just ended
+            continue
         for child in children:
             found += descendants(int(child))
     return found
