@@ -362,7 +362,10 @@ def clear_bytecode(directory: Path) -> int:
         mode = parent.stat().st_mode & 0o7777
         parent.chmod(mode | 0o200)
         try:
-            remove_tree(cache)
+            if cache.is_symlink():  # os.walk lists a link to a directory among the directories
+                cache.unlink()
+            else:
+                remove_tree(cache)
         finally:
             parent.chmod(mode)
     return len(caches)

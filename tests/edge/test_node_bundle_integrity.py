@@ -176,15 +176,27 @@ def test_a_directory_swapped_for_a_symlink_is_named(unpacked: tuple[bytes, Path]
     assert bundle.verify_tree(data, directory) == ["lib: a symbolic link, not a directory"]
 
 
-def test_bytecode_caches_are_removed_then_ignored(unpacked: tuple[bytes, Path]) -> None:
+def test_bytecode_caches_are_removed_then_ignored(unpacked: tuple[bytes, Path], tmp_path: Path) -> None:
     data, directory = unpacked
     for cache in (directory / "__pycache__", directory / "lib" / "__pycache__"):
         cache.parent.chmod(0o755)
         cache.mkdir()
         (cache / "x.cpython-313.pyc").write_bytes(b"planted")
         cache.parent.chmod(0o555)
+    elsewhere = tmp_path / "planted"
+    elsewhere.mkdir()
+    (directory / "lib").chmod(0o755)
+    (directory / "lib" / "__pycache__").rename(directory / "lib" / "old")
+    (directory / "lib" / "__pycache__").symlink_to(elsewhere)
     assert bundle.clear_bytecode(directory) == 2
     assert not any(path.name == "__pycache__" for path in directory.rglob("*"))
+    assert elsewhere.is_dir()  # the link went, not what it pointed to
+    assert bundle.verify_tree(data, directory) == [
+        "lib/old: not in the bundle",
+        "lib/old/x.cpython-313.pyc: not in the bundle",
+    ]
+    bundle.remove_tree(directory / "lib" / "old")
+    (directory / "lib").chmod(0o555)
     assert modes(directory)["lib"] == 0o555
     assert bundle.verify_tree(data, directory) == []
 
