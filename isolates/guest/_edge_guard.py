@@ -4,11 +4,32 @@
 This is defence in depth for code the operator trusts, not a security boundary: native code
 (ctypes when granted, C extensions), raw file descriptors of the node's process (`os.read` and
 `os.write` raise no event) and Python-level introspection of the runtime's objects (frames,
-`__globals__`, a builtin's `__self__`) all get past it. isolates/README.md lists what it enforces.
+`__globals__`, a builtin's `__self__`) all get past it.
+
+What it refuses (paths are compared after resolving `..` and symlinks; a descriptor by its
+/proc/self/fd link):
+- files (open, os.open, io.open_code, os.listdir/scandir, the os calls that change files,
+  sqlite3.connect): /proc/<pid>[/task/<tid>]/{environ,cmdline,mem,maps,...} always; the
+  protected directories (the node's data and state) except the function's own bundle, which is
+  read-only; writes outside `write` (and /dev/null); reads outside `read`/`write`, the bundle,
+  the standard library (not its site-packages), the guest runtime and SYSTEM_READ;
+- imports of the interpreter APIs and the runtime's modules (`_INTERNAL`), of the node's packages
+  unless the bundle has a module of that name, of ctypes unless granted; gc.get_objects and
+  gc.get_referrers (modules the runtime loaded leave sys.modules and __main__: see `conceal`);
+- os._exit and os.abort (replaced: neither raises an event), fork, exec, a signal to the node's
+  pids or process group, and what is shared by the whole process: chdir, putenv/unsetenv,
+  setrlimit/prlimit, sethostname;
+- unless granted: starting processes (subprocess.Popen, os.system, os.posix_spawn) and ctypes
+  (its dlopen/dlsym/memory events, except on the watchdog's thread);
+- `net = false`: connect/sendto/bind and name lookups; a list: connects only to its targets (a
+  listed name's addresses are looked up by the hook, kept a minute), lookups of listed names
+  only, no bind. A Unix socket path needs `write` whatever `net` says.
 
 Refusals raise PermissionError("function NAME may not ACTION: REASON"); where a permission would
 allow it, REASON names it.
-Standard library only, cheap to import (no `re`, no `typing`): it is part of every cold start.
+Standard library only, cheap to import (no `re`, no `typing`); the runtime imports it while the
+isolate is still blank. The hook's first step is one dict lookup on the event name: no event
+fires while a warm function answers a plain request.
 """
 
 from __future__ import annotations
