@@ -48,6 +48,9 @@ SPY = """
         "task-cmdline": lambda: _read(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/cmdline"),
         "dotdot-environ": lambda: _read("/proc/self/../self/./environ"),
         "os-open-environ": lambda: os.open("/proc/self/environ", os.O_RDONLY),
+        # A descriptor the node's process has open (functions share the process's descriptors).
+        "node-fd": lambda: open(int(os.environ["FD"]), "rb", closefd=False).read(),
+        "node-fd-link": lambda: _read(f"/proc/self/fd/{os.environ['FD']}"),
         "data": lambda: _read(os.environ["DATA"] + "/applied.json"),
         "data-list": lambda: os.listdir(os.environ["DATA"]),
         "own-bundle": lambda: _read(os.path.join(HERE, "main.py")),
@@ -190,6 +193,20 @@ def test_files_outside_the_grants_are_refused(tmp_path: Path) -> None:
         "not in [permissions] write"
     )
     assert answers["write-granted"].startswith("PermissionError: ")
+
+
+def test_a_descriptor_of_the_node_is_judged_by_the_file_it_points_to(tmp_path: Path) -> None:
+    secret = tmp_path / "data" / "applied.json"
+    secret.parent.mkdir()
+    secret.write_text("{}")
+    fd = os.open(secret, os.O_RDONLY)
+    try:
+        answers = probe(tmp_path, "", ["node-fd", "node-fd-link"], FD=str(fd))
+    finally:
+        os.close(fd)
+    off_limits = "the node's data directories are off limits"
+    assert answers["node-fd"] == refused(str(secret), off_limits)
+    assert answers["node-fd-link"] == refused(f"/proc/self/fd/{fd}", off_limits)
 
 
 def test_read_and_write_grants_open_exactly_their_paths(tmp_path: Path) -> None:
