@@ -25,8 +25,9 @@ What it refuses (paths are compared after resolving `..` and symlinks; a descrip
   listed name's addresses are looked up by the hook, kept a minute), lookups of listed names
   only, no bind. A Unix socket path needs `write` whatever `net` says.
 
-Refusals raise PermissionError("function NAME may not ACTION: REASON"); where a permission would
-allow it, REASON names it.
+Refusals raise PermissionError("function NAME may not ACTION: REASON") (imports: ModuleNotFoundError,
+so that code probing for an optional module falls back); where a permission allows it, REASON
+names it.
 Standard library only, cheap to import (no `re`, no `typing`); the runtime imports it while the
 isolate is still blank. The hook's first step is one dict lookup on the event name: no event
 fires while a warm function answers a plain request.
@@ -179,6 +180,12 @@ class _Guard:
 
     def refuse(self, action: str, reason: str) -> PermissionError:
         return PermissionError(f"function {self.name} may not {action}: {reason}")
+
+    def refuse_import(self, module: str, reason: str) -> ModuleNotFoundError:
+        # An ImportError, not a PermissionError: code that probes for an optional module falls
+        # back (3.14's concurrent.futures, which asyncio imports, tries `import _interpreters`).
+        message = f"function {self.name} may not import {module!r}: {reason}"
+        return ModuleNotFoundError(message, name=module)
 
     def checks(self) -> dict[str, Any]:
         checks: dict[str, Any] = {
@@ -333,9 +340,9 @@ class _Guard:
         module = args[0]
         top = module.partition(".")[0]
         if top in _INTERNAL:
-            raise self.refuse(f"import {module!r}", _INTERNALS)
+            raise self.refuse_import(module, _INTERNALS)
         if top in _CTYPES and not self.ctypes and threading.get_ident() != self._watchdog_thread:
-            raise self.refuse(f"import {module!r}", _grant("ctypes"))
+            raise self.refuse_import(module, _grant("ctypes"))
 
     # The node's process
 
@@ -465,7 +472,7 @@ class _NodePackages:
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
         top = name.partition(".")[0]
         if top in _INTERNAL:
-            raise self._guard.refuse(f"import {name!r}", _INTERNALS)
+            raise self._guard.refuse_import(name, _INTERNALS)
         if top not in _NODE_PACKAGES or path is not None:
             return
         from importlib.machinery import PathFinder
@@ -473,7 +480,7 @@ class _NodePackages:
         spec = PathFinder.find_spec(name)
         origin = spec is not None and (spec.origin or next(iter(spec.submodule_search_locations or ()), ""))
         if origin and not _under(os.path.realpath(origin), self._guard._bundle):
-            raise self._guard.refuse(f"import {name!r}", _INTERNALS)
+            raise self._guard.refuse_import(name, _INTERNALS)
 
 
 def _refusing(guard: _Guard, action: str) -> Any:
