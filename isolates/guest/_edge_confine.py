@@ -29,6 +29,16 @@ _MS_BIND = 4096
 _MS_REC = 16384
 _MS_PRIVATE = 1 << 18
 
+# Idmapped mounts (open_tree, mount_setattr, move_mount: the same numbers on every architecture).
+_SYS_OPEN_TREE, _SYS_MOVE_MOUNT, _SYS_MOUNT_SETATTR = 428, 429, 442
+_AT_FDCWD = -100
+_AT_EMPTY_PATH = 0x1000
+_AT_RECURSIVE = 0x8000
+_OPEN_TREE_CLONE = 1
+_OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+_MOVE_MOUNT_F_EMPTY_PATH = 4
+_MOUNT_ATTR_IDMAP = 0x00100000
+
 # Landlock (include/uapi/linux/landlock.h).
 _SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446
 _RULESET_VERSION = 1
@@ -151,8 +161,89 @@ def _mask(libc: Any, directory: str, needed: dict[str, int], options: str = "mod
         bound.append(path)
 
 
-def _build_view(libc: Any, needed_paths: list[str], protected: list[str], tmp_mb: int) -> None:
-    """A private mount namespace where the uid reaches what it needs and no protected directory."""
+def _user_namespace(uid: int) -> int:
+    """A user namespace whose root is `uid` on the host; returns its fd.
+
+    A mount idmapped with it shows what the host's root owns as owned by `uid`, and stores what
+    `uid` creates there as root's."""
+    ready_read, ready_write = os.pipe()
+    hold_read, hold_write = os.pipe()
+    # A helper made with fork: this process has one interpreter and no other thread yet.
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(ready_read)
+            os.close(hold_write)
+            # Not left behind if the child is killed while it waits (fork cleared the signal).
+            parent_death_signal(load_libc(), os.getppid())
+            os.unshare(os.CLONE_NEWUSER)
+            os.write(ready_write, b"1")
+            os.read(hold_read, 1)
+        finally:
+            os._exit(0)
+    os.close(ready_write)
+    os.close(hold_read)
+    try:
+        if os.read(ready_read, 1) != b"1":
+            raise OSError("cannot make a user namespace")
+        for name in ("uid_map", "gid_map"):
+            with open(f"/proc/{pid}/{name}", "w") as file:
+                file.write(f"0 {uid} 1\n")
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(ready_read)
+        os.close(hold_write)
+        os.waitpid(pid, 0)
+
+
+def _own_writable(libc: Any, paths: list[str], uid: int) -> list[str]:
+    """Remount each `[permissions] write` directory idmapped: what the host's root owns there, the
+    function's uid owns in its view (new files are root's on disk). Returns notes on failures."""
+    import ctypes
+    import struct
+
+    notes: list[str] = []
+    targets = [path for path in paths if path != "/" and os.path.exists(path)]
+    if not targets:
+        return notes
+    userns = _user_namespace(uid)
+    try:
+        attr = struct.pack("=QQQQ", _MOUNT_ATTR_IDMAP, 0, 0, userns)
+        for path in targets:
+            encoded = path.encode()
+            try:
+                tree = _check(
+                    libc.syscall(
+                        _SYS_OPEN_TREE,
+                        ctypes.c_long(_AT_FDCWD),
+                        encoded,
+                        _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC | _AT_RECURSIVE,
+                    ),
+                    f"open_tree {path}",
+                )
+                try:
+                    flags = _AT_EMPTY_PATH | _AT_RECURSIVE
+                    _check(libc.syscall(_SYS_MOUNT_SETATTR, tree, b"", flags, attr, len(attr)), "idmap")
+                    where = ctypes.c_long(_AT_FDCWD)
+                    moved = libc.syscall(_SYS_MOVE_MOUNT, tree, b"", where, encoded, _MOVE_MOUNT_F_EMPTY_PATH)
+                    _check(moved, "move_mount")
+                finally:
+                    os.close(tree)
+            except OSError as exc:
+                notes.append(
+                    f"write grant {path}: ownership not mapped ({exc}); uid {uid} needs write access"
+                )
+    finally:
+        os.close(userns)
+    return notes
+
+
+def _build_view(
+    libc: Any, needed_paths: list[str], protected: list[str], tmp_mb: int, writable: list[str], uid: int
+) -> list[str]:
+    """A private mount namespace where the uid reaches what it needs and no protected directory.
+
+    Returns notes for the host's log."""
     os.unshare(os.CLONE_NEWNS)
     _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)
     # Opened in the new namespace: a bind's source must be a mount of the caller's namespace.
@@ -172,11 +263,13 @@ def _build_view(libc: Any, needed_paths: list[str], protected: list[str], tmp_mb
         for directory in sorted(protected):
             if os.path.isdir(directory):
                 _mask(libc, directory, needed)
+        notes = _own_writable(libc, writable, uid)
         # A procfs of its own where other users' processes are invisible (the node's included).
         _mount(libc, "proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "hidepid=invisible")
     finally:
         for fd in needed.values():
             os.close(fd)
+    return notes
 
 
 def _landlock(libc: Any, config: dict[str, Any], readable: list[str], writable: list[str]) -> int:
@@ -258,7 +351,9 @@ def confine(config: dict[str, Any], parent: int) -> list[str]:
     root = os.geteuid() == 0
     if root:
         needed = [prefix, guest, bundle, *config["read"], *config["write"]]
-        _build_view(libc, needed, config["protected"], config["memory_mb"])
+        notes += _build_view(
+            libc, needed, config["protected"], config["memory_mb"], config["write"], config["uid"]
+        )
         writable.append("/tmp")
     memory = config["memory_mb"] << 20
     if not config["cgroup"]:

@@ -373,9 +373,9 @@ def test_the_file_system_is_confined_to_the_bundle_and_the_grants(tmp_path: Path
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "note").write_text("n")
+    # Root's, mode 0755: the function's uid owns it in its own view (an idmapped mount).
     writable = tmp_path / "scratch"
-    writable.mkdir()
-    writable.chmod(0o777)
+    writable.mkdir(mode=0o755)
     # The function's own bundle lives under the protected data directory and stays readable.
     directory = process_function(
         data / "bundles", "spy", SPY, f'[permissions]\nwrite = ["{writable}"]\nread = ["{outside}/note"]\n'
@@ -395,6 +395,8 @@ def test_the_file_system_is_confined_to_the_bundle_and_the_grants(tmp_path: Path
             ]
             assert await h.json(isolate, f"write={writable}/out") == ["ok", 1]
             assert (writable / "out").read_text() == "x"
+            # On disk what it made belongs to the node's user, not to the function's uid.
+            assert (writable / "out").stat().st_uid == os.geteuid()
             assert await h.json(isolate, f"write={outside}/new") == ["refused", "PermissionError"]
             assert await h.json(isolate, f"write={directory}/main.py") == ["refused", "PermissionError"]
             assert not (outside / "new").exists()
