@@ -63,7 +63,9 @@ class ProcessIsolate:
 
     recovers = True
 
-    def __init__(self, backend: ProcessBackend, spec: IsolateSpec, on_stuck: OnStuck | None) -> None:
+    def __init__(
+        self, backend: ProcessBackend, spec: IsolateSpec, on_stuck: OnStuck | None, expect_async: bool = False
+    ) -> None:
         self.spec = spec
         self._backend = backend
         self._loop = backend.loop
@@ -89,7 +91,8 @@ class ProcessIsolate:
         self.wakes = 0
         # Children replaced after a crash, a wedge or running out of memory.
         self.replacements = 0
-        self.is_async = False
+        # Known once loaded (until then: what the pool expects, to pick a blank child for it).
+        self.is_async = expect_async
 
     @property
     def ready(self) -> asyncio.Future[None]:
@@ -291,9 +294,20 @@ class ProcessIsolate:
         # Under RLIMIT_AS the child answered the request that ran out of memory itself, then left.
         self._requeue(status, error, answered=status == 504 or returncode == EXIT_MEMORY)
         self.replacements += 1
-        self.start(self._backend.blank(self.is_async))
+        self._restart()
         if self._on_stuck is not None:
             self._on_stuck(self)
+
+    def _restart(self) -> None:
+        """Give the function a blank child (also the first time); 503 from now on if none starts."""
+        try:
+            child = self._backend.blank(self.is_async)
+        except OSError as exc:
+            error = f"cannot start a process: {exc}"
+            self._fail(f"function {self.spec.name} failed to load: {error}", LoadError(error))
+            self._finish()
+            return
+        self.start(child)
 
     def _requeue(self, status: int, error: str, answered: bool) -> None:
         """After a child ended: fail the request(s) it was running, move the rest to the next one."""
@@ -419,9 +433,9 @@ class ProcessBackend:
 
     def take(self, spec: IsolateSpec, on_stuck: OnStuck | None, expect_async: bool = False) -> ProcessIsolate:
         """A started isolate assigned to `spec`: a blank child from the pool, else a new one."""
-        isolate = ProcessIsolate(self, spec, on_stuck)
+        isolate = ProcessIsolate(self, spec, on_stuck, expect_async)
         self._started = True
-        isolate.start(self.blank(expect_async))
+        isolate._restart()
         return isolate
 
     def saw_async(self) -> None:
