@@ -279,8 +279,9 @@ class ProcessIsolate:
             status, error = 503, self._memory_message
         elif child.killed_for == "timeout":
             status, error = 504, self._timeout_message
-        elif returncode in (-signal.SIGXCPU, -signal.SIGKILL) and not child.killed_for:
-            status, error = 503, f"function {self.spec.name} used up its CPU time or was killed"
+        elif returncode == -signal.SIGXCPU:
+            cpu_s = self._backend.options.cpu_s
+            status, error = 503, f"function {self.spec.name} used its CPU time limit of {cpu_s} s"
         else:
             status, error = 502, f"function {self.spec.name} crashed ({describe_exit(returncode)})"
         log.error(

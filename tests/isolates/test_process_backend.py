@@ -339,6 +339,23 @@ def test_past_its_memory_limit_a_child_is_a_503_naming_the_limit_and_is_replaced
     run(body())
 
 
+def test_a_child_past_its_cpu_time_is_a_503_and_is_replaced(tmp_path: Path) -> None:
+    directory = process_function(tmp_path, "crash", CRASH, "timeout_ms = 10000\n")
+
+    async def body() -> None:
+        async with harness(cpu_s=1) as h:
+            isolate = await h.start(directory)
+            first = await h.json(isolate)
+            reply = await h.call(isolate, "spin")
+            assert reply == (ERROR, 2, 503, "function crash used its CPU time limit of 1 s")
+            again = await h.json(isolate)
+            assert again["calls"] == 1
+            assert again["pid"] != first["pid"]
+            assert h.stuck == [isolate]
+
+    run(body())
+
+
 @needs_root
 def test_a_child_runs_under_its_own_uid_with_no_new_privs_and_a_clean_environment(tmp_path: Path) -> None:
     directory = process_function(tmp_path, "spy", SPY)
