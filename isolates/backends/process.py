@@ -49,8 +49,9 @@ log = logging.getLogger("edge.isolates")
 _STOP = ((0,),)
 # A child's file descriptors, and its tasks (threads count) when it has its own uid.
 _NOFILE = 256
-_NPROC = 64
-_NPROC_SUBPROCESS = 256
+# (Numerical libraries start a thread per core: leave room for that on a big machine.)
+_NPROC = max(64, 4 * (os.cpu_count() or 1))
+_NPROC_SUBPROCESS = 4 * _NPROC
 
 
 def function_uid(name: str, options: BackendOptions) -> int:
