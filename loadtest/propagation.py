@@ -160,9 +160,14 @@ def measure(nodes: int = 10, deploys: int = 20, kind: str = "sync") -> list[floa
                 cwd=ROOT,
                 env=_environ({}),
             ).stdout.strip()
+            token_file = root / "node-token"
+            token_file.touch(mode=0o600)
+            token_file.write_text(token + "\n")
             ports = [free_port() for _ in range(nodes)]
             for index, port in enumerate(ports):
-                argv = _edge("node", "--origin", origin_url, "--token", token, "--port", str(port))
+                argv = _edge(
+                    "node", "--origin", origin_url, "--token-file", str(token_file), "--port", str(port)
+                )
                 argv += ["--data", str(root / f"node{index}"), "--workers", "1"]
                 env = _environ({"EDGE_LOG_LEVEL": "warning"})
                 log = root / f"node{index}.log"
