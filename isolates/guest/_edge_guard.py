@@ -43,7 +43,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["SYSTEM_READ", "SYSTEM_WRITE", "conceal", "forget_ctypes", "install"]
+__all__ = ["SYSTEM_READ", "SYSTEM_WRITE", "conceal", "install", "runtime_loaded_ctypes"]
 
 # Files of a process under /proc/<pid>/ (and /proc/<pid>/task/<tid>/) that hold its memory,
 # its environment or its command line: never readable, whatever `read` grants.
@@ -169,6 +169,8 @@ class _Guard:
         self._subprocess = subprocess
         self.ctypes = ctypes
         self._watchdog_thread = watchdog_thread
+        # Addresses of C functions the runtime calls through ctypes (see runtime_loaded_ctypes).
+        self.runtime_calls: set[int] = set()
         self._net_any = net is True
         # (host, port) pairs; "*" host or None port match anything.
         self._net: list[tuple[str, int | None]] = []
@@ -230,6 +232,7 @@ class _Guard:
         if not self.ctypes:
             for event in _CTYPES_EVENTS:
                 checks[event] = self.ctypes_call
+            checks["ctypes.call_function"] = self.ctypes_call_function
         if not self._net_any:
             for event in ("socket.connect", "socket.sendto", "socket.sendmsg"):
                 checks[event] = self.connect
@@ -365,6 +368,10 @@ class _Guard:
     def pthread_kill(self, args: tuple[Any, ...]) -> None:
         if args[1]:
             raise self.refuse(f"send signal {args[1]} to a thread", "every thread here is the node's")
+
+    def ctypes_call_function(self, args: tuple[Any, ...]) -> None:
+        if args[0] not in self.runtime_calls:
+            self.ctypes_call(args)
 
     def ctypes_call(self, args: tuple[Any, ...]) -> None:
         # The watchdog finds PyThreadState_SetAsyncExc through ctypes on its own thread.
@@ -551,7 +558,20 @@ def conceal() -> None:
             _kept.append(vars(main).pop(key))
 
 
-def forget_ctypes() -> None:
-    """The runtime imported ctypes for its watchdog: take it out of sys.modules again (unless granted)."""
-    if _guard is not None and not _guard.ctypes:
+def runtime_loaded_ctypes(function: Any) -> None:
+    """The watchdog loaded ctypes and `function` (PyThreadState_SetAsyncExc) on its own thread.
+
+    Calls of that one function stay allowed from any thread (3.14 raises `ctypes.call_function`
+    for every foreign call; the serving thread withdraws interrupts with it), and ctypes leaves
+    sys.modules again unless granted.
+    """
+    guard = _guard
+    if guard is None:
+        return
+    import ctypes
+
+    address = ctypes.cast(function, ctypes.c_void_p).value
+    if address is not None:
+        guard.runtime_calls.add(address)
+    if not guard.ctypes:
         conceal()

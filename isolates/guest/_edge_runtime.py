@@ -216,8 +216,8 @@ def _load_async_exc() -> Any:
 
     function = ctypes.pythonapi.PyThreadState_SetAsyncExc
     c_ulong, py_object = ctypes.c_ulong, ctypes.py_object
-    if _forget_ctypes is not None:
-        _forget_ctypes()
+    if _ctypes_loaded is not None:
+        _ctypes_loaded(function)
 
     def set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
         function(c_ulong(thread_id), py_object(exc) if exc is not None else None)
@@ -226,8 +226,8 @@ def _load_async_exc() -> Any:
 
 
 _async_exc: Any = None
-# Set by the audit hook's installation (_edge_guard.forget_ctypes), else None.
-_forget_ctypes: Any = None
+# Set by the audit hook's installation (_edge_guard.runtime_loaded_ctypes), else None.
+_ctypes_loaded: Any = None
 
 
 class _Deadline:
@@ -510,7 +510,7 @@ def _serve_assignment(
 
 def _guard(name: str, paths: tuple[str, ...], policy: tuple[Any, ...], watchdog: _Watchdog) -> None:
     """Install the function's audit hook and take the runtime's modules out of its reach."""
-    global _forget_ctypes
+    global _ctypes_loaded
     directory, net, read, write, subprocess, ctypes, protected, node_pids = policy
     bundle = os.path.realpath(directory) + os.sep
     runtime_paths = tuple(path for path in paths if not (os.path.realpath(path) + os.sep).startswith(bundle))
@@ -523,7 +523,7 @@ def _guard(name: str, paths: tuple[str, ...], policy: tuple[Any, ...], watchdog:
         runtime_paths,
         watchdog.ident or 0,
     )
-    _forget_ctypes = _edge_guard.forget_ctypes
+    _ctypes_loaded = _edge_guard.runtime_loaded_ctypes
     _edge_guard.conceal()
 
 
