@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import sys
 
 TYPE_CHECKING = False
@@ -200,7 +201,6 @@ def _own_writable(libc: Any, paths: list[str], uid: int) -> list[str]:
     """Remount each `[permissions] write` directory idmapped: what the host's root owns there, the
     function's uid owns in its view (new files are root's on disk). Returns notes on failures."""
     import ctypes
-    import struct
 
     notes: list[str] = []
     targets = [path for path in paths if path != "/" and os.path.exists(path)]
@@ -275,7 +275,6 @@ def _build_view(
 def _landlock(libc: Any, config: dict[str, Any], readable: list[str], writable: list[str]) -> int:
     """Restrict this (only) thread and its future children; returns the Landlock ABI used."""
     import ctypes
-    import struct
 
     abi = libc.syscall(_SYS_CREATE_RULESET, None, 0, _RULESET_VERSION)
     if abi < 1:
@@ -329,6 +328,113 @@ def _landlock(libc: Any, config: dict[str, Any], readable: list[str], writable: 
     return int(abi)
 
 
+# Refused with EPERM by the syscall filter: new namespaces (an unprivileged user namespace hands
+# out capabilities over a larger part of the kernel), and interfaces a function has no use for
+# that are frequent sources of kernel bugs. clone3 answers ENOSYS (its flags are out of a
+# filter's reach), so libc falls back to clone, whose namespace flags are checked.
+_DENIED_SYSCALLS = (
+    "unshare",
+    "setns",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "fsopen",
+    "fsmount",
+    "fsconfig",
+    "fspick",
+    "open_tree",
+    "move_mount",
+    "mount_setattr",
+    "bpf",
+    "userfaultfd",
+    "perf_event_open",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "open_by_handle_at",
+)
+_NAMESPACE_FLAGS = (
+    os.CLONE_NEWNS,
+    os.CLONE_NEWCGROUP,
+    os.CLONE_NEWUTS,
+    os.CLONE_NEWIPC,
+    os.CLONE_NEWUSER,
+    os.CLONE_NEWPID,
+    os.CLONE_NEWNET,
+)
+_SCMP_ACT_ALLOW = 0x7FFF0000
+_SCMP_ACT_ERRNO = 0x00050000
+_SCMP_CMP_MASKED_EQ = 7
+
+
+def _syscall_filter() -> str:
+    """Load the seccomp filter through libseccomp (names resolved by it, no table of numbers here).
+
+    Returns a note when libseccomp is missing (the child then runs without a filter)."""
+    import ctypes
+    import errno
+
+    try:
+        seccomp = ctypes.CDLL("libseccomp.so.2")
+    except OSError:
+        return "libseccomp.so.2 is not installed: no syscall filter"
+    seccomp.seccomp_init.restype = ctypes.c_void_p
+    seccomp.seccomp_init.argtypes = [ctypes.c_uint32]
+    seccomp.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    seccomp.seccomp_rule_add_array.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_uint32,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.c_void_p,
+    ]
+    seccomp.seccomp_load.argtypes = [ctypes.c_void_p]
+    seccomp.seccomp_release.argtypes = [ctypes.c_void_p]
+
+    def check(result: int, what: str) -> None:
+        if result < 0:  # libseccomp returns -errno
+            raise OSError(-result, f"seccomp {what}: {os.strerror(-result)}")
+
+    def resolve(name: str) -> int:
+        return int(seccomp.seccomp_syscall_resolve_name(name.encode()))
+
+    context = seccomp.seccomp_init(_SCMP_ACT_ALLOW)
+    if not context:
+        raise OSError(errno.ENOMEM, "seccomp_init failed")
+    try:
+        refuse = _SCMP_ACT_ERRNO | errno.EPERM
+        for name in _DENIED_SYSCALLS:
+            number = resolve(name)
+            if number != -1:  # -1: not a syscall of this architecture
+                check(seccomp.seccomp_rule_add_array(context, refuse, number, 0, None), name)
+        clone3 = resolve("clone3")
+        if clone3 != -1:
+            check(
+                seccomp.seccomp_rule_add_array(context, _SCMP_ACT_ERRNO | errno.ENOSYS, clone3, 0, None),
+                "clone3",
+            )
+        clone = resolve("clone")
+        for flag in _NAMESPACE_FLAGS:
+            # struct scmp_arg_cmp: argument 0 (the flags), op, datum_a (mask), datum_b (value).
+            compare = struct.pack("=IiQQ", 0, _SCMP_CMP_MASKED_EQ, flag, flag)
+            check(seccomp.seccomp_rule_add_array(context, refuse, clone, 1, compare), "clone")
+        check(seccomp.seccomp_load(context), "load")
+    finally:
+        seccomp.seccomp_release(context)
+    return ""
+
+
 def _virtual_size() -> int:
     with open("/proc/self/status") as status:
         for line in status:
@@ -379,6 +485,9 @@ def confine(config: dict[str, Any], parent: int) -> list[str]:
         notes.append("the node is not root: the child keeps the node's uid (Landlock and rlimits apply)")
     _prctl(libc, _PR_SET_NO_NEW_PRIVS, 1)
     abi = _landlock(libc, config, readable, writable)
+    note = _syscall_filter()
+    if note:
+        notes.append(note)
     if abi < 4 and config["net"] is not True:
         notes.append(f"Landlock ABI {abi} cannot restrict TCP: `net` is not enforced")
     return notes

@@ -69,6 +69,23 @@ SPY = """
                 file.flush()
                 contents = open(file.name, "rb").read().decode()
             return [contents, sorted(os.listdir("/tmp"))]
+        if what == "unshare":
+            # In a single-threaded process (a fork of this one), where unshare could succeed.
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.unshare(os.CLONE_NEWUSER)
+                    os._exit(0)
+                except OSError as exc:
+                    os._exit(exc.errno)
+            return [os.strerror(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))]
+        if what == "thread":
+            import threading
+            done = []
+            thread = threading.Thread(target=lambda: done.append(1))
+            thread.start()
+            thread.join()
+            return done
         if what == "run":
             import subprocess
             return attempt(lambda: subprocess.run(["/bin/echo", "ran"], capture_output=True).stdout.decode())
@@ -489,6 +506,19 @@ def test_tcp_connect_only_where_net_allows(tmp_path: Path, grant: str) -> None:
                     )
 
         run(body())
+
+
+def test_a_syscall_filter_refuses_new_namespaces_and_threads_still_start(tmp_path: Path) -> None:
+    directory = process_function(tmp_path, "spy", SPY)
+
+    async def body() -> None:
+        async with harness() as h:
+            isolate = await h.start(directory)
+            assert await h.json(isolate, "unshare") == ["Operation not permitted"]
+            # clone3 answers ENOSYS: libc falls back to clone, whose flags the filter checks.
+            assert await h.json(isolate, "thread") == [1]
+
+    run(body())
 
 
 @pytest.mark.parametrize("granted", [False, True])
