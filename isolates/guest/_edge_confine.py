@@ -1,11 +1,13 @@
 """Confinement of a process isolate, applied by the child to itself (see _edge_child).
 
 As root: a private mount namespace whose view holds what the function needs and none of the
-node's protected directories, a private /tmp and a procfs that shows only its own processes;
-then rlimits, its own uid and gid, `PR_SET_NO_NEW_PRIVS`, and a Landlock ruleset (through
-ctypes: the syscalls are 444-446 on every architecture, the structs are in the kernel's uapi
-header `linux/landlock.h`). Not root: rlimits and Landlock only. Standard library only.
-"""
+node's protected directories (an empty tmpfs over each directory in the way, the needed paths
+bound back at the same places; `[permissions] write` directories idmapped so the function's uid
+owns them there), a private /tmp and a procfs that shows only its own processes; then rlimits,
+its own uid and gid. Always: `PR_SET_NO_NEW_PRIVS`, a Landlock ruleset (through ctypes: the
+syscalls are 444-446 on every architecture, the structs are the kernel's uapi
+`linux/landlock.h`) and a seccomp filter (through libseccomp, which resolves syscall names).
+Standard library only."""
 
 from __future__ import annotations
 
