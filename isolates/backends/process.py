@@ -1,14 +1,16 @@
 """A function version in a confined child process: for untrusted code and C extensions.
 
 Each function version owns one child at a time (isolates/guest/_edge_child.py): spawned with
-`subprocess.Popen` (no fork of this process's Python), confined by the kernel (its own uid,
-Landlock, rlimits, a memory cgroup where the node may make one) and fed marshal-framed batches
+`subprocess.Popen` (no fork of this process's Python), confined by the kernel (its own uid and
+mount view, Landlock, seccomp, rlimits, a memory cgroup where the node may make one; see
+isolates/guest/_edge_confine.py) and fed marshal-framed batches
 of the interpreter backend's plain-tuple messages over two pipes. Everything submitted in one
 loop iteration goes in as one frame; the child answers what it drained with one frame.
 
 A child that crashes, passes its memory limit or stays stuck past a deadline is killed and
 replaced by the isolate itself (`recovers`): the request it was running gets 502 (crash), 503
-(memory) or already had its 504; requests queued behind it move to the replacement.
+(memory, CPU time) or already had its 504; requests queued behind it move to the replacement.
+Replies are untrusted input: decoded without code objects, checked for shape, size-capped.
 """
 
 from __future__ import annotations
