@@ -282,6 +282,8 @@ class ProcessIsolate:
             status, error = 503, self._memory_message
         elif child.killed_for == "timeout":
             status, error = 504, self._timeout_message
+        elif child.killed_for == "protocol":
+            status, error = 502, f"function {self.spec.name} sent a malformed reply; its process was replaced"
         elif returncode == -signal.SIGXCPU:
             cpu_s = self._backend.options.cpu_s
             status, error = 503, f"function {self.spec.name} used its CPU time limit of {cpu_s} s"

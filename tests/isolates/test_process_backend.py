@@ -86,6 +86,11 @@ SPY = """
             thread.start()
             thread.join()
             return done
+        if what == "forge":
+            import sys
+            # Garbage on the reply pipe (its fd is the child's second argument).
+            os.write(int(sys.argv[2]), (12).to_bytes(4, "little") + b"not marshal!")
+            return "forged"
         if what == "run":
             import subprocess
             return attempt(lambda: subprocess.run(["/bin/echo", "ran"], capture_output=True).stdout.decode())
@@ -517,6 +522,21 @@ def test_a_syscall_filter_refuses_new_namespaces_and_threads_still_start(tmp_pat
             assert await h.json(isolate, "unshare") == ["Operation not permitted"]
             # clone3 answers ENOSYS: libc falls back to clone, whose flags the filter checks.
             assert await h.json(isolate, "thread") == [1]
+
+    run(body())
+
+
+def test_a_child_that_forges_replies_is_replaced(tmp_path: Path) -> None:
+    directory = process_function(tmp_path, "spy", SPY)
+
+    async def body() -> None:
+        async with harness() as h:
+            isolate = await h.start(directory)
+            first = isolate.pid
+            reply = await h.call(isolate, "forge")
+            assert reply == (ERROR, 1, 502, "function spy sent a malformed reply; its process was replaced")
+            assert (await h.call(isolate))[4] == b"spy"
+            assert isolate.pid != first
 
     run(body())
 
