@@ -361,3 +361,39 @@ def test_sys_exit_ends_the_request_not_the_isolate(tmp_path: Path) -> None:
                 assert (await h.call("quit"))[2:] == (500, "SystemExit: 3")
 
     asyncio.run(body())
+
+
+def test_the_nodes_packages_are_refused_but_a_module_of_the_same_name_in_the_bundle_is_not(
+    tmp_path: Path,
+) -> None:
+    root = Path(__file__).resolve().parents[2]  # where the node's packages live
+    write_function(
+        tmp_path,
+        "names",
+        f"""
+        import sys
+
+        import cache  # the function's own cache.py
+
+        def handler(request):
+            sys.path.append({str(root)!r})
+            try:
+                __import__(request.query_string)
+            except BaseException as exc:
+                return f"{{type(exc).__name__}}: {{exc}}"
+            return "imported"
+        """,
+        # Readable, so that only the import rule stands in the way (else the node's directory
+        # cannot even be listed: "No module named ...").
+        f'[permissions]\nread = ["{root}"]\n',
+        files={"cache.py": "X = 1\n"},
+    )
+
+    async def body() -> None:
+        async with harness(tmp_path, "names") as h:
+            for name in ("isolates", "edge"):
+                assert (await h.call("names", query=name))[4].decode() == (
+                    f"ModuleNotFoundError: function names may not import {name!r}: {INTERNALS}"
+                )
+
+    asyncio.run(body())
