@@ -14,11 +14,20 @@ TIMED = """
     import asyncio
     import time
 
+    cancelled = 0
+
     async def handler(request):
+        global cancelled
         kind = request.query_string
         if kind == "sleep":
-            await asyncio.sleep(5)
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:  # by asyncio.timeout, through _Deadline
+                cancelled += 1
+                raise
             return "slept"
+        if kind == "cancelled":
+            return str(cancelled)
         if kind == "spin":
             until = time.monotonic() + 0.3
             while time.monotonic() < until:
@@ -62,6 +71,8 @@ def test_a_request_past_its_deadline_does_not_interrupt_another_one(tmp_path: Pa
                 assert reply[2:] == (200, ((b"content-type", b"text/plain; charset=utf-8"),), b"spun")
                 assert (await sleeper)[2:] == (504, "function timed timed out after 200 ms")
             assert (await submit(h, "", 1.0))[4] == b"ok"
+            # The guest cancelled each sleeper itself (no task is left waiting out its 5 s).
+            assert (await submit(h, "cancelled", 1.0))[4] == b"3"
             assert h.pool.abandoned == 0
 
     asyncio.run(body())
