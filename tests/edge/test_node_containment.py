@@ -1,11 +1,14 @@
 """A real node (granian subprocess): an interpreter-mode function is refused the node's secrets and exits.
 
-Each refusal reaches the client as the PermissionError's text, which names the permission to grant;
-after a refused `os._exit` the node and its other functions still serve.
+Each refusal reaches the client as the exception's text, which names the permission to grant;
+after a refused `os._exit` the node and its other functions still serve. And one request of an
+async function cannot time out another one of the same isolate.
 """
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -36,6 +39,20 @@ SPY = """
             return f"{type(exc).__name__}: {exc}"
 """
 
+TIMED = """
+    import asyncio
+    import time
+
+    async def handler(request):
+        if request.query_string == "sleep":
+            await asyncio.sleep(5)
+        elif request.query_string == "spin":
+            until = time.monotonic() + 0.5
+            while time.monotonic() < until:
+                pass
+        return request.query_string
+"""
+
 ENDS = "it would end the node's process and every function in it"
 
 
@@ -51,6 +68,7 @@ def node(tmp_path: Path, start_node: NodeFactory, data_dir: Path) -> Node:
     functions = tmp_path / "functions"
     write_function(functions, "spy", SPY, f'[env]\nDATA = "{data_dir}"\n')
     write_function(functions, "hello", "def handler(request):\n    return 'hello'\n")
+    write_function(functions, "timed", TIMED, "timeout_ms = 1000\n")
     return start_node(functions, env={"EDGE_DATA": str(data_dir), "EDGE_TOKEN": "node-secret"})
 
 
@@ -88,3 +106,17 @@ def test_os_exit_leaves_the_node_and_every_function_serving(node: Node) -> None:
     assert node.server.process is not None and node.server.process.poll() is None
     assert node.get("/hello").body == b"hello"
     assert node.get("/spy?cmdline").status == 200
+
+
+def test_an_async_request_past_its_deadline_leaves_the_others_of_its_isolate_alone(node: Node) -> None:
+    assert node.get("/timed?warm").body == b"warm"
+    for _ in range(2):
+        with ThreadPoolExecutor(2) as pool:
+            sleeper = pool.submit(node.get, "/timed?sleep")
+            time.sleep(0.8)
+            # Spins from 0.8 to 1.3 s, through the sleeper's deadline (1.0 s; the watchdog's 1.05 s).
+            spinner = pool.submit(node.get, "/timed?spin")
+            assert spinner.result().status == 200
+            assert spinner.result().body == b"spin"
+            assert sleeper.result().status == 504
+            assert sleeper.result().json()["error"] == "function timed timed out after 1000 ms"
