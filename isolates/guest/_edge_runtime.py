@@ -4,7 +4,9 @@ The host thread that owns the isolate calls `boot(...)` once through `_interpret
 loads the function, reports the outcome on the out-queue and then serves until told to stop.
 
 An isolate boots blank (standard library and this runtime imported, watchdog running) and waits
-for the function it is assigned, so a warm pool of blank isolates makes cold starts cheap.
+for the function it is assigned, so a warm pool of blank isolates makes cold starts cheap. On
+assignment, before the function's module is imported, the audit hook of `_edge_guard` is
+installed with the function's permissions and the runtime's own modules leave sys.modules.
 
 Both queues carry batches: tuples of the items below, in order.
 Host -> guest (in-queue); the host writes the wake eventfd only while the guest's flag is raised:
