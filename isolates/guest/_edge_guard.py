@@ -547,15 +547,18 @@ def install(
 
 def conceal() -> None:
     """Take the runtime's own modules out of the function's reach (call once, before user code)."""
-    modules = sys.modules
-    for name in list(modules):
-        top = name.partition(".")[0]
-        if top in _INTERNAL - {"posix"} or (top in _CTYPES and _guard is not None and not _guard.ctypes):
-            _kept.append(modules.pop(name))
-    main = modules.get("__main__")
-    if main is not None:
+    _forget(_INTERNAL - {"posix"} | (_CTYPES if _guard is not None and not _guard.ctypes else set()))
+    main = sys.modules.get("__main__")
+    if main is not None:  # the boot code's names: the runtime module, queue ids, ...
         for key in [key for key in vars(main) if not key.startswith("__")]:
             _kept.append(vars(main).pop(key))
+
+
+def _forget(packages: Any) -> None:
+    """Take these top-level modules and their submodules out of sys.modules (they stay alive)."""
+    modules = sys.modules
+    for name in [name for name in modules if name.partition(".")[0] in packages]:
+        _kept.append(modules.pop(name))
 
 
 def runtime_loaded_ctypes(function: Any) -> None:
@@ -574,4 +577,4 @@ def runtime_loaded_ctypes(function: Any) -> None:
     if address is not None:
         guard.runtime_calls.add(address)
     if not guard.ctypes:
-        conceal()
+        _forget(_CTYPES)
