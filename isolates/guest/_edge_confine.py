@@ -80,13 +80,22 @@ _SYSTEM_READ = (
     "/etc/ca-certificates",
     "/etc/passwd",
     "/etc/group",
-    "/proc",
+    "/proc/cpuinfo",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/loadavg",
+    "/proc/uptime",
+    "/proc/version",
+    "/proc/sys/vm/overcommit_memory",
     "/sys/devices/system/cpu",
     "/dev/urandom",
     "/dev/random",
     "/dev/zero",
 )
 _SYSTEM_WRITE = ("/dev/null",)
+# Of its own /proc/<pid>: not all of it. net/ (also under task/) is the node's network namespace,
+# whose socket tables list every client connection; mountinfo names the host's paths.
+_OWN_PROC = ("status", "stat", "statm", "limits", "fd", "maps", "cmdline", "comm")
 
 
 def load_libc() -> Any:
@@ -454,7 +463,15 @@ def confine(config: dict[str, Any], parent: int) -> list[str]:
     bundle = config["bundle"]
     prefix = os.path.realpath(sys.base_prefix)
     guest = os.path.dirname(os.path.abspath(__file__))
-    readable = [bundle, prefix, guest, *_SYSTEM_READ, *config["read"]]
+    own = f"/proc/{os.getpid()}"
+    readable = [
+        bundle,
+        prefix,
+        guest,
+        *_SYSTEM_READ,
+        *(f"{own}/{entry}" for entry in _OWN_PROC),
+        *config["read"],
+    ]
     writable = [*_SYSTEM_WRITE, *config["write"]]
     root = os.geteuid() == 0
     if root:

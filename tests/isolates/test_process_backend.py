@@ -95,7 +95,7 @@ SPY = """
             import subprocess
             return attempt(lambda: subprocess.run(["/bin/echo", "ran"], capture_output=True).stdout.decode())
         if what == "pids":
-            return sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+            return attempt(lambda: sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
         return "spy"
 """
 
@@ -398,8 +398,12 @@ def test_a_child_runs_under_its_own_uid_with_no_new_privs_and_a_clean_environmen
             # Its initial environment (what the kernel keeps) has nothing of the node's.
             environ = Path(f"/proc/{isolate.pid}/environ").read_bytes().split(b"\0")
             assert sorted(entry.partition(b"=")[0] for entry in environ if entry) == [b"LANG", b"PATH"]
-            # Its own procfs shows it only its own processes: not the node, not pid 1.
-            assert await h.json(isolate, "pids") == [isolate.pid]
+            # Its own procfs hides the node and pid 1; it may not even list /proc, nor read the
+            # node's network namespace (every client connection) or its mounts (host paths).
+            assert await h.json(isolate, "pids") == ["refused", "PermissionError"]
+            for path in ("/proc/net/tcp", "/proc/self/net/tcp", "/proc/self/mountinfo", "/proc/1/cmdline"):
+                assert (await h.json(isolate, f"read={path}"))[0] == "refused", path
+            assert (await h.json(isolate, "read=/proc/self/cmdline"))[0] == "ok"
 
     run(body())
 
