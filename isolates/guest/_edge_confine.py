@@ -297,11 +297,13 @@ def _landlock(libc: Any, config: dict[str, Any], readable: list[str], writable: 
         handled_fs |= _FS_TRUNCATE
     if abi >= 5:
         handled_fs |= _FS_IOCTL_DEV
-    handled_net = 0
+    # A function never listens (bind is refused whatever `net` says); it connects where `net`
+    # allows: everywhere, nowhere, or to the listed ports on any host (Landlock has no host rules).
+    handled_net = _NET_BIND_TCP if abi >= 4 else 0
     ports: list[int] = []
     net = config["net"]
     if net is not True and abi >= 4:
-        handled_net = _NET_BIND_TCP | _NET_CONNECT_TCP
+        handled_net |= _NET_CONNECT_TCP
         for target in net or ():
             port = target.rpartition(":")[2]
             if port == "*":

@@ -91,6 +91,8 @@ SPY = """
             # Garbage on the reply pipe (its fd is the child's second argument).
             os.write(int(sys.argv[2]), (12).to_bytes(4, "little") + b"not marshal!")
             return "forged"
+        if what == "listen":
+            return attempt(lambda: socket.create_server(("127.0.0.1", 0)).close())
         if what == "run":
             import subprocess
             return attempt(lambda: subprocess.run(["/bin/echo", "ran"], capture_output=True).stdout.decode())
@@ -513,6 +515,8 @@ def test_tcp_connect_only_where_net_allows(tmp_path: Path, grant: str) -> None:
                     assert await h.json(isolate, f"connect={other_port}") == (
                         ["ok", "connected"] if allowed else ["refused", "PermissionError"]
                     )
+                # Whatever `net` says, a function does not listen.
+                assert await h.json(isolate, "listen") == ["refused", "PermissionError"]
 
         run(body())
 
