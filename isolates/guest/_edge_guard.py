@@ -18,7 +18,7 @@ What it refuses (paths are compared after resolving `..` and symlinks; a descrip
   gc.get_referrers (modules the runtime loaded leave sys.modules and __main__: see `conceal`);
 - os._exit and os.abort (replaced: neither raises an event), fork, exec, a signal to the node's
   pids or process group, and what is shared by the whole process: chdir, putenv/unsetenv,
-  setrlimit/prlimit, sethostname;
+  setrlimit/prlimit, sethostname; sys.remote_exec (3.14) into any process;
 - unless granted: starting processes (subprocess.Popen, os.system, os.posix_spawn) and ctypes
   (its dlopen/dlsym/memory events, except on the watchdog's thread);
 - `net = false`: connect/sendto/bind and name lookups; a list: connects only to its targets (a
@@ -198,6 +198,8 @@ class _Guard:
             "gc.get_objects": self.always("call gc.get_objects", _INTERNALS),
             "gc.get_referrers": self.always("call gc.get_referrers", _INTERNALS),
             "socket.sethostname": self.always("set the host name", _PROCESS_WIDE),
+            # 3.14: runs a script in another Python process (the node's main process, a sibling worker).
+            "sys.remote_exec": self.always("call sys.remote_exec", "other processes are off limits"),
             "os.exec": self.always("call os.exec*", _ENDS_NODE),
             # The child of a process that has interpreters aborts (and a fork would copy the node).
             "os.fork": self.always("fork", _ENDS_NODE),

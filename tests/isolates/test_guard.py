@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,7 @@ SPY = """
         "killpg": lambda: os.killpg(os.getpgid(0), 18),
         "exec": lambda: os.execv("/bin/true", ["true"]),
         "chdir": lambda: os.chdir("/"),
+        "remote-exec": lambda: sys.remote_exec(os.getpid(), "/dev/null"),
         "subprocess": lambda: subprocess.run(["true"]).returncode,
         "system": lambda: os.system("true"),
         "spawn": lambda: os.posix_spawn("/bin/true", ["true"], {}),
@@ -397,3 +399,11 @@ def test_the_nodes_packages_are_refused_but_a_module_of_the_same_name_in_the_bun
                 )
 
     asyncio.run(body())
+
+
+@pytest.mark.skipif(not hasattr(sys, "remote_exec"), reason="sys.remote_exec is new in 3.14")
+def test_sys_remote_exec_is_refused(tmp_path: Path) -> None:
+    answers = probe(tmp_path, "", ["remote-exec"])
+    assert answers["remote-exec"] == (
+        "PermissionError: function spy may not call sys.remote_exec: other processes are off limits"
+    )
