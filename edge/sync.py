@@ -373,7 +373,7 @@ class OriginSource:
         return IsolateSpec(
             name=function.name,
             version=version,
-            directory=str(directory),
+            directory=str(directory.resolve()),
             module=manifest.module,
             attribute=manifest.attribute,
             timeout_ms=function.timeout_ms,
