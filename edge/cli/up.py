@@ -154,7 +154,13 @@ def _deploy_all(admin: OriginClient, root: Path) -> list[str]:
             print(f"skipped {found.directory}: {found.error}", file=sys.stderr)
             continue
         try:
-            result = admin.deploy(found.name, build(found.directory))
+            data = build(found.directory)
+        except BundleError as exc:
+            # e.g. pip cannot install its requirements here: the other examples still run.
+            print(f"skipped {found.directory}: {exc}", file=sys.stderr, flush=True)
+            continue
+        try:
+            result = admin.deploy(found.name, data)
         except (BundleError, ControlError) as exc:
             abort(f"deploying {found.directory}: {exc}")
         print(f"deployed {result.name} {result.version[:12]} (revision {result.revision})", flush=True)
