@@ -19,7 +19,8 @@ What it refuses (paths are compared after resolving `..` and symlinks; a descrip
 - os._exit and os.abort (replaced: neither raises an event), fork, exec, a signal to the node's
   pids or process group, and what is shared by the whole process: chdir, putenv/unsetenv,
   setrlimit/prlimit, sethostname; sys.remote_exec (3.14) into any process;
-- unless granted: starting processes (subprocess.Popen, os.system, os.posix_spawn) and ctypes
+- unless granted: starting processes (subprocess.Popen, os.system, os.posix_spawn, and
+  _posixsubprocess.fork_exec, which raises no event and is replaced) and ctypes
   (its dlopen/dlsym/memory events, except on the watchdog's thread);
 - `net = false`: connect/sendto/bind and name lookups; a list: connects only to its targets (a
   listed name's addresses are looked up by the hook, kept a minute), lookups of listed names
@@ -38,6 +39,11 @@ from __future__ import annotations
 import os
 import sys
 import threading
+
+try:  # imported while the isolate is blank: `install` disarms its fork_exec (see there)
+    import _posixsubprocess
+except ImportError:
+    _posixsubprocess = None
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -346,6 +352,8 @@ class _Guard:
         top = module.partition(".")[0]
         if top in _INTERNAL:
             raise self.refuse_import(module, _INTERNALS)
+        if top == "_posixsubprocess" and not self._subprocess:  # again: it would bring back fork_exec
+            raise self.refuse_import(module, _grant("subprocess"))
         if top in _CTYPES and not self.ctypes and threading.get_ident() != self._watchdog_thread:
             raise self.refuse_import(module, _grant("ctypes"))
 
@@ -492,9 +500,9 @@ class _NodePackages:
             raise self._guard.refuse_import(name, _INTERNALS)
 
 
-def _refusing(guard: _Guard, action: str) -> Any:
-    def refuse(*args: Any) -> None:
-        raise guard.refuse(action, _ENDS_NODE)
+def _refusing(guard: _Guard, action: str, reason: str = _ENDS_NODE) -> Any:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise guard.refuse(action, reason)
 
     return refuse
 
@@ -544,6 +552,13 @@ def install(
     # Neither raises an audit event (3.13): replace them in this interpreter's os and posix modules.
     os._exit = posix._exit = _refusing(guard, "call os._exit")
     os.abort = posix.abort = _refusing(guard, "call os.abort")
+    if not subprocess and _posixsubprocess is not None:
+        # subprocess.Popen raises an event, but its fork_exec (also used by multiprocessing's
+        # spawnv_passfds) starts a process without one.
+        fork_exec = _refusing(guard, "start a process", _grant("subprocess"))
+        _posixsubprocess.fork_exec = fork_exec
+        if hasattr(sys.modules.get("subprocess"), "_fork_exec"):
+            sys.modules["subprocess"]._fork_exec = fork_exec
     sys.addaudithook(hook)
 
 

@@ -95,6 +95,14 @@ SPY = """
         "subprocess": lambda: subprocess.run(["true"]).returncode,
         "system": lambda: os.system("true"),
         "spawn": lambda: os.posix_spawn("/bin/true", ["true"], {}),
+        # No audit event on this path: fork_exec itself is replaced.
+        "spawnv": lambda: os.waitpid(
+            __import__("multiprocessing.util").util.spawnv_passfds(b"/bin/true", [b"true"], []), 0
+        )[1],
+        "fork-exec": lambda: subprocess._fork_exec(
+            [b"/bin/true"], [b"/bin/true"], True, (), None, None, -1, -1, -1, -1, -1, -1, -1, -1,
+            False, False, -1, None, None, None, -1, None
+        ),
         "ctypes": lambda: __import__("ctypes").CDLL(None).getpid() == os.getpid(),
         "connect": lambda: _connect("127.0.0.1", PORT),
         "connect-other": lambda: _connect("127.0.0.1", 9),
@@ -119,7 +127,9 @@ ENDS = "it would end the node's process and every function in it"
 INTERNALS = "the node's internals are off limits"
 
 
-def probe(tmp_path: Path, manifest: str, queries: list[str], **env: str) -> dict[str, str]:
+def probe(
+    tmp_path: Path, manifest: str, queries: list[str], preload: tuple[str, ...] = (), **env: str
+) -> dict[str, str]:
     """Deploy the spy with `manifest` (plus env) and run each probe; returns query -> answer."""
     data = tmp_path / "data"
     data.mkdir(exist_ok=True)
@@ -135,7 +145,7 @@ def probe(tmp_path: Path, manifest: str, queries: list[str], **env: str) -> dict
     answers: dict[str, str] = {}
 
     async def body() -> None:
-        async with harness(tmp_path / "fn", "spy", protected=(os.path.realpath(data),)) as h:
+        async with harness(tmp_path / "fn", "spy", protected=(os.path.realpath(data),), preload=preload) as h:
             for query in queries:
                 reply = await h.call("spy", query=query)
                 answers[query] = reply[4].decode() if reply[0] == 0 else f"{reply[2]} {reply[3]}"
@@ -269,16 +279,21 @@ def test_what_would_end_the_node_is_refused(tmp_path: Path) -> None:
 
 
 def test_subprocess_and_ctypes_need_a_grant(tmp_path: Path) -> None:
-    answers = probe(tmp_path, "", ["subprocess", "system", "spawn", "ctypes"])
+    answers = probe(tmp_path, "", ["subprocess", "system", "spawn", "spawnv", "fork-exec", "ctypes"])
     grant = "subprocess is not allowed: grant it with [permissions] subprocess = true in edge.toml"
-    for query in ("subprocess", "system", "spawn"):
+    for query in ("subprocess", "system", "spawn", "spawnv", "fork-exec"):
         assert answers[query] == f"PermissionError: function spy may not start a process: {grant}", query
     assert answers["ctypes"] == (
         "ModuleNotFoundError: function spy may not import 'ctypes': "
         "ctypes is not allowed: grant it with [permissions] ctypes = true in edge.toml"
     )
-    granted = probe(tmp_path, "[permissions]\nsubprocess = true\nctypes = true\n", ["subprocess", "ctypes"])
-    assert granted == {"subprocess": "ok: 0", "ctypes": "ok: True"}
+    # subprocess imported before the hook (with asyncio, into a blank isolate) is covered too.
+    preloaded = probe(tmp_path, "", ["fork-exec"], preload=("asyncio",))
+    assert preloaded["fork-exec"] == answers["fork-exec"]
+    granted = probe(
+        tmp_path, "[permissions]\nsubprocess = true\nctypes = true\n", ["subprocess", "spawnv", "ctypes"]
+    )
+    assert granted == {"subprocess": "ok: 0", "spawnv": "ok: 0", "ctypes": "ok: True"}
 
 
 @pytest.fixture
