@@ -20,7 +20,7 @@ What it refuses (paths are compared after resolving `..` and symlinks; a descrip
   pids or process group, and what is shared by the whole process: chdir, putenv/unsetenv,
   setrlimit/prlimit, sethostname; sys.remote_exec (3.14) into any process;
 - unless granted: starting processes (subprocess.Popen, os.system, os.posix_spawn, and
-  _posixsubprocess.fork_exec, which raises no event and is replaced) and ctypes
+  _posixsubprocess.fork_exec, which raises no event and is replaced as it loads) and ctypes
   (its dlopen/dlsym/memory events, except on the watchdog's thread);
 - `net = false`: connect/sendto/bind and name lookups; a list: connects only to its targets (a
   listed name's addresses are looked up by the hook, kept a minute), lookups of listed names
@@ -39,11 +39,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-
-try:  # imported while the isolate is blank: `install` disarms its fork_exec (see there)
-    import _posixsubprocess
-except ImportError:
-    _posixsubprocess = None
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -172,7 +167,7 @@ class _Guard:
         self._runtime = _prefixes([*runtime_paths, sys.executable])
         self._node_pids = frozenset(node_pids)
         self._node_group = os.getpgid(0)
-        self._subprocess = subprocess
+        self.subprocess = subprocess
         self.ctypes = ctypes
         self._watchdog_thread = watchdog_thread
         # Addresses of C functions the runtime calls through ctypes (see runtime_loaded_ctypes).
@@ -234,7 +229,7 @@ class _Guard:
         checks["os.rename"] = self.rename
         checks["os.link"] = self.link
         checks["sqlite3.connect"] = self.sqlite
-        if not self._subprocess:
+        if not self.subprocess:
             for event in ("subprocess.Popen", "os.system", "os.posix_spawn", "os.spawn"):
                 checks[event] = self.always("start a process", _grant("subprocess"))
         if not self.ctypes:
@@ -352,8 +347,6 @@ class _Guard:
         top = module.partition(".")[0]
         if top in _INTERNAL:
             raise self.refuse_import(module, _INTERNALS)
-        if top == "_posixsubprocess" and not self._subprocess:  # again: it would bring back fork_exec
-            raise self.refuse_import(module, _grant("subprocess"))
         if top in _CTYPES and not self.ctypes and threading.get_ident() != self._watchdog_thread:
             raise self.refuse_import(module, _grant("ctypes"))
 
@@ -480,24 +473,57 @@ def _is_address(host: str) -> bool:
     return False
 
 
-class _NodePackages:
-    """A meta-path finder: refuses the node's own packages unless they would come from the bundle."""
+class _Finder:
+    """First on sys.meta_path: refuses the node's packages unless the bundle has a module of that
+    name, and disarms `_posixsubprocess.fork_exec` whenever that module loads (unless granted)."""
 
     def __init__(self, guard: _Guard) -> None:
         self._guard = guard
 
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
         top = name.partition(".")[0]
         if top in _INTERNAL:
             raise self._guard.refuse_import(name, _INTERNALS)
+        if name == "_posixsubprocess" and not self._guard.subprocess:
+            return self._disarmed(name)
         if top not in _NODE_PACKAGES or path is not None:
-            return
+            return None
         from importlib.machinery import PathFinder
 
         spec = PathFinder.find_spec(name)
         origin = spec is not None and (spec.origin or next(iter(spec.submodule_search_locations or ()), ""))
         if origin and not _under(os.path.realpath(origin), self._guard._bundle):
             raise self._guard.refuse_import(name, _INTERNALS)
+        return None
+
+    def _disarmed(self, name: str) -> Any:
+        from importlib.machinery import BuiltinImporter, PathFinder
+
+        spec = BuiltinImporter.find_spec(name) or PathFinder.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        loader, guard = spec.loader, self._guard
+
+        class Disarming:
+            def create_module(self, spec: Any) -> Any:
+                return loader.create_module(spec)
+
+            def exec_module(self, module: Any) -> None:
+                loader.exec_module(module)
+                _disarm(module, guard)
+
+        spec.loader = Disarming()
+        return spec
+
+
+def _disarm(posixsubprocess: Any, guard: _Guard) -> None:
+    """subprocess.Popen raises an event, but the fork_exec under it (also used by multiprocessing's
+    spawnv_passfds) starts a process without one: replace it where it is (unless granted)."""
+    fork_exec = _refusing(guard, "start a process", _grant("subprocess"))
+    posixsubprocess.fork_exec = fork_exec
+    subprocess = sys.modules.get("subprocess")
+    if subprocess is not None and hasattr(subprocess, "_fork_exec"):
+        subprocess._fork_exec = fork_exec
 
 
 def _refusing(guard: _Guard, action: str, reason: str = _ENDS_NODE) -> Any:
@@ -546,19 +572,14 @@ def install(
 
     # A read-only bundle cannot take bytecode: do not try (each try costs a refused mkdir).
     sys.dont_write_bytecode = True
-    sys.meta_path.insert(0, _NodePackages(guard))  # type: ignore[arg-type]
+    sys.meta_path.insert(0, _Finder(guard))  # type: ignore[arg-type]
     import posix
 
     # Neither raises an audit event (3.13): replace them in this interpreter's os and posix modules.
     os._exit = posix._exit = _refusing(guard, "call os._exit")
     os.abort = posix.abort = _refusing(guard, "call os.abort")
-    if not subprocess and _posixsubprocess is not None:
-        # subprocess.Popen raises an event, but its fork_exec (also used by multiprocessing's
-        # spawnv_passfds) starts a process without one.
-        fork_exec = _refusing(guard, "start a process", _grant("subprocess"))
-        _posixsubprocess.fork_exec = fork_exec
-        if hasattr(sys.modules.get("subprocess"), "_fork_exec"):
-            sys.modules["subprocess"]._fork_exec = fork_exec
+    if not subprocess and "_posixsubprocess" in sys.modules:  # loaded with asyncio, say
+        _disarm(sys.modules["_posixsubprocess"], guard)
     sys.addaudithook(hook)
 
 

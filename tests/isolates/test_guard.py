@@ -99,6 +99,9 @@ SPY = """
         "spawnv": lambda: os.waitpid(
             __import__("multiprocessing.util").util.spawnv_passfds(b"/bin/true", [b"true"], []), 0
         )[1],
+        "reimport-fork-exec": lambda: (
+            sys.modules.pop("_posixsubprocess") and __import__("_posixsubprocess").fork_exec()
+        ),
         "fork-exec": lambda: subprocess._fork_exec(
             [b"/bin/true"], [b"/bin/true"], True, (), None, None, -1, -1, -1, -1, -1, -1, -1, -1,
             False, False, -1, None, None, None, -1, None
@@ -279,9 +282,10 @@ def test_what_would_end_the_node_is_refused(tmp_path: Path) -> None:
 
 
 def test_subprocess_and_ctypes_need_a_grant(tmp_path: Path) -> None:
-    answers = probe(tmp_path, "", ["subprocess", "system", "spawn", "spawnv", "fork-exec", "ctypes"])
+    queries = ["subprocess", "system", "spawn", "spawnv", "fork-exec", "reimport-fork-exec"]
+    answers = probe(tmp_path, "", [*queries, "ctypes"])
     grant = "subprocess is not allowed: grant it with [permissions] subprocess = true in edge.toml"
-    for query in ("subprocess", "system", "spawn", "spawnv", "fork-exec"):
+    for query in queries:
         assert answers[query] == f"PermissionError: function spy may not start a process: {grant}", query
     assert answers["ctypes"] == (
         "ModuleNotFoundError: function spy may not import 'ctypes': "
