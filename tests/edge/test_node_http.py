@@ -75,8 +75,9 @@ FUNCTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
     "contract": (CONTRACT, "", {}),
     "state1": (STATE, "", {"util.py": "WHO = 'state1'\ncalls = 0\n"}),
     "state2": (STATE, "", {"util.py": "WHO = 'state2'\ncalls = 0\n"}),
-    "enva": (ENVIRONMENT, '[env]\nGREETING = "hi"\n', {}),
-    "envb": (ENVIRONMENT, "", {}),
+    # They read the process's C environment through libc: ctypes must be granted.
+    "enva": (ENVIRONMENT, '[env]\nGREETING = "hi"\n\n[permissions]\nctypes = true\n', {}),
+    "envb": (ENVIRONMENT, "[permissions]\nctypes = true\n", {}),
     "wait": (
         """
         import asyncio
