@@ -32,7 +32,7 @@ from _edge_runtime import (
     _Function,
     _is_async,
     _isolate_environment,
-    _load,
+    _load_reporting,
     _LogWriter,
     _new_loop,
     _request_id,
@@ -232,16 +232,8 @@ def main() -> None:
     sys.stderr = _LogWriter(channel, "stderr")  # type: ignore[assignment]
     watchdog = _Watchdog(threading.get_ident())
     try:
-        try:
-            handler = _load(module_name, attribute)
-        except LookupError as exc:
-            if exc.__cause__ is not None:
-                import traceback
-
-                text = "".join(traceback.format_exception(exc.__cause__)).rstrip("\n")
-                channel.send((LOG, "error", "", text))
-            channel.send((LOADED, False, str(exc), False))
-            channel.flush()
+        handler = _load_reporting(channel, module_name, attribute)
+        if handler is None:
             return
         function = _ChildFunction(channel, watchdog, name, version, handler)
         if not config["cgroup"]:

@@ -437,6 +437,21 @@ def _load(module_name: str, attribute: str) -> Any:
     return target
 
 
+def _load_reporting(channel: Any, module_name: str, attribute: str) -> Any:
+    """The entrypoint; None once a failure was reported (its traceback logged, LOADED false)."""
+    try:
+        return _load(module_name, attribute)
+    except LookupError as exc:
+        if exc.__cause__ is not None:
+            import traceback
+
+            text = "".join(traceback.format_exception(exc.__cause__)).rstrip("\n")
+            channel.send((LOG, "error", "", text))
+        channel.send((LOADED, False, str(exc), False))
+        channel.flush()
+        return None
+
+
 def _is_async(handler: Any) -> bool:
     # A function, or an object whose class defines `async def __call__`.
     target = handler if hasattr(handler, "__code__") else type(handler).__dict__.get("__call__")
@@ -483,16 +498,8 @@ def _serve_assignment(
     sys.stderr = _LogWriter(channel, "stderr")  # type: ignore[assignment]
     if policy is not None:
         _guard(name, paths, policy, watchdog)
-    try:
-        handler = _load(module_name, attribute)
-    except LookupError as exc:
-        if exc.__cause__ is not None:
-            import traceback
-
-            text = "".join(traceback.format_exception(exc.__cause__)).rstrip("\n")
-            channel.send((LOG, "error", "", text))
-        channel.send((LOADED, False, str(exc), False))
-        channel.flush()
+    handler = _load_reporting(channel, module_name, attribute)
+    if handler is None:
         _wait_for_stop(channel)
         return
     function = _Function(channel, watchdog, name, version, handler)
