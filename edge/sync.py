@@ -310,11 +310,20 @@ class OriginSource:
 
     async def report(self) -> None:
         """Send a heartbeat; failures are only logged (the next one will try again)."""
+        statuses = dict(self.statuses)
+        pool = self._app.pool if self._app is not None and self._app.ready else None
+        for name, status in statuses.items():
+            function = pool.get(name) if pool is not None else None
+            if function is not None and function.failing:
+                # Marked failing on this node after it loaded (it kept wedging or crashing).
+                statuses[name] = FunctionStatus(
+                    name=name, versions=status.versions, state="failing", error=function.error
+                )
         report = NodeReport(
             node_id=self.node_id,
             applied_revision=self.revision,
             applied_purge_id=self.purge_id,
-            functions=sorted(self.statuses.values(), key=lambda status: status.name),
+            functions=sorted(statuses.values(), key=lambda status: status.name),
             errors=self.errors,
         )
         try:

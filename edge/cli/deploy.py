@@ -200,7 +200,7 @@ def _function_failure(name: str, version: str) -> Callable[[NodeStatus], str | N
         for status in node.report.functions if node.report else []:
             if (
                 status.name == name
-                and status.state == "error"
+                and status.state in ("error", "failing")
                 and (not status.versions or version in status.versions)
             ):
                 where = f"node {node.info.node_id} ({node.info.hostname})"
