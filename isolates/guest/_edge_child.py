@@ -37,6 +37,7 @@ from _edge_runtime import (
     _new_loop,
     _request_id,
     _Watchdog,
+    warm_up,
 )
 
 TYPE_CHECKING = False
@@ -205,8 +206,7 @@ def main() -> None:
     """argv: request fd, reply fd, the host's pid, modules to preload (comma-separated), cgroup."""
     in_fd, out_fd, parent = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     parent_death_signal(load_libc(), parent)
-    for module in filter(None, sys.argv[4].split(",")):
-        __import__(module)
+    warm_up(tuple(filter(None, sys.argv[4].split(","))))
     if sys.argv[5]:
         # Joined while blank, off the cold-start path; the host sets the limit on assignment.
         with open(os.path.join(sys.argv[5], "cgroup.procs"), "w") as procs:
