@@ -214,7 +214,15 @@ def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
 def _load_async_exc() -> Any:
     # Loaded on the first interrupt (ctypes costs ~2 ms and 0.6 MB), on the watchdog's thread,
     # which the audit hook lets import ctypes; then ctypes leaves sys.modules again.
-    import ctypes
+    # The serving thread is spinning on this interpreter's GIL meanwhile: each system call of
+    # the import gives the GIL away and waits a switch interval (5 ms) to get it back, which made
+    # the first interrupt hundreds of ms late. A short interval while importing avoids that.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        import ctypes
+    finally:
+        sys.setswitchinterval(interval)
 
     function = ctypes.pythonapi.PyThreadState_SetAsyncExc
     c_ulong, py_object = ctypes.c_ulong, ctypes.py_object
