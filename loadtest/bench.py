@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import msgspec
 
-from edge.app import SETTINGS_VARIABLE
-from edge.settings import load_settings
+from edge.node.app import SETTINGS_VARIABLE
+from edge.node.settings import load_settings
 from loadtest._servers import ROOT, Server, free_port
 from loadtest.propagation import measure, percentile
 

@@ -1,6 +1,6 @@
 """The node's ASGI app with the isolate hop taken out: how fast could the node be at best?
 
-For `bench.py --ceiling` only, never for serving. The app is the node's own (`edge.app.create_app`
+For `bench.py --ceiling` only, never for serving. The app is the node's own (`edge.node.app.create_app`
 with the settings `ceiling_server` passes), so routing, request ids, the cache and response headers
 all run; only the isolate backend is a canned one (given to the app as its backend factory, like
 any backend): every isolate answers "hello world", either already resolved (`instant`) or resolved
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
-from edge.app import NodeApp, create_app
+from edge.node.app import NodeApp, create_app
 from isolates.backends import (
     RESPONSE,
     Backend,

@@ -14,8 +14,8 @@ from typing import Any, NoReturn
 import msgspec
 
 from edge.cli._abort import abort
-from edge.functions import scan_functions
-from edge.settings import NodeSettings, SettingsError, load_settings, read_token_file
+from edge.node.functions import scan_functions
+from edge.node.settings import NodeSettings, SettingsError, load_settings, read_token_file
 
 __all__ = ["register"]
 
@@ -174,9 +174,9 @@ RSS_SAMPLE_INTERVAL_S = 1
 
 
 def _hand_over(settings: NodeSettings) -> None:
-    """Offer the settings to granian's workers over a private socket (edge/handoff.py), not the
+    """Offer the settings to granian's workers over a private socket (edge/node/handoff.py), not the
     environment: a spawned worker's /proc/PID/environ would show them, node token included."""
-    from edge import handoff
+    from edge.node import handoff
 
     handoff.offer(settings)
 
@@ -185,15 +185,15 @@ def serve(settings: NodeSettings) -> None:
     """Run granian in this process until it is told to stop (workers are forked processes)."""
     from granian.constants import HTTPModes, Interfaces, Loops
 
-    from edge.recycling import RUNTIME_DIR_VARIABLE
-    from edge.supervisor import NodeServer
+    from edge.node.recycling import RUNTIME_DIR_VARIABLE
+    from edge.node.supervisor import NodeServer
 
     _hand_over(settings)
     # Outlives every worker (marks of failing functions); functions may not open it.
     runtime_dir = tempfile.mkdtemp(prefix="edge-node-")
     os.environ[RUNTIME_DIR_VARIABLE] = runtime_dir
     server = NodeServer(
-        "edge.app:create_app",
+        "edge.node.app:create_app",
         factory=True,
         address=settings.host,
         port=settings.port,
@@ -208,7 +208,7 @@ def serve(settings: NodeSettings) -> None:
         # A worker that dies (a crash in native code, the OOM killer) is replaced and the node
         # keeps answering. A worker asks for its own graceful recycle (new worker first, the old
         # one drains) with SIGHUP to this process, once it holds too many wedged isolates
-        # (edge/app.py); past `max_rss_mb` granian recycles it the same way.
+        # (edge/node/app.py); past `max_rss_mb` granian recycles it the same way.
         respawn_failed_workers=True,
         respawn_interval=RESPAWN_INTERVAL_S,
         workers_max_rss=settings.max_rss_mb or None,

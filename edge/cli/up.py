@@ -19,7 +19,7 @@ from typing import Any
 from edge.bundle import BundleError, build
 from edge.cli._abort import abort
 from edge.control.client import ControlError, OriginClient
-from edge.functions import scan_functions
+from edge.node.functions import scan_functions
 
 __all__ = ["register"]
 

@@ -12,9 +12,9 @@ from typing import Any
 from node_harness import write_function
 
 from cache import CacheSettings
-from edge.app import NodeApp
-from edge.local import LocalSource
-from edge.settings import NodeSettings
+from edge.node.app import NodeApp
+from edge.node.local import LocalSource
+from edge.node.settings import NodeSettings
 
 
 class Clock:

@@ -9,7 +9,7 @@ from pathlib import Path
 from node_harness import write_function
 
 from edge.bundle import build, extract
-from edge.functions import isolate_spec
+from edge.node.functions import isolate_spec
 from isolates.backends import RESPONSE
 from isolates.manifest import load_manifest
 from isolates.pool import IsolatePool

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from node_harness import BOOM, CONTRACT, RUNAWAY, STUCK_IN_C, Node, Reply, write_function
 
-from edge.functions import content_version
+from edge.node.functions import content_version
 from loadtest._servers import ROOT, Server, free_port, wait_http
 
 # The host environment of the shared node: secrets a function must never see, small limits.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.routing import Router
+from edge.node.routing import Router
 
 DEFAULTS = [("/hello", "hello"), ("/echo", "echo")]
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from fleet.fleet_harness import Fleet, Node, run_edge, wait_for, write_version
 
-from edge import handoff
 from edge.cli.node import TOKEN_WARNING
-from edge.settings import NodeSettings
+from edge.node import handoff
+from edge.node.settings import NodeSettings
 
 SPY = """\
     import os
@@ -157,7 +157,7 @@ def _worker(name: str, results: multiprocessing.Queue[tuple[str, str]]) -> None:
         handoff.receive()
     except handoff.HandoffError as exc:
         results.put(("again", str(exc)))
-    code = "from edge import handoff as h\ntry:\n h.receive()\nexcept h.HandoffError as e:\n print(e)"
+    code = "from edge.node import handoff as h\ntry:\n h.receive()\nexcept h.HandoffError as e:\n print(e)"
     env = {**os.environ, handoff.SOCKET_VARIABLE: name}
     child = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     results.put(("grandchild", child.stdout.strip()))

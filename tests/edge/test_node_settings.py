@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from cache import CacheSettings
-from edge.settings import NodeSettings, SettingsError, load_settings, read_token_file
+from edge.node.settings import NodeSettings, SettingsError, load_settings, read_token_file
 
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "node.toml"
 

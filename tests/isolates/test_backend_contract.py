@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from node_harness import BOOM, CONTRACT, RUNAWAY, write_function
 
-from edge.functions import content_version, isolate_spec
+from edge.node.functions import content_version, isolate_spec
 from isolates.backends import BACKENDS, ERROR, RESPONSE, LoadError
 from isolates.manifest import load_manifest
 from isolates.pool import IsolatePool

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from node_harness import BOOM, CONTRACT, RUNAWAY, STUCK_IN_C, write_function
 
-from edge.functions import content_version, isolate_spec
+from edge.node.functions import content_version, isolate_spec
 from isolates.backends import ERROR, RESPONSE, IsolateSpec, LoadError
 from isolates.manifest import load_manifest
 from isolates.pool import IsolatePool

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from node_harness import write_function
 
-from edge.functions import content_version, isolate_spec
+from edge.node.functions import content_version, isolate_spec
 from isolates.backends import ERROR, RESPONSE, BackendOptions, LoadError
 from isolates.backends.process import ProcessBackend, ProcessIsolate, function_uid
 from isolates.guest import GUEST_DIR

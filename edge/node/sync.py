@@ -26,7 +26,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
@@ -35,13 +35,11 @@ from edge.control.client import ControlError, OriginClient, OriginError
 from edge.control.messages import DesiredState, FunctionState, FunctionStatus, NodeReport, PurgeOrder
 from edge.control.poll import Poller
 from edge.control.signing import SignatureError, open_state
-from edge.nodeinfo import node_info
+from edge.node.nodeinfo import node_info
+from edge.node.settings import NodeSettings
+from edge.node.source import NodeControl
 from isolates.backends import IsolateSpec, LoadError
 from isolates.manifest import ManifestError, load_manifest
-
-if TYPE_CHECKING:
-    from edge.app import NodeApp
-    from edge.settings import NodeSettings
 
 __all__ = ["AppliedState", "OriginSource"]
 
@@ -120,7 +118,7 @@ class OriginSource:
         self.heartbeat = 10.0
         self._registered_event = asyncio.Event()
         self.connected = False
-        self._app: NodeApp | None = None
+        self._app: NodeControl | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._registered = False
         # Unpacked bundles this process checked or unpacked itself (checked once per process).
@@ -133,7 +131,7 @@ class OriginSource:
 
     # Start-up and shutdown.
 
-    async def start(self, app: NodeApp) -> None:
+    async def start(self, app: NodeControl) -> None:
         """Serve the last-known-good state at once, then sync in the background."""
         self._app = app
         (self.data / "bundles").mkdir(parents=True, exist_ok=True)
@@ -459,7 +457,7 @@ class OriginSource:
             routes.extend((route, name) for route in (function.routes if function else ()))
         self._require_app().set_routes(routes)
 
-    def _require_app(self) -> NodeApp:
+    def _require_app(self) -> NodeControl:
         if self._app is None:
             raise RuntimeError("OriginSource.start() was not called")
         return self._app

@@ -6,13 +6,11 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from edge.functions import content_version, isolate_spec, scan_functions
+from edge.node.functions import content_version, isolate_spec, scan_functions
+from edge.node.source import NodeControl
 from isolates.backends import IsolateSpec, LoadError
-
-if TYPE_CHECKING:
-    from edge.app import NodeApp
 
 __all__ = ["LocalSource"]
 
@@ -25,7 +23,7 @@ class LocalSource:
     def __init__(self, root: str) -> None:
         self.root = Path(root)
 
-    async def start(self, app: NodeApp) -> None:
+    async def start(self, app: NodeControl) -> None:
         """Start an isolate per function; a function that fails is reported and answers 503."""
         pool = app.pool
         routes: list[tuple[str, str]] = []
@@ -54,7 +52,7 @@ class LocalSource:
         app.set_routes(routes)
         await asyncio.gather(*launches)
 
-    async def _launch(self, app: NodeApp, name: str, spec: IsolateSpec) -> None:
+    async def _launch(self, app: NodeControl, name: str, spec: IsolateSpec) -> None:
         started = time.perf_counter()
         try:
             await app.pool.deploy(name, [(spec, 100)])

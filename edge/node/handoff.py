@@ -21,7 +21,7 @@ import threading
 
 import msgspec
 
-from edge.settings import NodeSettings
+from edge.node.settings import NodeSettings
 
 __all__ = ["SOCKET_VARIABLE", "HandoffError", "Offer", "offer", "receive"]
 

@@ -11,14 +11,15 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from itertools import count
 from time import monotonic
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
 from cache import PASS, CachedRequest, CacheResult, HttpCache
-from edge.recycling import RUNTIME_DIR_VARIABLE, FailingMarks, WorkerWatch, recycle_by_sighup
-from edge.routing import RESERVED_PREFIX, Router
-from edge.settings import NodeSettings
+from edge.node.recycling import RUNTIME_DIR_VARIABLE, FailingMarks, WorkerWatch, recycle_by_sighup
+from edge.node.routing import RESERVED_PREFIX, Router
+from edge.node.settings import NodeSettings
+from edge.node.source import FunctionSource
 from isolates.backends import RESPONSE, BackendOptions, Isolate, Reply, backend_factory
 from isolates.pool import BackendLookup, IsolatePool
 
@@ -37,22 +38,6 @@ _JSON = (b"content-type", b"application/json")
 # Marks an error the node rendered (never sent to clients): its body is the bare message.
 _NODE_ERROR = (b"x-edge-node-error", b"1")
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
-
-
-class FunctionSource(Protocol):
-    """Where the node's functions come from (a local directory, or the origin)."""
-
-    async def start(self, app: NodeApp) -> None:
-        """Called in lifespan startup: deploy the initial functions into `app.pool`, set routes."""
-        ...
-
-    async def stop(self) -> None:
-        """Called in lifespan shutdown, before the isolates are stopped."""
-        ...
-
-    def status(self) -> dict[str, Any]:
-        """Extra fields for `/_edge/ready` (e.g. the applied revision)."""
-        ...
 
 
 class NodeApp:
@@ -414,11 +399,11 @@ async def _send_error(send: Send, status: int, message: str, request_id: str) ->
 
 
 def create_app(backends: BackendLookup = backend_factory) -> NodeApp:
-    """Granian's factory: settings from `edge node`'s main process (edge/handoff.py), else from
+    """Granian's factory: settings from `edge node`'s main process (edge/node/handoff.py), else from
     `EDGE_NODE_SETTINGS_JSON` (for tools that run granian themselves; never with a token).
 
     `backends` picks each isolation level's backend (a benchmark passes a canned one)."""
-    from edge import handoff
+    from edge.node import handoff
 
     raw = os.environ.pop(SETTINGS_VARIABLE, None)
     settings = handoff.receive()
@@ -434,11 +419,11 @@ def create_app(backends: BackendLookup = backend_factory) -> NodeApp:
     )
     source: FunctionSource
     if settings.origin:
-        from edge.sync import OriginSource
+        from edge.node.sync import OriginSource
 
         source = OriginSource(settings)
     elif settings.functions:
-        from edge.local import LocalSource
+        from edge.node.local import LocalSource
 
         source = LocalSource(settings.functions)
     else:

@@ -1,0 +1,1 @@
+"""The edge node: its ASGI app, router, settings, function sources and worker supervision."""
