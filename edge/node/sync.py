@@ -35,6 +35,7 @@ from edge.control.client import ControlError, OriginClient, OriginError
 from edge.control.messages import DesiredState, FunctionState, FunctionStatus, NodeReport, PurgeOrder
 from edge.control.poll import Poller
 from edge.control.signing import SignatureError, open_state
+from edge.node.functions import isolate_spec
 from edge.node.nodeinfo import node_info
 from edge.node.settings import NodeSettings
 from edge.node.source import NodeControl
@@ -377,17 +378,12 @@ class OriginSource:
     async def _spec(self, function: FunctionState, version: str) -> IsolateSpec:
         directory = await self._bundle(function.name, version)
         manifest = load_manifest(directory, function.name)
-        return IsolateSpec(
+        # The desired state's name, timeout and env win over the bundle's manifest.
+        return msgspec.structs.replace(
+            isolate_spec(directory, manifest, version),
             name=function.name,
-            version=version,
-            directory=str(directory.resolve()),
-            module=manifest.module,
-            attribute=manifest.attribute,
             timeout_ms=function.timeout_ms,
             env=tuple(sorted(function.env.items())),
-            isolation=manifest.isolation,
-            permissions=manifest.permissions,
-            memory_mb=manifest.memory_mb,
         )
 
     async def _bundle(self, name: str, version: str) -> Path:
