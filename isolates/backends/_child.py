@@ -107,6 +107,7 @@ class Child:
         self._pidfd = os.pidfd_open(self.pid)
         self._unsent = bytearray()
         self._received = bytearray()
+        self._malformed = False  # it sent a frame that was refused: nothing more is read
         self.returncode: int | None = None
         # Set by the owner: why the host killed it (so its exit is not called a crash).
         self.killed_for = ""
@@ -157,6 +158,11 @@ class Child:
                 self._loop.remove_reader(self._from_child)
                 break
             received += chunk
+        if self._malformed:
+            # Nothing after a malformed frame is trusted, even a well-formed reply that was still
+            # in the pipe when the frame before it was refused.
+            received.clear()
+            return
         start = 0
         try:
             while len(received) - start >= _HEADER:
@@ -175,6 +181,7 @@ class Child:
         except (ProtocolError, ValueError, EOFError, TypeError) as exc:
             log.error("process isolate %d: protocol error (%s); killing it", self.pid, exc)
             received.clear()
+            self._malformed = True
             self.kill("protocol")
             return
         del received[:start]
