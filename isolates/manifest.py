@@ -8,7 +8,9 @@ from pathlib import Path
 import msgspec
 
 __all__ = [
+    "HANDLER_KINDS",
     "ISOLATION_LEVELS",
+    "LAMBDA_PAYLOADS",
     "MANIFEST_NAME",
     "CachePolicy",
     "Manifest",
@@ -28,6 +30,12 @@ _ROUTE = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
 MAX_TIMEOUT_MS = 15 * 60 * 1000
 # `isolation = ...`: where the function runs (isolates/backends/__init__.py BACKENDS has one per name).
 ISOLATION_LEVELS = ("interpreter", "process")
+# `kind = ...`: the shape of the entrypoint (isolates/guest/edgefn/_kinds.py adapts each to a request).
+HANDLER_KINDS = ("edge", "lambda", "openfaas", "asgi", "wsgi")
+# `lambda_payload = ...`: the API Gateway event format a `kind = "lambda"` handler receives.
+LAMBDA_PAYLOADS = ("1.0", "2.0")
+# The entrypoint when the manifest names none: an application object for ASGI and WSGI kinds.
+_DEFAULT_ENTRYPOINTS = {"asgi": "main:app", "wsgi": "main:app"}
 _NET_TARGET = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+|\*):([0-9]{1,5}|\*)")
 
 
@@ -59,7 +67,13 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """`edge.toml`: what a function is called, where its handler is and how it runs."""
 
     name: str = ""
-    entrypoint: str = "main:handler"
+    # "" in the file: `main:handler`, or `main:app` for the asgi and wsgi kinds.
+    entrypoint: str = ""
+    # What the entrypoint is: an `edge` handler(request), a Lambda handler(event, context), an
+    # OpenFaaS handle(event, context), an ASGI 3 application or a WSGI application.
+    kind: str = "edge"
+    # kind = "lambda": the API Gateway payload format version of the event ("1.0" REST, "2.0" HTTP API).
+    lambda_payload: str = "2.0"
     timeout_ms: int = 30_000
     env: dict[str, str] = {}
     routes: list[str] = []
@@ -73,12 +87,16 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     @property
     def module(self) -> str:
         """The module part of the entrypoint."""
-        return self.entrypoint.partition(":")[0]
+        return self._target.partition(":")[0]
 
     @property
     def attribute(self) -> str:
         """The attribute part of the entrypoint."""
-        return self.entrypoint.partition(":")[2]
+        return self._target.partition(":")[2]
+
+    @property
+    def _target(self) -> str:
+        return self.entrypoint or _DEFAULT_ENTRYPOINTS.get(self.kind, "main:handler")
 
 
 def _fail(source: str, expected: str, value: object, where: str) -> ManifestError:
@@ -86,6 +104,14 @@ def _fail(source: str, expected: str, value: object, where: str) -> ManifestErro
 
 
 def _check(manifest: Manifest, source: str) -> None:
+    if manifest.kind not in HANDLER_KINDS:
+        expected = " or ".join(f'"{kind}"' for kind in HANDLER_KINDS)
+        raise _fail(source, expected, manifest.kind, "$.kind")
+    if manifest.lambda_payload not in LAMBDA_PAYLOADS:
+        expected = " or ".join(f'"{version}"' for version in LAMBDA_PAYLOADS)
+        raise _fail(source, expected, manifest.lambda_payload, "$.lambda_payload")
+    if not manifest.entrypoint:
+        manifest.entrypoint = _DEFAULT_ENTRYPOINTS.get(manifest.kind, "main:handler")
     if not _NAME.fullmatch(manifest.name):
         raise _fail(source, "a name of 1-63 lowercase letters, digits, '-' or '_'", manifest.name, "$.name")
     if not _ENTRYPOINT.fullmatch(manifest.entrypoint):

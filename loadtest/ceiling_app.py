@@ -63,6 +63,7 @@ class CannedIsolate:
         body: bytes,
         request_id: str,
         deadline: float,
+        client: str = "",
     ) -> asyncio.Future[Reply]:
         future: asyncio.Future[Reply] = self._loop.create_future()
         if self._at_once:

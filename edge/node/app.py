@@ -20,7 +20,7 @@ from edge.node.recycling import RUNTIME_DIR_VARIABLE, FailingMarks, WorkerWatch,
 from edge.node.routing import RESERVED_PREFIX, Router
 from edge.node.settings import NodeSettings
 from edge.node.source import FunctionSource
-from isolates.backends import RESPONSE, BackendOptions, Isolate, Reply, backend_factory
+from isolates.backends import INVOKE_METHOD, RESPONSE, BackendOptions, Isolate, Reply, backend_factory
 from isolates.pool import BackendLookup, IsolatePool
 
 __all__ = ["FunctionSource", "NodeApp", "create_app"]
@@ -38,6 +38,9 @@ _JSON = (b"content-type", b"application/json")
 # Marks an error the node rendered (never sent to clients): its body is the bare message.
 _NODE_ERROR = (b"x-edge-node-error", b"1")
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
+# The Lambda invoke API (as AWS and its Runtime Interface Emulator serve it): the function's
+# name, or `function` for the node's only `kind = "lambda"` function.
+_INVOKE_PATH = re.compile(r"/2015-03-31/functions/([a-z0-9][a-z0-9_-]{0,62})/invocations")
 
 
 class NodeApp:
@@ -131,7 +134,15 @@ class NodeApp:
         if path.startswith(RESERVED_PREFIX):
             await self._node_endpoint(path, request_id, send)
             return
-        name = self.router.match(path)
+        method: str = scope["method"]
+        invoked = _INVOKE_PATH.fullmatch(path) if path.startswith("/2015-03-31/") else None
+        if invoked is not None:
+            name = self._invoked(invoked[1])
+            if method != "POST":
+                await _send_error(send, 405, "the invoke API takes POST", request_id)
+                return
+        else:
+            name = self.router.match(path)
         function = self._pool.get(name) if name is not None and self._pool is not None else None
         if function is None:
             await _send_error(send, 404, f"no function serves {path}", request_id)
@@ -144,8 +155,15 @@ class NodeApp:
         if isolate is None:
             await _send_error(send, 503, function.error or f"function {name} is not serving", request_id)
             return
-        method: str = scope["method"]
         cache = self.cache
+        if invoked is not None:
+            if isolate.spec.kind != "lambda":
+                message = (
+                    f'function {name} is kind = "{isolate.spec.kind}"; the invoke API calls kind = "lambda"'
+                )
+                await _send_error(send, 400, message, request_id)
+                return
+            cache, method = None, INVOKE_METHOD
         looked_up = None
         if cache is not None:
             looked_up = cache.lookup(
@@ -197,6 +215,7 @@ class NodeApp:
                 body,
                 request_id,
                 monotonic() + function.timeout,
+                _client(scope),
             )
             if cache is None or reply[0] != RESPONSE:
                 await _send_reply(send, reply, request_id)
@@ -228,7 +247,14 @@ class NodeApp:
 
         async def invoke() -> tuple[int, list[tuple[bytes, bytes]], bytes]:
             reply = await isolate.submit(
-                method, path, query.decode("latin-1"), headers, body, request_id, monotonic() + timeout
+                method,
+                path,
+                query.decode("latin-1"),
+                headers,
+                body,
+                request_id,
+                monotonic() + timeout,
+                _client(scope),
             )
             if reply[0] == RESPONSE:
                 return reply[2], list(reply[3]), reply[4]
@@ -245,6 +271,18 @@ class NodeApp:
         response_headers.append((b"x-request-id", request_id.encode()))
         await send({"type": "http.response.start", "status": result.status, "headers": response_headers})
         await send({"type": "http.response.body", "body": response_body})
+
+    def _invoked(self, name: str) -> str | None:
+        """The function the invoke API names: `function` is the only `kind = "lambda"` one."""
+        if name != "function" or self._pool is None or name in self._pool.functions:
+            return name
+        kinds = [
+            function.name
+            for function in self._pool.functions.values()
+            if any(release.isolate.spec.kind == "lambda" for release in function.releases)
+            or (function.lazy is not None and function.lazy.kind == "lambda")
+        ]
+        return kinds[0] if len(kinds) == 1 else None
 
     async def _node_endpoint(self, path: str, request_id: str, send: Send) -> None:
         if path == "/_edge/health":
@@ -377,6 +415,11 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else ""
 
 
 async def _send_reply(send: Send, reply: Reply, request_id: str) -> None:

@@ -62,4 +62,6 @@ def isolate_spec(directory: Path, manifest: Manifest, version: str) -> IsolateSp
         isolation=manifest.isolation,
         permissions=manifest.permissions,
         memory_mb=manifest.memory_mb,
+        kind=manifest.kind,
+        lambda_payload=manifest.lambda_payload,
     )

@@ -13,10 +13,13 @@ from isolates.manifest import Permissions
 
 __all__ = [
     "BACKENDS",
+    "CHUNK",
     "ERROR",
+    "INVOKE_METHOD",
     "LOADED",
     "LOG",
     "RESPONSE",
+    "STREAM",
     "Backend",
     "BackendFactory",
     "BackendOptions",
@@ -28,12 +31,19 @@ __all__ = [
     "Reply",
     "RequestHeaders",
     "backend_factory",
+    "kind_options",
 ]
 
 # Message kinds shared with the guest runtime (isolates/guest/_edge_runtime.py).
-RESPONSE, ERROR, LOG, LOADED = 0, 1, 2, 3
+RESPONSE, ERROR, LOG, LOADED, STREAM, CHUNK = 0, 1, 2, 3, 4, 5
 
-# (RESPONSE, seq, status, headers, body) or (ERROR, seq, status, message)
+# The method of a request that is a direct invocation (the Lambda invoke API), not HTTP: not a
+# valid HTTP token, so no client request can carry it. The guest's `lambda` kind passes the body
+# to the handler as the event and answers the handler's return value as JSON.
+INVOKE_METHOD = "<invoke>"
+
+# (RESPONSE, seq, status, headers, body), (ERROR, seq, status, message), or for a streamed
+# response (STREAM, seq, status, headers, chunks): `chunks` an async iterator of bytes.
 Reply = tuple[Any, ...]
 
 # A request's header pairs as the ASGI server gives them (a list) or as tuples.
@@ -58,6 +68,19 @@ class IsolateSpec(msgspec.Struct, frozen=True, kw_only=True):
     permissions: Permissions = Permissions()
     # Process backend: memory limit of the child in MiB (0: BackendOptions.memory_mb).
     memory_mb: int = 0
+    # The entrypoint's shape (manifest `kind`) and what its adapter needs (`lambda_payload`).
+    kind: str = "edge"
+    lambda_payload: str = "2.0"
+
+
+def kind_options(spec: IsolateSpec, memory_mb: int) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """What the guest's adapter for `spec.kind` is given (the assignment's `kind` field)."""
+    options = (
+        ("lambda_payload", spec.lambda_payload),
+        ("memory_mb", spec.memory_mb or memory_mb),
+        ("timeout_ms", spec.timeout_ms),
+    )
+    return spec.kind, options
 
 
 class LoadError(Exception):
@@ -97,8 +120,11 @@ class Isolate(Protocol):
         body: bytes,
         request_id: str,
         deadline: float,
+        client: str = "",
     ) -> asyncio.Future[Reply]:
-        """Called per request; the future resolves to a Reply and never raises (errors are Replies)."""
+        """Called per request; the future resolves to a Reply and never raises (errors are Replies).
+
+        `client` is the peer's address ("host:port", "" when unknown)."""
         ...
 
     async def close(self, timeout: float) -> bool:

@@ -38,6 +38,7 @@ from isolates.backends import (
     OnStuck,
     Reply,
     RequestHeaders,
+    kind_options,
 )
 from isolates.backends._cgroup import MemoryCgroups, own_memory_cgroup
 from isolates.backends._child import EXIT_MEMORY, Child, ProtocolError, describe_exit
@@ -131,6 +132,7 @@ class ProcessIsolate:
             spec.module,
             spec.attribute,
             self._config(),
+            kind_options(spec, self._memory_mb),
         )
         child.send((assignment, *self._outbox))
         self._outbox = []
@@ -164,6 +166,7 @@ class ProcessIsolate:
         body: bytes,
         request_id: str,
         deadline: float,
+        client: str = "",
     ) -> asyncio.Future[Reply]:
         """Queue one request; the future resolves to a Reply (a 504 Reply at the deadline)."""
         future: asyncio.Future[Reply] = self._loop.create_future()
@@ -171,7 +174,7 @@ class ProcessIsolate:
             future.set_result((ERROR, 0, 503, f"function {self.spec.name} is not running"))
             return future
         seq = next(self._seq)
-        item = (seq, method, path, query, dumps(headers), body, request_id, deadline)
+        item = (seq, method, path, query, dumps(headers), body, request_id, deadline, client)
         self._pending[seq] = (future, deadline, item)
         self._outbox.append(item)
         if len(self._outbox) == 1:

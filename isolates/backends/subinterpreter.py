@@ -34,6 +34,7 @@ from isolates.backends import (
     OnStuck,
     Reply,
     RequestHeaders,
+    kind_options,
 )
 from isolates.guest import GUEST_DIR
 from isolates.guest._edge_compat import (
@@ -167,7 +168,17 @@ class SubinterpreterIsolate:
         paths = (directory, *([deps] if os.path.isdir(deps) else []), str(GUEST_DIR), *stdlib_paths())
         attribute = spec.attribute
         self._send_now(
-            (-1, paths, spec.name, spec.version, spec.env, spec.module, attribute, self._policy(spec))
+            (
+                -1,
+                paths,
+                spec.name,
+                spec.version,
+                spec.env,
+                spec.module,
+                attribute,
+                self._policy(spec),
+                kind_options(spec, 0),
+            )
         )
 
     def _policy(self, spec: IsolateSpec) -> tuple[Any, ...]:
@@ -237,6 +248,7 @@ class SubinterpreterIsolate:
         body: bytes,
         request_id: str,
         deadline: float,
+        client: str = "",
     ) -> asyncio.Future[Reply]:
         """Queue one request; the future resolves to a Reply (a 504 Reply at the deadline)."""
         future: asyncio.Future[Reply] = self._loop.create_future()
@@ -247,7 +259,7 @@ class SubinterpreterIsolate:
         self._pending[seq] = (future, deadline)
         outbox = self._outbox
         # One bytes object crosses instead of a tuple per header (the guest decodes on first use).
-        outbox.append((seq, method, path, query, dumps(headers), body, request_id, deadline))
+        outbox.append((seq, method, path, query, dumps(headers), body, request_id, deadline, client))
         if len(outbox) == 1:
             # Everything submitted in this loop iteration goes in as one batch at the next one
             # (a few microseconds later when the loop is idle; a bigger batch under load).

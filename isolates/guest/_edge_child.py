@@ -30,12 +30,12 @@ from _edge_runtime import (
     LOADED,
     LOG,
     _Function,
-    _is_async,
     _isolate_environment,
     _load_reporting,
     _LogWriter,
-    _new_loop,
     _request_id,
+    _start,
+    _stop,
     _Watchdog,
     warm_up,
 )
@@ -199,7 +199,6 @@ def _serve_async(reader: _Reader, channel: _PipeChannel, function: _ChildFunctio
         channel.flush_soon = None
         channel.flush()
         loop.remove_reader(reader.fd)
-        loop.close()
 
 
 def main() -> None:
@@ -215,7 +214,7 @@ def main() -> None:
     items = reader.next_items()
     if not items or items[0][0] != -1:
         return
-    _, paths, name, version, env, module_name, attribute, config = items[0]
+    _, paths, name, version, env, module_name, attribute, config, kind = items[0]
     channel = _PipeChannel(out_fd)
     try:
         notes = confine(config, parent)
@@ -231,16 +230,21 @@ def main() -> None:
     sys.stdout = _LogWriter(channel, "stdout")  # type: ignore[assignment]
     sys.stderr = _LogWriter(channel, "stderr")  # type: ignore[assignment]
     watchdog = _Watchdog(threading.get_ident())
+    loop = None
+    adapted = None
     try:
-        handler = _load_reporting(channel, module_name, attribute)
-        if handler is None:
+        adapted = _load_reporting(channel, module_name, attribute, kind)
+        if adapted is None:
             return
-        function = _ChildFunction(channel, watchdog, name, version, handler)
+        function = _ChildFunction(channel, watchdog, name, version, adapted.handler)
         if not config["cgroup"]:
             function.memory_message = (
                 f"function {name} exceeded its memory limit of {config['memory_mb']} MiB"
             )
-        loop = _new_loop() if _is_async(handler) else None
+        loop = _start(channel, adapted)
+        if loop is False:
+            loop = None
+            return
         channel.send((LOADED, True, "", loop is not None))
         channel.flush()
         reader.pending = items[1:]
@@ -249,6 +253,10 @@ def main() -> None:
         else:
             _serve_sync(reader, channel, function)
     finally:
+        if adapted is not None:
+            _stop(adapted, loop)
+        if loop is not None:
+            loop.close()
         _request_id.set("")
         watchdog.stop()
         sys.stdout.flush()

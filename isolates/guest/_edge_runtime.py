@@ -10,15 +10,20 @@ installed with the function's permissions and the runtime's own modules leave sy
 
 Both queues carry batches: tuples of the items below, in order.
 Host -> guest (in-queue); the host writes the wake eventfd only while the guest's flag is raised:
-    (-1, paths, name, version, env, module, attribute, policy)                assignment, first
+    (-1, paths, name, version, env, module, attribute, policy, kind)          assignment, first
         policy: None (no audit hook) or (directory, net, read, write, subprocess, ctypes,
         protected, node_pids), see _edge_guard.install; net is a bool or a tuple of "host:port"
-    (seq, method, path, query_string, headers, body, request_id, deadline)   seq >= 1, headers
-        marshal-encoded (one bytes object crosses instead of a tuple per header)
+        kind: (kind, options) with options a tuple of (name, value) pairs (edgefn/_kinds.py)
+    (seq, method, path, query_string, headers, body, request_id, deadline, client)   seq >= 1,
+        headers marshal-encoded (one bytes object crosses instead of a tuple per header),
+        client "host:port" or ""; method "<invoke>" for a direct invocation (Lambda invoke API)
     (0,)                                                                      stop
 Guest -> host (out-queue), one batch and one eventfd write per drained batch (or loop iteration):
     (RESPONSE, seq, status, headers, body)
     (ERROR, seq, status, message)        the host renders the JSON error body
+    (STREAM, seq, status, headers)       a streamed response starts; its body follows as
+    (CHUNK, seq, data, more)             pieces of bytes, the last with more=False (an ERROR for
+                                         the same seq instead ends the stream cut off)
     (LOG, stream, request_id, line)
     (LOADED, ok, message, is_async)       once, after the entrypoint was imported (or failed)
 Standard library only; keep module-level imports cheap: they are part of every cold start.
@@ -35,17 +40,17 @@ import time
 
 import _edge_guard  # imported while the isolate is blank (in the warm pool), not at assignment
 from _edge_compat import queue_count, queue_get, queue_put
-from edgefn import Context, Headers, Request, Response
+from edgefn._kinds import Adapted, _check_edge, adapt
+from edgefn._wire import encode as _encode
+
+from edgefn import Context, Headers, Request
 
 TYPE_CHECKING = False  # importing typing would cost ~10 ms of every cold start
 if TYPE_CHECKING:
     from typing import Any
 
-RESPONSE, ERROR, LOG, LOADED = 0, 1, 2, 3
+RESPONSE, ERROR, LOG, LOADED, STREAM, CHUNK = 0, 1, 2, 3, 4, 5
 _ONE = (1).to_bytes(8, sys.byteorder)
-_TEXT = ((b"content-type", b"text/plain; charset=utf-8"),)
-_BINARY = ((b"content-type", b"application/octet-stream"),)
-_JSON = ((b"content-type", b"application/json"),)
 _CO_COROUTINE = 0x80
 _PLAIN = frozenset({str, bytes, dict, list, tuple})  # results that are surely not awaitables
 
@@ -292,9 +297,9 @@ class _Function:
         self._loop: Any = None
 
     def request(self, item: tuple[Any, ...]) -> Request:
-        _, method, path, query, headers, body, request_id, deadline = item
+        _, method, path, query, headers, body, request_id, deadline, client = item
         context = Context(self.name, self.version, request_id, deadline)
-        return Request(method, path, query, Headers(headers), body, context)
+        return Request(method, path, query, Headers(headers), body, context, client)
 
     def call_sync(self, item: tuple[Any, ...]) -> None:
         seq, deadline = item[0], item[7]
@@ -363,50 +368,6 @@ class _Function:
             self._loop.close()
 
 
-def _header_pairs(headers: Any) -> tuple[tuple[bytes, bytes], ...]:
-    items = headers.items() if hasattr(headers, "items") else headers
-    return tuple((str(k).lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in items)
-
-
-def _encode(seq: int, result: Any) -> tuple[Any, ...]:
-    """Turn what a handler returned into a RESPONSE message; raises TypeError for anything else."""
-    kind = type(result)
-    if kind is str:  # the common cases first, without the checks below
-        return (RESPONSE, seq, 200, _TEXT, result.encode())
-    if kind is bytes:
-        return (RESPONSE, seq, 200, _BINARY, result)
-    status = 200
-    headers: tuple[tuple[bytes, bytes], ...] = ()
-    if isinstance(result, Response):
-        body, status, extra = result.body, result.status, result.headers
-        headers = _header_pairs(extra) if extra else ()
-    elif isinstance(result, tuple) and 2 <= len(result) <= 3:
-        body, status = result[0], result[1]
-        headers = _header_pairs(result[2]) if len(result) == 3 and result[2] else ()
-    else:
-        body = result
-    if type(status) is not int or not 100 <= status <= 599:
-        raise TypeError(f"handler returned status {status!r}; expected an int from 100 to 599")
-    if isinstance(body, str):
-        data, default = body.encode(), _TEXT
-    elif isinstance(body, bytes | bytearray | memoryview):
-        data, default = bytes(body), _BINARY
-    elif isinstance(body, dict | list):
-        import json
-
-        data, default = json.dumps(body, separators=(",", ":")).encode(), _JSON
-    elif body is None:
-        data, default = b"", ()
-    else:
-        raise TypeError(
-            f"handler returned {type(body).__name__}; expected str, bytes, dict, list, "
-            "a (body, status[, headers]) tuple or a Response"
-        )
-    if default and not (headers and any(name == b"content-type" for name, _ in headers)):
-        headers = default + headers
-    return (RESPONSE, seq, status, headers, data)
-
-
 def _isolate_environment(env: dict[str, str]) -> None:
     # os.environ writes call putenv, which is process-wide: make them local to this isolate.
     os.putenv = lambda key, value: None  # type: ignore[assignment]
@@ -431,7 +392,14 @@ def _load(module_name: str, attribute: str) -> Any:
             ) from None
         raise LookupError(f"importing module {module_name!r} raised ModuleNotFoundError: {exc}") from exc
     except BaseException as exc:
-        raise LookupError(f"importing module {module_name!r} raised {type(exc).__name__}: {exc}") from exc
+        message = f"importing module {module_name!r} raised {type(exc).__name__}: {exc}"
+        if isinstance(exc, ImportError) and "subinterpreter" in str(exc):
+            # e.g. pydantic_core (FastAPI), numpy: single-phase init C extensions.
+            message += (
+                '; this C extension cannot load in an interpreter isolate: set `isolation = "process"`'
+                " in edge.toml"
+            )
+        raise LookupError(message) from exc
     target: Any = module
     for part in attribute.split("."):
         try:
@@ -445,10 +413,20 @@ def _load(module_name: str, attribute: str) -> Any:
     return target
 
 
-def _load_reporting(channel: Any, module_name: str, attribute: str) -> Any:
-    """The entrypoint; None once a failure was reported (its traceback logged, LOADED false)."""
+def _load_reporting(
+    channel: Any,
+    module_name: str,
+    attribute: str,
+    kind: tuple[str, tuple[tuple[str, Any], ...]] = ("edge", ()),
+) -> Any:
+    """The entrypoint adapted to its kind (an `edgefn._kinds.Adapted`); None once a failure was
+    reported (its traceback logged, LOADED false)."""
     try:
-        return _load(module_name, attribute)
+        target = _load(module_name, attribute)
+        if kind[0] == "edge":  # the common case, without a dict and the adapter lookup
+            _check_edge(target, f"{module_name}:{attribute}")
+            return Adapted(target)
+        return adapt(kind[0], target, dict(kind[1]), f"{module_name}:{attribute}")
     except LookupError as exc:
         if exc.__cause__ is not None:
             import traceback
@@ -508,6 +486,7 @@ def _serve_assignment(
     module_name: str,
     attribute: str,
     policy: tuple[Any, ...] | None = None,
+    kind: tuple[str, tuple[tuple[str, Any], ...]] = ("edge", ()),
 ) -> None:
     sys.path[:] = paths
     sys.path_importer_cache.clear()
@@ -516,14 +495,17 @@ def _serve_assignment(
     sys.stderr = _LogWriter(channel, "stderr")  # type: ignore[assignment]
     if policy is not None:
         _guard(name, paths, policy, watchdog)
-    handler = _load_reporting(channel, module_name, attribute)
-    if handler is None:
+    adapted = _load_reporting(channel, module_name, attribute, kind)
+    if adapted is None:
         _wait_for_stop(channel)
         return
-    function = _Function(channel, watchdog, name, version, handler)
+    function = _Function(channel, watchdog, name, version, adapted.handler)
     # Warm fully before reporting LOADED (the host switches traffic then): for an async handler
     # that includes importing asyncio and building the loop, tens of milliseconds.
-    loop = _new_loop() if _is_async(handler) else None
+    loop = _start(channel, adapted)
+    if loop is False:
+        _wait_for_stop(channel)
+        return
     channel.send((LOADED, True, "", loop is not None))
     channel.flush()
     try:
@@ -532,7 +514,43 @@ def _serve_assignment(
         else:
             _serve_sync(channel, function)
     finally:
+        _stop(adapted, loop)
+        if loop is not None:
+            loop.close()
         function.close()
+
+
+def _start(channel: Any, adapted: Adapted) -> Any:
+    """The event loop an async handler runs on (None for a sync one), after the adapter's startup
+    (ASGI lifespan) ran on it; False once a failed startup was reported (LOADED false)."""
+    if not (_is_async(adapted.handler) or adapted.startup is not None):
+        return None
+    loop = _new_loop()
+    if adapted.startup is not None:
+        try:
+            loop.run_until_complete(adapted.startup())
+        except BaseException as exc:
+            import traceback
+
+            text = "".join(traceback.format_exception(exc)).rstrip("\n")
+            channel.send((LOG, "error", "", text))
+            channel.send((LOADED, False, f"startup failed: {type(exc).__name__}: {exc}", False))
+            channel.flush()
+            loop.close()
+            return False
+    return loop
+
+
+def _stop(adapted: Adapted, loop: Any) -> None:
+    """Run the adapter's shutdown (ASGI lifespan) on the loop, once the last request is answered."""
+    if adapted.shutdown is None or loop is None:
+        return
+    try:
+        loop.run_until_complete(adapted.shutdown())
+    except BaseException as exc:  # logged; the isolate stops anyway
+        import traceback
+
+        print("".join(traceback.format_exception(exc)).rstrip("\n"), file=sys.stderr)
 
 
 def _guard(name: str, paths: tuple[str, ...], policy: tuple[Any, ...], watchdog: _Watchdog) -> None:
@@ -653,4 +671,3 @@ def _serve_async(channel: _Channel, function: _Function, loop: Any) -> None:
         channel.flush_soon = None
         channel.flush()
         loop.remove_reader(channel.wake_fd)
-        loop.close()

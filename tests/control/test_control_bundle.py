@@ -74,7 +74,7 @@ def test_pack_refuses_symlinks(tmp_path: Path) -> None:
 
 def test_validate_returns_the_manifest(tmp_path: Path) -> None:
     data = bundle.pack(_function(tmp_path / "fn"))
-    assert bundle.validate(data, "fn") == Manifest(name="fn", routes=["/x"])
+    assert bundle.validate(data, "fn") == Manifest(name="fn", entrypoint="main:handler", routes=["/x"])
 
 
 def test_validate_skips_compiling_deps() -> None:

@@ -83,7 +83,7 @@ class Context:
 class Request:
     """One HTTP request as the handler sees it."""
 
-    __slots__ = ("_query", "body", "context", "headers", "method", "path", "query_string")
+    __slots__ = ("_args", "_query", "body", "client", "context", "headers", "method", "path", "query_string")
 
     def __init__(
         self,
@@ -93,6 +93,7 @@ class Request:
         headers: Headers,
         body: bytes,
         context: Context,
+        client: str = "",
     ) -> None:
         self.method = method
         self.path = path
@@ -100,7 +101,10 @@ class Request:
         self.headers = headers
         self.body = body
         self.context = context
+        # The client's address as the node saw it: "host:port" ("" when unknown).
+        self.client = client
         self._query: dict[str, list[str]] | None = None
+        self._args: dict[str, str] | None = None
 
     @property
     def query(self) -> dict[str, list[str]]:
@@ -110,6 +114,13 @@ class Request:
 
             self._query = parse_qs(self.query_string, keep_blank_values=True)
         return self._query
+
+    @property
+    def args(self) -> dict[str, str]:
+        """The query string with the first value per name: `?a=1&a=2` gives `{"a": "1"}`."""
+        if self._args is None:
+            self._args = {name: values[0] for name, values in self.query.items()}
+        return self._args
 
     def text(self, encoding: str = "utf-8") -> str:
         """The body decoded as text."""
