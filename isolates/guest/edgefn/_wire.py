@@ -64,5 +64,3 @@ def encode(seq: int, result: Any) -> tuple[Any, ...]:
     if default and not (headers and any(name == b"content-type" for name, _ in headers)):
         headers = default + headers
     return (RESPONSE, seq, status, headers, data)
-
-
