@@ -146,16 +146,29 @@ def bench_functions(root: Path, names: tuple[str, ...] = ("hello", "cached")) ->
     shutil.copytree(ROOT / "examples" / "hello", root / "hello-process")
     manifest = root / "hello-process" / "edge.toml"
     manifest.write_text('name = "hello-process"\nisolation = "process"\n' + manifest.read_text())
+    for kind in KINDS:
+        shutil.copytree(Path(__file__).parent / "kinds" / kind, root / f"kind-{kind}")
+
+
+# Handler kinds driven beside the `edge` kind's hello (loadtest/kinds/: the same answer each).
+KINDS = ("lambda", "openfaas", "asgi", "wsgi")
 
 
 def throughput(
-    wrk: str, rounds: int, seconds: int, connections: int, threads: int, ceiling: bool = False
+    wrk: str,
+    rounds: int,
+    seconds: int,
+    connections: int,
+    threads: int,
+    ceiling: bool = False,
+    kinds: bool = True,
 ) -> dict[str, list[WrkResult]]:
     """All servers up at once; each round drives every target in turn, seconds apart.
 
     This machine's speed drifts (it shares its host), so a ratio compares runs of one round.
     Only the target being driven does any work: an idle granian costs nothing. `ceiling` adds
-    the node's app with the isolate hop replaced by a canned reply (see ceiling_app.py).
+    the node's app with the isolate hop replaced by a canned reply (see ceiling_app.py); `kinds`
+    the hello of every other handler kind (loadtest/kinds/).
     """
     hello, cached = "node: hello through an isolate", "node: cached hit"
     in_process = "node: hello through a process"
@@ -172,6 +185,10 @@ def throughput(
             in_process: (f"http://127.0.0.1:{node_port}/hello-process", node),
             cached: (f"http://127.0.0.1:{node_port}/cached", node),
         }
+        if kinds:
+            for kind in KINDS:
+                targets[kind_row(kind)] = (f"http://127.0.0.1:{node_port}/kind-{kind}", node)
+                results[kind_row(kind)] = []
         if ceiling:
             for factory, name in (
                 ("instant", "ceiling: reply at once"),
@@ -189,6 +206,11 @@ def throughput(
             for name, (url, server) in targets.items():
                 results[name].append(run_wrk(wrk, url, connections, seconds, threads, server))
     return results
+
+
+def kind_row(kind: str) -> str:
+    """The throughput table's row for the hello of handler kind `kind`."""
+    return f"node: hello, kind = {kind}"
 
 
 def cold_starts(count: int, isolation: str = "interpreter") -> list[float]:
@@ -271,6 +293,12 @@ def main() -> int:
         "--respawns", type=int, default=5, help="worker kills for the respawn figure (0: skip)"
     )
     parser.add_argument(
+        "--kinds",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also drive the hello of every other handler kind (lambda, openfaas, asgi, wsgi)",
+    )
+    parser.add_argument(
         "--ceiling",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -280,7 +308,9 @@ def main() -> int:
     wrk = ensure_wrk()
     wrk_args = f"-t{args.threads} -c{args.connections} -d{args.seconds}s"
     print(f"throughput: wrk {wrk_args}, {args.rounds} rounds, every target in turn each round")
-    results = throughput(wrk, args.rounds, args.seconds, args.connections, args.threads, args.ceiling)
+    results = throughput(
+        wrk, args.rounds, args.seconds, args.connections, args.threads, args.ceiling, args.kinds
+    )
     bare = results["bare granian"]
     print(
         f"| {'what':<34} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'ratio':>6} | {'ratios':>10} "
@@ -300,6 +330,16 @@ def main() -> int:
         )
     print("ratio: median over rounds of (target / bare in the same round); ratios: their range")
     print("cpu us/req: CPU time of the server's processes per request served (median over rounds)")
+    if args.kinds:
+        edge = results["node: hello through an isolate"]
+        print("\nhandler kinds against the `edge` kind's hello, same round (target: >= 0.90x for")
+        print("lambda and openfaas):")
+        for kind in KINDS:
+            ratios = [run.rps / base.rps for run, base in zip(results[kind_row(kind)], edge, strict=True)]
+            print(
+                f"kind = {kind:<9} {statistics.median(ratios):.2f}x of edge "
+                f"(rounds {min(ratios):.2f}-{max(ratios):.2f})"
+            )
     if args.cold:
         for isolation, what in (
             ("interpreter", "isolate"),
