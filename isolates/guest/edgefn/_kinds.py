@@ -79,6 +79,9 @@ def positional(target: Any) -> tuple[int, int, tuple[str, ...]] | None:
     """
     skip = 0
     function = target
+    if hasattr(function, "__func__") and hasattr(function, "__self__"):
+        # A bound method forwards __code__ to its function, whose first parameter is self.
+        function, skip = function.__func__, 1
     if not hasattr(function, "__code__"):
         if hasattr(function, "__func__"):  # a bound method
             function, skip = function.__func__, 1
