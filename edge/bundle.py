@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from edge.entrypoint_check import entrypoint_problem
 from isolates.manifest import MANIFEST_NAME, Manifest, ManifestError, decode_manifest
 
 __all__ = [
@@ -251,11 +252,15 @@ def _check_manifest(files: dict[str, bytes], default_name: str) -> Manifest:
     except ManifestError as exc:
         raise BundleError(str(exc)) from None
     module = manifest.module.replace(".", "/")
-    if f"{module}.py" not in files and f"{module}/__init__.py" not in files:
+    path = f"{module}.py" if f"{module}.py" in files else f"{module}/__init__.py"
+    if path not in files:
         raise BundleError(
             f"{MANIFEST_NAME}: entrypoint module `{manifest.module}` is not in the bundle"
             f" (expected {module}.py or {module}/__init__.py) - at `$.entrypoint`"
         )
+    problem = entrypoint_problem(manifest, path, files[path])
+    if problem is not None:
+        raise BundleError(problem)
     return manifest
 
 
@@ -268,13 +273,16 @@ def validate(data: bytes, default_name: str, limits: Limits = DEFAULT_LIMITS) ->
     default_name: the function name when `edge.toml` has none (as `decode_manifest` takes it).
     limits: the size and member-count limits.
 
-    Python files outside `.deps/` must compile; manifest errors are reported against `edge.toml`.
+    Python files outside `.deps/` must compile; manifest errors are reported against `edge.toml`,
+    and so is an entrypoint that surely does not fit its kind (read, never run: entrypoint_check).
     """
     files: dict[str, bytes] = {}
     for name, _member, content in _members(data, limits):
         if content is None:
             continue
-        files[name] = content if name == MANIFEST_NAME else b""
+        # The manifest and the sources, for the entrypoint check; other files only by name.
+        keep = name == MANIFEST_NAME or (name.endswith(".py") and not name.startswith(f"{DEPS_DIR}/"))
+        files[name] = content if keep else b""
         if name.endswith(".py") and not name.startswith(f"{DEPS_DIR}/"):
             problem = _compile_error(name, content)
             if problem is not None:

@@ -78,7 +78,7 @@ def test_validate_returns_the_manifest(tmp_path: Path) -> None:
 
 
 def test_validate_skips_compiling_deps() -> None:
-    data = _tar(("edge.toml", b""), ("main.py", b""), (".deps/old/py2.py", b"print 'hi'\n"))
+    data = _tar(("edge.toml", b""), ("main.py", b"handler = print\n"), (".deps/old/py2.py", b"print 'hi'\n"))
     assert bundle.validate(data, "fn").name == "fn"
 
 
