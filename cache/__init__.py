@@ -9,6 +9,7 @@ from cache.messages import (
     Invoke,
     Response,
     Spawn,
+    Streamed,
     Timer,
 )
 from cache.settings import CacheSettings
@@ -27,5 +28,6 @@ __all__ = [
     "Pass",
     "Response",
     "Spawn",
+    "Streamed",
     "Timer",
 ]

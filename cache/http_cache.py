@@ -19,6 +19,9 @@ function, so dynamic content is neither shared nor serialised behind one request
 cancelled, the waiters collapse again behind a new leader; if its invocation raises, they see the
 same exception (or their stale entry, within stale-if-error). `Vary: *` responses are shared but never stored.
 
+A streamed response (`invoke` raises `Streamed`) is neither stored nor shared: collapsed waiters
+invoke on their own, the resource goes under hit-for-pass, and `handle` raises it on.
+
 Also: HEAD is answered from GET entries but never stored; conditional misses invoke on their own;
 a successful unsafe request (POST, PUT, ...) invalidates its URL; any purge of a function keeps
 responses already in flight for it from being stored.
@@ -41,7 +44,7 @@ from cache._entry import METHOD_CLASS, X_CACHE, Entry, EntryKey, primary_key
 from cache._policy import INTERNAL_HEADERS, Verdict, cacheless, evaluate
 from cache._request import SPECIAL_HEADERS, RequestFlags
 from cache._store import EntryStore, FlightKey
-from cache.messages import CachedRequest, CacheResult, CacheStatus, Invoke, Response, Spawn, Timer
+from cache.messages import CachedRequest, CacheResult, CacheStatus, Invoke, Response, Spawn, Streamed, Timer
 from cache.settings import CacheSettings
 from cache.stats import CacheStats
 
@@ -79,7 +82,7 @@ class _Outcome:
     @property
     def failed(self) -> bool:
         """True when stale-if-error may stand in: the invoke raised or answered >= 500."""
-        return self.error is not None or self.status >= 500
+        return (self.error is not None and type(self.error) is not Streamed) or self.status >= 500
 
     def shareable_with(self, headers: Sequence[tuple[bytes, bytes]]) -> bool:
         """True when a collapsed waiter with these request headers may receive this response.
@@ -90,7 +93,7 @@ class _Outcome:
         """
         verdict = self.verdict
         if verdict is None:
-            return True
+            return type(self.error) is not Streamed
         if verdict.entry is None and self.status < 500:
             return False
         if not verdict.vary:
@@ -337,6 +340,11 @@ class HttpCache:
         purges = self._purges.get(request.function, 0)
         try:
             response = await invoke()
+        except Streamed as streamed:
+            if request.method == "GET":
+                primary = (request.function, request.version, METHOD_CLASS, request.path, request.query)
+                self._start_pass(primary, self._timer())
+            return _Outcome(0, b"", None, streamed)
         except Exception as error:
             return _Outcome(0, b"", None, error)
         status = response[0]
@@ -353,13 +361,18 @@ class HttpCache:
             primary = (request.function, request.version, METHOD_CLASS, request.path, request.query)
             if verdict.entry is not None:
                 self._passes.pop(primary, None)
-            elif self._passes.get(primary, 0.0) <= now:
-                if len(self._passes) >= _PASS_ENTRIES:  # bounded: forget them all, they come back
-                    self._passes.clear()
-                self._passes[primary] = now + _PASS_SECONDS
+            else:
+                self._start_pass(primary, now)
         if not stored and stale is not None and request.method == "GET" and status < 500 and status != 304:
             self._store.discard(stale.key)  # superseded by a response that may not be stored
         return _Outcome(status, response[2], verdict, None)
+
+    def _start_pass(self, primary: tuple[str, str, str, str, bytes], now: float) -> None:
+        """Put a resource under hit-for-pass (its response could not be stored)."""
+        if self._passes.get(primary, 0.0) <= now:
+            if len(self._passes) >= _PASS_ENTRIES:  # bounded: forget them all, they come back
+                self._passes.clear()
+            self._passes[primary] = now + _PASS_SECONDS
 
     def _start_refresh(self, entry: Entry, request: CachedRequest, invoke: Invoke) -> None:
         key = entry.key
@@ -375,7 +388,9 @@ class HttpCache:
             outcome = None if key in self._flights else await self._fly(key, request, invoke, stale)
         finally:
             self._refreshing.discard(key)
-        if outcome is not None and outcome.failed:
+        if outcome is not None and type(outcome.error) is Streamed:
+            outcome.error.close()  # nobody sends a background refresh's stream
+        elif outcome is not None and outcome.failed:
             self.stats.refresh_failures += 1
             _log.warning(
                 "background refresh of %s %s failed: %s",

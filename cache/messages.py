@@ -15,6 +15,7 @@ __all__ = [
     "Invoke",
     "Response",
     "Spawn",
+    "Streamed",
     "Timer",
 ]
 
@@ -26,6 +27,20 @@ Response = tuple[int, Headers, bytes]
 
 Invoke = Callable[[], Awaitable[Response]]
 """Runs the function for the request being handled; may raise (timeout, isolate down)."""
+
+
+class Streamed(Exception):
+    """Raised by an `Invoke` whose response streams: the cache neither stores it nor shares it
+    with collapsed requests, and `handle` raises it on for the caller to send `reply` itself.
+
+    `close()` drops the stream when nobody will send it (a background refresh).
+    """
+
+    def __init__(self, reply: Any, close: Callable[[], object]) -> None:
+        super().__init__("the response streams")
+        self.reply = reply
+        self.close = close
+
 
 Timer = Callable[[], float]
 """Wall-clock seconds since the epoch (`time.time`): compared with `Date` and `Expires` headers."""

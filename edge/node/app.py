@@ -15,12 +15,21 @@ from typing import Any
 
 import msgspec
 
-from cache import PASS, CachedRequest, CacheResult, HttpCache
+from cache import PASS, CachedRequest, CacheResult, HttpCache, Streamed
 from edge.node.recycling import RUNTIME_DIR_VARIABLE, FailingMarks, WorkerWatch, recycle_by_sighup
 from edge.node.routing import RESERVED_PREFIX, Router
 from edge.node.settings import NodeSettings
 from edge.node.source import FunctionSource
-from isolates.backends import INVOKE_METHOD, RESPONSE, BackendOptions, Isolate, Reply, backend_factory
+from isolates.backends import (
+    INVOKE_METHOD,
+    RESPONSE,
+    STREAM,
+    BackendOptions,
+    Isolate,
+    Reply,
+    StreamCut,
+    backend_factory,
+)
 from isolates.pool import BackendLookup, IsolatePool
 
 __all__ = ["FunctionSource", "NodeApp", "create_app"]
@@ -258,12 +267,18 @@ class NodeApp:
             )
             if reply[0] == RESPONSE:
                 return reply[2], list(reply[3]), reply[4]
+            if reply[0] == STREAM:  # neither stored nor shared: sent below as it comes
+                raise Streamed(reply, reply[4].close)
             # The message alone: a collapsed waiter gets this too and renders its own request id.
             return reply[2], [_JSON, _NODE_ERROR], reply[3].encode()
 
         ttl = self.cache_ttls.get(name, 0)
         request = CachedRequest(name, isolate.spec.version, method, path, query, headers, ttl)
-        result = await cache.handle(request, invoke)
+        try:
+            result = await cache.handle(request, invoke)
+        except Streamed as streamed:
+            await _send_stream(send, streamed.reply, request_id)
+            return
         response_headers, response_body = result.headers, result.body
         if _NODE_ERROR in response_headers:
             response_headers = [header for header in response_headers if header != _NODE_ERROR]
@@ -427,8 +442,33 @@ async def _send_reply(send: Send, reply: Reply, request_id: str) -> None:
         headers = [*reply[3], (b"x-request-id", request_id.encode())]
         await send({"type": "http.response.start", "status": reply[2], "headers": headers})
         await send({"type": "http.response.body", "body": reply[4]})
+    elif reply[0] == STREAM:
+        await _send_stream(send, reply, request_id)
     else:
         await _send_error(send, reply[2], reply[3], request_id)
+
+
+async def _send_stream(send: Send, reply: Reply, request_id: str) -> None:
+    """Send a streamed reply piece by piece (chunked). A stream cut off ends the response
+    abnormally (no terminating chunk); a client that went away stops the sending, while the
+    function's generator runs on until it ends or its deadline."""
+    stream = reply[4]
+    headers = [*reply[3], (b"x-request-id", request_id.encode())]
+    try:
+        await send({"type": "http.response.start", "status": reply[2], "headers": headers})
+        async for data in stream:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+    except StreamCut as exc:
+        log.error("request %s: streamed response cut off: %s", request_id, exc)
+        raise _CutOff(str(exc)) from None
+    except BaseException:
+        stream.close()
+        raise
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class _CutOff(Exception):
+    """Raised to the ASGI server to end a streamed response abnormally (no terminating chunk)."""
 
 
 async def _send_json(send: Send, status: int, payload: dict[str, Any], request_id: str) -> None:

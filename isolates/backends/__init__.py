@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
+from collections import deque
 from collections.abc import Callable
+from time import monotonic
 from typing import Any, Protocol
 
 import msgspec
@@ -20,6 +23,7 @@ __all__ = [
     "LOG",
     "RESPONSE",
     "STREAM",
+    "STREAM_BUFFER_BYTES",
     "Backend",
     "BackendFactory",
     "BackendOptions",
@@ -30,6 +34,9 @@ __all__ = [
     "OnStuck",
     "Reply",
     "RequestHeaders",
+    "Stream",
+    "StreamCut",
+    "StreamReplies",
     "backend_factory",
     "kind_options",
 ]
@@ -43,8 +50,14 @@ RESPONSE, ERROR, LOG, LOADED, STREAM, CHUNK = 0, 1, 2, 3, 4, 5
 INVOKE_METHOD = "<invoke>"
 
 # (RESPONSE, seq, status, headers, body), (ERROR, seq, status, message), or for a streamed
-# response (STREAM, seq, status, headers, chunks): `chunks` an async iterator of bytes.
+# response (STREAM, seq, status, headers, chunks): `chunks` a `Stream` (an async iterator of bytes).
 Reply = tuple[Any, ...]
+
+# What a stream may hold that its client has not taken yet. The guest cannot be paused: a
+# stream whose client reads slower than the function writes is cut off past this.
+STREAM_BUFFER_BYTES = 8 << 20
+
+log = logging.getLogger("edge.isolates")
 
 # A request's header pairs as the ASGI server gives them (a list) or as tuples.
 RequestHeaders = list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...]
@@ -191,3 +204,185 @@ def backend_factory(name: str) -> BackendFactory:
     module, _, attribute = target.partition(":")
     factory: BackendFactory = getattr(importlib.import_module(module), attribute)
     return factory
+
+
+class StreamCut(Exception):
+    """A streamed response ended before its last piece; the message says why."""
+
+
+class Stream:
+    """The body of a streamed reply: an async iterator of bytes, fed by the isolate's backend.
+
+    Iterating yields what arrived since the last step (joined), ends after the last piece, and
+    raises StreamCut when the stream was cut off (the function failed, timed out or its isolate
+    went away, or the client fell more than `limit` bytes behind).
+    """
+
+    __slots__ = ("_buffered", "_closed", "_ended", "_error", "_limit", "_loop", "_pieces", "_waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int = STREAM_BUFFER_BYTES) -> None:
+        self._loop = loop
+        self._limit = limit
+        self._pieces: deque[bytes] = deque()
+        self._buffered = 0
+        self._ended = False
+        self._closed = False
+        self._error: str | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def ended(self) -> bool:
+        """True once the last piece arrived or the stream was cut off."""
+        return self._ended
+
+    def feed(self, data: bytes, more: bool) -> bool:
+        """Called per CHUNK; returns False when the unread pieces pass the limit (cut it then)."""
+        if self._ended:
+            return True
+        if data and not self._closed:
+            self._pieces.append(data)
+            self._buffered += len(data)
+        if not more:
+            self._ended = True
+        self._wake()
+        return self._buffered <= self._limit
+
+    def cut(self, reason: str) -> None:
+        """End the stream cut off: the reader gets what arrived, then StreamCut(reason)."""
+        if not self._ended:
+            self._ended = True
+            self._error = reason
+            self._wake()
+
+    def close(self) -> None:
+        """The reader is gone (client disconnected): what arrives from now on is dropped."""
+        self._closed = True
+        self._pieces.clear()
+        self._buffered = 0
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def __aiter__(self) -> Stream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            pieces = self._pieces
+            if pieces:
+                data = pieces.popleft() if len(pieces) == 1 else b"".join(pieces)
+                if pieces:
+                    pieces.clear()
+                self._buffered = 0
+                return data
+            if self._error is not None:
+                raise StreamCut(self._error)
+            if self._ended:
+                raise StopAsyncIteration
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+
+class StreamReplies:
+    """The streamed replies of one isolate, from STREAM through CHUNK messages to their end.
+
+    A backend calls `start`, `chunk` and `error` as messages arrive, then `settle` once per
+    batch: a stream whose start and last piece came in the same batch is answered as a plain
+    RESPONSE (joined: cacheable, with a Content-Length); the others become open `Stream`s.
+    An open stream still running `grace` seconds past its deadline is cut off and `on_overdue`
+    is called with the loop time of that deadline (the guest should have ended it itself).
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        grace: float,
+        on_overdue: Callable[[float], None],
+        limit: int = STREAM_BUFFER_BYTES,
+    ) -> None:
+        self._loop = loop
+        self._grace = grace
+        self._on_overdue = on_overdue
+        self._limit = limit
+        # seq -> [status, headers, pieces, ended]: started in the batch being handled.
+        self._starting: dict[int, list[Any]] = {}
+        # seq -> (stream, timer): answered as streams, not ended yet.
+        self._open: dict[int, tuple[Stream, asyncio.TimerHandle]] = {}
+        self.timeout_message = "timed out"
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def start(self, seq: int, status: int, headers: tuple[tuple[bytes, bytes], ...]) -> None:
+        """A STREAM message arrived."""
+        self._starting[seq] = [status, headers, [], False]
+
+    def chunk(self, seq: int, data: bytes, more: bool) -> None:
+        """A CHUNK message arrived (one for an unknown or cut-off stream is dropped)."""
+        starting = self._starting.get(seq)
+        if starting is not None:
+            if data:
+                starting[2].append(data)
+            starting[3] = not more
+            return
+        entry = self._open.get(seq)
+        if entry is None:
+            return
+        stream, timer = entry
+        if not stream.feed(data, more):
+            self._end(seq, f"the client fell more than {self._limit >> 20} MiB behind the function")
+        elif not more:
+            del self._open[seq]
+            timer.cancel()
+
+    def error(self, seq: int, message: str) -> bool:
+        """An ERROR message arrived; True when it ends a stream (cut off), False for a plain error."""
+        if self._starting.pop(seq, None) is not None:
+            return False  # it failed before anything was sent: an ordinary error reply
+        if seq not in self._open:
+            return False
+        self._end(seq, message)
+        return True
+
+    def settle(self) -> list[Reply]:
+        """The replies for the streams started in this batch (call once the batch is handled)."""
+        starting, self._starting = self._starting, {}
+        replies: list[Reply] = []
+        for seq, (status, headers, pieces, ended) in starting.items():
+            if ended:
+                replies.append((RESPONSE, seq, status, headers, b"".join(pieces)))
+                continue
+            stream = Stream(self._loop, self._limit)
+            for data in pieces:
+                stream.feed(data, True)
+            replies.append((STREAM, seq, status, headers, stream))
+        return replies
+
+    def opened(self, seq: int, stream: Stream, deadline: float) -> None:
+        """The backend answered a request with `stream` (from `settle`); it ends by `deadline`."""
+        expired_at = self._loop.time() + (deadline - monotonic())
+        timer = self._loop.call_at(expired_at + self._grace, self._overdue, seq, expired_at)
+        self._open[seq] = (stream, timer)
+
+    def _overdue(self, seq: int, expired_at: float) -> None:
+        if seq in self._open:
+            self._end(seq, self.timeout_message)
+            self._on_overdue(expired_at)
+
+    def _end(self, seq: int, reason: str) -> None:
+        stream, timer = self._open.pop(seq)
+        timer.cancel()
+        stream.cut(reason)
+
+    def cut_all(self, reason: str) -> int:
+        """Cut off every open stream (its isolate is gone); returns how many there were."""
+        self._starting.clear()
+        seqs = list(self._open)
+        for seq in seqs:
+            self._end(seq, reason)
+        return len(seqs)

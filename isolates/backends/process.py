@@ -27,10 +27,12 @@ from time import monotonic
 from typing import Any
 
 from isolates.backends import (
+    CHUNK,
     ERROR,
     LOADED,
     LOG,
     RESPONSE,
+    STREAM,
     BackendOptions,
     IsolateSpec,
     LoadError,
@@ -38,6 +40,7 @@ from isolates.backends import (
     OnStuck,
     Reply,
     RequestHeaders,
+    StreamReplies,
     kind_options,
 )
 from isolates.backends._cgroup import MemoryCgroups, own_memory_cgroup
@@ -83,6 +86,9 @@ class ProcessIsolate:
         # seq -> (future, deadline, request item); items also wait in the outbox until flushed.
         self._pending: dict[int, tuple[asyncio.Future[Reply], float, tuple[Any, ...]]] = {}
         self._outbox: list[tuple[Any, ...]] = []
+        # Requests answered with a stream whose end has not come yet.
+        self._streams = StreamReplies(self._loop, self._abandon_after, self._stream_overdue)
+        self._streams.timeout_message = self._timeout_message
         self._sweep: asyncio.TimerHandle | None = None
         self._ready: asyncio.Future[None] = self._loop.create_future()
         self._exited: asyncio.Future[None] = self._loop.create_future()
@@ -220,15 +226,23 @@ class ProcessIsolate:
             )
             child.kill("timeout")
 
+    def _stream_overdue(self, expired_at: float) -> None:
+        self._check_stuck(self._child, expired_at)
+
     def _on_messages(self, child: Child, batch: tuple[tuple[Any, ...], ...]) -> None:
         if child is not self._child:
             return
         self._last_progress = self._loop.time()
-        pending = self._pending
+        pending, streams = self._pending, self._streams
+        started = False
         for message in batch:
             kind = message[0] if type(message) is tuple and message else None
             if kind in (RESPONSE, ERROR):
                 _check_reply(message)
+                if kind == ERROR and streams.error(
+                    message[1], self._timeout_message if message[2] == 504 else message[3]
+                ):
+                    continue
                 entry = pending.pop(message[1], None)
                 if entry is not None:
                     if kind == ERROR and message[2] == 504:
@@ -237,10 +251,31 @@ class ProcessIsolate:
                         entry[0].set_result(message)
             elif kind == LOG and len(message) == 4 and all(type(part) is str for part in message[1:]):
                 self._log_sink(self.spec.name, self.spec.version, message[1], message[2], message[3])
+            elif kind == CHUNK:
+                _check_chunk(message)
+                streams.chunk(message[1], message[2], message[3])
+            elif kind == STREAM:
+                _check_reply(message)
+                streams.start(message[1], message[2], message[3])
+                started = True
             elif kind == LOADED and len(message) == 4:
                 self._on_loaded(bool(message[1]), str(message[2]), bool(message[3]))
             else:
                 raise ProtocolError(f"an unknown message {str(message)[:80]}")
+        if started:
+            self._settle_streams()
+
+    def _settle_streams(self) -> None:
+        """Answer the requests whose streams started in the frame just handled."""
+        for reply in self._streams.settle():
+            entry = self._pending.pop(reply[1], None)
+            if entry is None:  # answered already (its deadline passed): nobody reads it
+                if reply[0] == STREAM:
+                    reply[4].close()
+                continue
+            entry[0].set_result(reply)
+            if reply[0] == STREAM:
+                self._streams.opened(reply[1], reply[4], entry[1])
 
     def _on_loaded(self, ok: bool, message: str, is_async: bool) -> None:
         self._loaded = ok
@@ -269,6 +304,10 @@ class ProcessIsolate:
         self._child = None
         returncode = child.returncode if child.returncode is not None else 0
         out_of_memory = returncode == EXIT_MEMORY or self._backend.remove_cgroup(child)
+        # A sync child streaming a response was running that request (it left `_pending`).
+        streaming = self._streams.cut_all(
+            f"function {self.spec.name}: its process ended ({describe_exit(returncode)})"
+        )
         if self._closing or not self._alive:
             self._finish()
             return
@@ -301,7 +340,7 @@ class ProcessIsolate:
             error,
         )
         # Under RLIMIT_AS the child answered the request that ran out of memory itself, then left.
-        self._requeue(status, error, answered=status == 504 or returncode == EXIT_MEMORY)
+        self._requeue(status, error, answered=status == 504 or returncode == EXIT_MEMORY or streaming > 0)
         self.replacements += 1
         self._restart()
         if self._on_stuck is not None:
@@ -379,10 +418,11 @@ class ProcessIsolate:
 
 
 def _check_reply(message: tuple[Any, ...]) -> None:
-    """A RESPONSE or ERROR from an untrusted child has exactly the shape the app relies on."""
-    if message[0] == RESPONSE:
+    """A RESPONSE, STREAM or ERROR from an untrusted child has exactly the shape the app relies on."""
+    kind = message[0]
+    if kind in (RESPONSE, STREAM):
         ok = (
-            len(message) == 5
+            len(message) == (5 if kind == RESPONSE else 4)
             and type(message[1]) is int
             and type(message[2]) is int
             and 100 <= message[2] <= 599
@@ -391,7 +431,7 @@ def _check_reply(message: tuple[Any, ...]) -> None:
                 type(pair) is tuple and len(pair) == 2 and type(pair[0]) is bytes and type(pair[1]) is bytes
                 for pair in message[3]
             )
-            and type(message[4]) is bytes
+            and (kind == STREAM or type(message[4]) is bytes)
         )
     else:
         ok = (
@@ -403,6 +443,13 @@ def _check_reply(message: tuple[Any, ...]) -> None:
         )
     if not ok:
         raise ProtocolError(f"a malformed reply {str(message)[:80]}")
+
+
+def _check_chunk(message: tuple[Any, ...]) -> None:
+    """A CHUNK from an untrusted child: (CHUNK, seq, bytes, bool)."""
+    seq, data, more = message[1:] if len(message) == 4 else (None, None, None)
+    if not (type(seq) is int and type(data) is bytes and type(more) is bool):
+        raise ProtocolError(f"a malformed stream piece {str(message)[:80]}")
 
 
 class ProcessBackend:

@@ -24,9 +24,11 @@ from time import monotonic
 from typing import Any
 
 from isolates.backends import (
+    CHUNK,
     ERROR,
     LOADED,
     LOG,
+    STREAM,
     BackendOptions,
     IsolateSpec,
     LoadError,
@@ -34,6 +36,7 @@ from isolates.backends import (
     OnStuck,
     Reply,
     RequestHeaders,
+    StreamReplies,
     kind_options,
 )
 from isolates.guest import GUEST_DIR
@@ -111,6 +114,8 @@ class SubinterpreterIsolate:
         self._done_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._seq = count(1)
         self._pending: dict[int, tuple[asyncio.Future[Reply], float]] = {}
+        # Requests answered with a stream whose end has not come yet.
+        self._streams = StreamReplies(loop, abandon_after, self._check_stuck)
         # Items for the guest not yet put on its queue: flushed as one batch (see _flush).
         self._outbox: list[tuple[Any, ...]] = []
         # Batches put on the guest's queue and eventfd writes that woke it (in /_edge/metrics).
@@ -163,6 +168,7 @@ class SubinterpreterIsolate:
         self.spec = spec
         self._thread.name = f"isolate-{spec.name}"
         self._timeout_message = f"function {spec.name} timed out after {spec.timeout_ms} ms"
+        self._streams.timeout_message = self._timeout_message
         directory = spec.directory
         deps = os.path.join(directory, ".deps")
         paths = (directory, *([deps] if os.path.isdir(deps) else []), str(GUEST_DIR), *stdlib_paths())
@@ -318,12 +324,15 @@ class SubinterpreterIsolate:
     def _on_replies(self) -> None:
         with contextlib.suppress(BlockingIOError):
             os.read(self._done_fd, 8)
-        out_q, pending = self._out_q, self._pending
+        out_q, pending, streams = self._out_q, self._pending, self._streams
         self._last_progress = self._loop.time()
+        started = False
         while queue_count(out_q):
             for message in queue_get(out_q) or _NOTHING:  # None: unbound, its interpreter is gone
                 kind = message[0]
                 if kind <= ERROR:
+                    if kind == ERROR and streams.error(message[1], self._stream_error(message)):
+                        continue
                     entry = pending.pop(message[1], None)
                     if entry is not None:
                         if kind == ERROR and message[2] == 504:  # one text, whichever side noticed first
@@ -332,9 +341,31 @@ class SubinterpreterIsolate:
                             entry[0].set_result(message)
                 elif kind == LOG:
                     self._log_sink(self.spec.name, self.spec.version, message[1], message[2], message[3])
+                elif kind == CHUNK:
+                    streams.chunk(message[1], message[2], message[3])
+                elif kind == STREAM:
+                    streams.start(message[1], message[2], message[3])
+                    started = True
                 elif kind == LOADED:
                     self.is_async = message[3]
                     self._on_loaded(message[1], message[2])
+        if started:
+            self._settle_streams()
+
+    def _stream_error(self, message: tuple[Any, ...]) -> str:
+        return self._timeout_message if message[2] == 504 else message[3]
+
+    def _settle_streams(self) -> None:
+        """Answer the requests whose streams started in the batches just handled."""
+        for reply in self._streams.settle():
+            entry = self._pending.pop(reply[1], None)
+            if entry is None:  # answered already (its deadline passed): nobody reads it
+                if reply[0] == STREAM:
+                    reply[4].close()
+                continue
+            entry[0].set_result(reply)
+            if reply[0] == STREAM:
+                self._streams.opened(reply[1], reply[4], entry[1])
 
     def _on_loaded(self, ok: bool, message: str) -> None:
         if ok:
@@ -383,6 +414,7 @@ class SubinterpreterIsolate:
     def abandon(self) -> None:
         """Stop routing to this isolate; it exits by itself if its stuck call ever returns."""
         self._alive = False
+        self._streams.cut_all(f"function {self.spec.name}: its isolate was replaced (stuck)")
         self._send_now(_STOP)
 
     async def close(self, timeout: float) -> bool:
@@ -406,6 +438,7 @@ class SubinterpreterIsolate:
             self._ready.set_exception(LoadError(f"isolate exited before loading: {error}"))
             self._ready.exception()
         self._fail_pending(503, f"function {self.spec.name} is not running")
+        self._streams.cut_all(f"function {self.spec.name}: its isolate stopped")
         if self._sweep is not None:
             self._sweep.cancel()
         self._loop.remove_reader(self._done_fd)

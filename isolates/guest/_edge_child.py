@@ -12,7 +12,8 @@ Frames on both pipes: a 4-byte little-endian length, then a marshal-encoded tupl
 (the same messages as the interpreter backend's queues, see _edge_runtime).
 Host -> child: (-1, paths, name, version, env, module, attribute, confinement), then requests
 (seq, method, path, query, headers, body, request_id, deadline) and (0,) to stop.
-Child -> host: RESPONSE, ERROR, LOG and LOADED messages.
+Child -> host: RESPONSE, ERROR, STREAM, CHUNK, LOG and LOADED messages (a streamed response's
+pieces go out one frame each as a sync handler makes them, see _Function._stream_sync).
 Standard library only.
 """
 
@@ -236,7 +237,7 @@ def main() -> None:
         adapted = _load_reporting(channel, module_name, attribute, kind)
         if adapted is None:
             return
-        function = _ChildFunction(channel, watchdog, name, version, adapted.handler)
+        function = _ChildFunction(channel, watchdog, name, version, adapted.handler, kind[0])
         if not config["cgroup"]:
             function.memory_message = (
                 f"function {name} exceeded its memory limit of {config['memory_mb']} MiB"

@@ -24,6 +24,11 @@ Guest -> host (out-queue), one batch and one eventfd write per drained batch (or
     (STREAM, seq, status, headers)       a streamed response starts; its body follows as
     (CHUNK, seq, data, more)             pieces of bytes, the last with more=False (an ERROR for
                                          the same seq instead ends the stream cut off)
+    A handler streams by returning a generator, an async generator or a Response whose body is
+    an iterator (edgefn/_wire.py). The function's timeout covers the whole response, not just
+    its first piece: a stream still running at the deadline is interrupted and cut off.
+    A sync handler's pieces go out one batch each as they come (its generator may block
+    between them); an async handler's with the loop's once-per-iteration flush.
     (LOG, stream, request_id, line)
     (LOADED, ok, message, is_async)       once, after the entrypoint was imported (or failed)
 Standard library only; keep module-level imports cheap: they are part of every cold start.
@@ -41,6 +46,7 @@ import time
 import _edge_guard  # imported while the isolate is blank (in the warm pool), not at assignment
 from _edge_compat import queue_count, queue_get, queue_put
 from edgefn._kinds import Adapted, _check_edge, adapt
+from edgefn._wire import chunk as _chunk
 from edgefn._wire import encode as _encode
 
 from edgefn import Context, Headers, Request
@@ -53,6 +59,9 @@ RESPONSE, ERROR, LOG, LOADED, STREAM, CHUNK = 0, 1, 2, 3, 4, 5
 _ONE = (1).to_bytes(8, sys.byteorder)
 _CO_COROUTINE = 0x80
 _PLAIN = frozenset({str, bytes, dict, list, tuple})  # results that are surely not awaitables
+# Iterators that make their pieces without blocking: their pieces are not flushed one by one.
+_IN_MEMORY = frozenset({type(iter([])), type(iter(())), type(iter(b""))})
+_END = object()
 
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
@@ -288,13 +297,36 @@ class _Deadline:
 class _Function:
     """The loaded handler and everything needed to call it."""
 
-    def __init__(self, channel: _Channel, watchdog: _Watchdog, name: str, version: str, handler: Any) -> None:
+    def __init__(
+        self,
+        channel: _Channel,
+        watchdog: _Watchdog,
+        name: str,
+        version: str,
+        handler: Any,
+        kind: str = "edge",
+    ) -> None:
         self.channel = channel
         self.name = name
         self.version = version
         self.handler = handler
         self.watchdog = watchdog
         self._loop: Any = None
+        # Called (once) when an `edge` handler returns a Lambda-shaped dict; None after that.
+        self.lambda_shaped: Any = self._warn_lambda_shaped if kind == "edge" else None
+
+    def _warn_lambda_shaped(self) -> None:
+        self.lambda_shaped = None
+        self.channel.send(
+            (
+                LOG,
+                "stderr",
+                _request_id.get(),
+                f"warning: function {self.name} returned a dict with a 'statusCode' key; it is sent as"
+                ' a JSON body with status 200. If this is an AWS Lambda handler, set `kind = "lambda"`'
+                " in edge.toml",
+            )
+        )
 
     def request(self, item: tuple[Any, ...]) -> Request:
         _, method, path, query, headers, body, request_id, deadline, client = item
@@ -310,9 +342,11 @@ class _Function:
                 result = self.handler(self.request(item))
                 if type(result) not in _PLAIN and hasattr(result, "__await__"):
                     result = self._run_awaitable(result)
+                message = _encode(seq, result, self.lambda_shaped)
+                if message[0] == STREAM:  # the deadline covers the whole stream, not its first piece
+                    message = self._stream_sync(message)
             finally:
                 self.watchdog.disarm(token)
-            message = _encode(seq, result)
         except HandlerTimeout:
             message = (ERROR, seq, 504, f"function {self.name} timed out")
         except (Exception, SystemExit) as exc:  # sys.exit() ends the request, not the isolate
@@ -342,12 +376,89 @@ class _Function:
                     watchdog.disarm(token)
                 if coro is not None:
                     result = await _Deadline(coro, watchdog, late, step)
-            message = _encode(seq, result)
+                message = _encode(seq, result, self.lambda_shaped)
+                if message[0] == STREAM:
+                    message = await self._stream_async(message, late)
         except (HandlerTimeout, TimeoutError):
             message = (ERROR, seq, 504, f"function {self.name} timed out")
         except (Exception, SystemExit) as exc:
             message = self.failure(seq, exc)
         self.channel.send(message)
+
+    def _stream_sync(self, message: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Send a streamed result's start and pieces; returns its last message (raises what it raises).
+
+        Each piece goes to the host before the next is asked for (a generator may block between
+        pieces, e.g. server-sent events), except from an in-memory iterator (a WSGI app's list):
+        then a short body reaches the host in one batch, which answers it as a plain response.
+        No `try` here: the watchdog's interrupt may land in this frame (see the isolates README).
+        """
+        _, seq, status, headers, body = message
+        send, flush = self.channel.send, self.channel.flush
+        send((STREAM, seq, status, headers))
+        if not hasattr(body, "__next__"):
+            body = self._pieces_of(body)
+        eager = type(body) in _IN_MEMORY
+        for piece in body:
+            data = _chunk(piece)
+            if data:
+                send((CHUNK, seq, data, True))
+                if not eager:
+                    flush()
+        return (CHUNK, seq, b"", False)
+
+    def _pieces_of(self, body: Any) -> Any:
+        """An async iterator's pieces for a sync handler, each step run on the private loop."""
+        step = type(body).__anext__
+        while True:
+            try:
+                yield self._run_awaitable(step(body))
+            except StopAsyncIteration:
+                return
+
+    async def _stream_async(self, message: tuple[Any, ...], late: float) -> tuple[Any, ...]:
+        """Send a streamed result's start and pieces from the event loop; returns its last message.
+
+        Pieces go out with the loop's once-per-iteration flush; each step of the body runs with
+        the watchdog armed (as a handler's steps do), within the request's asyncio.timeout.
+        """
+        _, seq, status, headers, body = message
+        send, watchdog = self.channel.send, self.watchdog
+        send((STREAM, seq, status, headers))
+        if not hasattr(body, "__anext__"):
+            # A sync iterator blocks the loop while it makes a piece: an async handler should
+            # return an async generator to stream slowly.
+            while True:
+                token = watchdog.arm(late)
+                try:
+                    piece = next(body, _END)
+                finally:
+                    watchdog.disarm(token)
+                if piece is _END:
+                    return (CHUNK, seq, b"", False)
+                data = _chunk(piece)
+                if data:
+                    send((CHUNK, seq, data, True))
+        step = type(body).__anext__
+        while True:
+            awaitable = step(body).__await__()
+            token = watchdog.arm(late)
+            try:
+                first = awaitable.send(None)
+            except StopIteration as stop:
+                piece, awaitable = stop.value, None
+            except StopAsyncIteration:
+                return (CHUNK, seq, b"", False)
+            finally:
+                watchdog.disarm(token)
+            if awaitable is not None:
+                try:
+                    piece = await _Deadline(awaitable, watchdog, late, first)
+                except StopAsyncIteration:
+                    return (CHUNK, seq, b"", False)
+            data = _chunk(piece)
+            if data:
+                send((CHUNK, seq, data, True))
 
     def failure(self, seq: int, exc: BaseException) -> tuple[Any, ...]:
         import traceback
@@ -499,7 +610,7 @@ def _serve_assignment(
     if adapted is None:
         _wait_for_stop(channel)
         return
-    function = _Function(channel, watchdog, name, version, adapted.handler)
+    function = _Function(channel, watchdog, name, version, adapted.handler, kind[0])
     # Warm fully before reporting LOADED (the host switches traffic then): for an async handler
     # that includes importing asyncio and building the loop, tens of milliseconds.
     loop = _start(channel, adapted)
