@@ -164,21 +164,17 @@ _clock_second = -1
 _clock_text = ""
 
 
-def _request_time(epoch: float) -> str:
-    """`12/Mar/2020:19:03:58 +0000`, formatted once a second."""
+def _request_time(second: int) -> str:
+    """`12/Mar/2020:19:03:58 +0000` for a Unix time (callers reuse it within the same second)."""
     global _clock_second, _clock_text
-    second = int(epoch)
-    if second != _clock_second:
-        _clock_text = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second))
-        _clock_second = second
+    _clock_text = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second))
+    _clock_second = second
     return _clock_text
 
 
-def _body(request: Request, content_type: str) -> tuple[str | None, bool]:
-    """(body as the event carries it, isBase64Encoded); (None, False) when there is none."""
+def _body(request: Request, content_type: str) -> tuple[str, bool]:
+    """(the non-empty body as the event carries it, isBase64Encoded)."""
     body = request.body
-    if not body:
-        return None, False
     kind = content_type.partition(";")[0].strip().lower()
     if kind.startswith("text/") or kind in _TEXT_TYPES or kind.endswith(("+json", "+xml")):
         try:
@@ -186,10 +182,6 @@ def _body(request: Request, content_type: str) -> tuple[str | None, bool]:
         except UnicodeDecodeError:
             pass
     return base64.b64encode(body).decode("ascii"), True
-
-
-def _source_ip(request: Request) -> str:
-    return request.client.rpartition(":")[0] if request.client else ""
 
 
 def event_v2(request: Request) -> dict[str, Any]:
@@ -206,11 +198,14 @@ def event_v2(request: Request) -> dict[str, Any]:
             headers[name] = value
     host = headers.get("host", "localhost")
     now = time.time()
+    second = int(now)
     context = request.context
+    path = request.path
+    client = request.client
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": "$default",
-        "rawPath": request.path,
+        "rawPath": path,
         "rawQueryString": request.query_string,
     }
     if cookies:
@@ -228,21 +223,21 @@ def event_v2(request: Request) -> dict[str, Any]:
         "domainPrefix": host.partition(".")[0],
         "http": {
             "method": request.method,
-            "path": request.path,
+            "path": path,
             "protocol": "HTTP/1.1",
-            "sourceIp": _source_ip(request),
+            "sourceIp": client.rpartition(":")[0] if client else "",
             "userAgent": headers.get("user-agent", ""),
         },
         "requestId": context.request_id,
         "routeKey": "$default",
         "stage": "$default",
-        "time": _request_time(now),
+        "time": _clock_text if second == _clock_second else _request_time(second),
         "timeEpoch": int(now * 1000),
     }
-    body, encoded = _body(request, headers.get("content-type", ""))
-    if body is not None:
-        event["body"] = body
-    event["isBase64Encoded"] = encoded
+    if request.body:
+        event["body"], event["isBase64Encoded"] = _body(request, headers.get("content-type", ""))
+    else:
+        event["isBase64Encoded"] = False
     return event
 
 
@@ -279,11 +274,12 @@ def event_v1(request: Request) -> dict[str, Any]:
     context = request.context
     path = request.path
     identity: dict[str, Any] = dict.fromkeys(_NO_IDENTITY)
-    identity["sourceIp"] = _source_ip(request)
+    identity["sourceIp"] = request.client.rpartition(":")[0] if request.client else ""
     identity["user"] = None
     identity["userAgent"] = user_agent
     identity["userArn"] = None
-    body, encoded = _body(request, headers.get("content-type", ""))
+    body, encoded = _body(request, headers.get("content-type", "")) if request.body else (None, False)
+    second = int(now)
     return {
         "version": "1.0",
         "resource": "/{proxy+}",
@@ -304,7 +300,7 @@ def event_v1(request: Request) -> dict[str, Any]:
             "path": path,
             "protocol": "HTTP/1.1",
             "requestId": context.request_id,
-            "requestTime": _request_time(now),
+            "requestTime": _clock_text if second == _clock_second else _request_time(second),
             "requestTimeEpoch": int(now * 1000),
             "resourceId": None,
             "resourcePath": "/{proxy+}",
@@ -351,9 +347,12 @@ def _response_body(result: dict[str, Any]) -> bytes:
 def _header_items(headers: Any, field: str) -> list[tuple[str, str]]:
     if not headers:
         return []
-    if not isinstance(headers, dict):
+    if type(headers) is not dict:
         raise TypeError(f"lambda handler returned {field} of type {type(headers).__name__}; expected a dict")
-    return [(str(name), _header_value(value)) for name, value in headers.items()]
+    return [
+        (name if type(name) is str else str(name), value if type(value) is str else _header_value(value))
+        for name, value in headers.items()
+    ]
 
 
 def _header_value(value: Any) -> str:
@@ -363,8 +362,10 @@ def _header_value(value: Any) -> str:
 
 
 def _with_type(headers: list[tuple[str, str]], default: str) -> list[tuple[str, str]]:
-    if not any(name.lower() == "content-type" for name, _ in headers):
-        headers.append(("content-type", default))
+    for name, _ in headers:
+        if name.lower() == "content-type":
+            return headers
+    headers.append(("content-type", default))
     return headers
 
 
