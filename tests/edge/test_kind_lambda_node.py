@@ -69,6 +69,11 @@ FAAS = """
         }
 """
 
+MEMORY = """
+    def handler(event, context):
+        return {"memory": context.memory_limit_in_mb, "event": event}
+"""
+
 EDGE_HANDLER = """
     def handler(request):
         return "edge"
@@ -91,6 +96,8 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     write_function(root, "lam-v1", ECHO_V1, 'kind = "lambda"\nlambda_payload = "1.0"\n')
     write_function(root, "lam-async", ASYNC_LAMBDA, 'kind = "lambda"\n')
     write_function(root, "faas", FAAS, 'kind = "openfaas"\nentrypoint = "main:handle"\n')
+    write_function(root, "lam-proc", MEMORY, 'kind = "lambda"\nisolation = "process"\nmemory_mb = 96\n')
+    write_function(root, "lam-memory", MEMORY, 'kind = "lambda"\n')
     write_function(root, "plain", EDGE_HANDLER)
     write_function(root, "wrong", EDGE_HANDLER, 'kind = "lambda"\n')
     for example in ("lambda-hello", "openfaas-hello"):
@@ -195,6 +202,13 @@ def test_an_exception_via_invoke_is_answered_as_the_rie_does_and_logged(node: No
     assert len(error["stackTrace"]) == 1
     assert error["stackTrace"][0].startswith('  File "') and ", in handler\n" in error["stackTrace"][0]
     assert "ValueError: asked to fail: yes" in node.log_text()
+
+
+def test_a_process_isolated_lambda_function_is_told_its_memory_limit(node: Node) -> None:
+    reply = node.get("/2015-03-31/functions/lam-proc/invocations", method="POST", body=b'{"x": 1}')
+    assert reply.json() == {"memory": "96", "event": {"x": 1}}
+    reply = node.get("/2015-03-31/functions/lam-memory/invocations", method="POST", body=b"[]")
+    assert reply.json() == {"memory": "0", "event": []}
 
 
 def test_an_invocation_whose_body_is_not_json_is_a_400(node: Node) -> None:
