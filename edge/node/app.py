@@ -27,6 +27,7 @@ from isolates.backends import (
     BackendOptions,
     Isolate,
     Reply,
+    Stream,
     StreamCut,
     backend_factory,
 )
@@ -227,7 +228,7 @@ class NodeApp:
                 _client(scope),
             )
             if cache is None or reply[0] != RESPONSE:
-                await _send_reply(send, reply, request_id)
+                await _send_reply(send, reply, request_id, receive)
                 return
             ttl = self.cache_ttls.get(function.name, 0)
             response = (reply[2], reply[3], reply[4])
@@ -238,12 +239,15 @@ class NodeApp:
             await send({"type": "http.response.start", "status": result.status, "headers": result.headers})
             await send({"type": "http.response.body", "body": result.body})
             return
-        await self._cached(cache, scope, send, function.name, function.timeout, isolate, body, request_id)
+        await self._cached(
+            cache, scope, receive, send, function.name, function.timeout, isolate, body, request_id
+        )
 
     async def _cached(
         self,
         cache: HttpCache,
         scope: Scope,
+        receive: Receive,
         send: Send,
         name: str,
         timeout: float,
@@ -277,7 +281,7 @@ class NodeApp:
         try:
             result = await cache.handle(request, invoke)
         except Streamed as streamed:
-            await _send_stream(send, streamed.reply, request_id)
+            await _send_stream(send, receive, streamed.reply, request_id)
             return
         response_headers, response_body = result.headers, result.body
         if _NODE_ERROR in response_headers:
@@ -437,38 +441,46 @@ def _client(scope: Scope) -> str:
     return f"{client[0]}:{client[1]}" if client else ""
 
 
-async def _send_reply(send: Send, reply: Reply, request_id: str) -> None:
+async def _send_reply(send: Send, reply: Reply, request_id: str, receive: Receive) -> None:
     if reply[0] == RESPONSE:
         headers = [*reply[3], (b"x-request-id", request_id.encode())]
         await send({"type": "http.response.start", "status": reply[2], "headers": headers})
         await send({"type": "http.response.body", "body": reply[4]})
     elif reply[0] == STREAM:
-        await _send_stream(send, reply, request_id)
+        await _send_stream(send, receive, reply, request_id)
     else:
         await _send_error(send, reply[2], reply[3], request_id)
 
 
-async def _send_stream(send: Send, reply: Reply, request_id: str) -> None:
-    """Send a streamed reply piece by piece (chunked). A stream cut off ends the response
-    abnormally (no terminating chunk); a client that went away stops the sending, while the
-    function's generator runs on until it ends or its deadline."""
-    stream = reply[4]
+async def _send_stream(send: Send, receive: Receive, reply: Reply, request_id: str) -> None:
+    """Send a streamed reply piece by piece (chunked).
+
+    A stream cut off is logged and left without its terminating chunk: the server ends the
+    response abnormally, so the client cannot take it for complete. A client that goes away
+    (`http.disconnect`) stops the sending; the function's generator runs on until it ends or
+    reaches its deadline, and what it still makes is dropped.
+    """
+    stream: Stream = reply[4]
     headers = [*reply[3], (b"x-request-id", request_id.encode())]
+    watch = asyncio.get_running_loop().create_task(_close_on_disconnect(receive, stream))
     try:
         await send({"type": "http.response.start", "status": reply[2], "headers": headers})
         async for data in stream:
             await send({"type": "http.response.body", "body": data, "more_body": True})
     except StreamCut as exc:
         log.error("request %s: streamed response cut off: %s", request_id, exc)
-        raise _CutOff(str(exc)) from None
-    except BaseException:
+        return
+    finally:
+        watch.cancel()
         stream.close()
-        raise
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-class _CutOff(Exception):
-    """Raised to the ASGI server to end a streamed response abnormally (no terminating chunk)."""
+async def _close_on_disconnect(receive: Receive, stream: Stream) -> None:
+    """Close `stream` once the client is gone (the ASGI server keeps accepting sends meanwhile)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    stream.close()
 
 
 async def _send_json(send: Send, status: int, payload: dict[str, Any], request_id: str) -> None:

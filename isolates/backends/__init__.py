@@ -255,10 +255,11 @@ class Stream:
             self._wake()
 
     def close(self) -> None:
-        """The reader is gone (client disconnected): what arrives from now on is dropped."""
+        """The reader is gone (client disconnected): iteration ends, what arrives is dropped."""
         self._closed = True
         self._pieces.clear()
         self._buffered = 0
+        self._wake()
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -269,7 +270,7 @@ class Stream:
         return self
 
     async def __anext__(self) -> bytes:
-        while True:
+        while not self._closed:
             pieces = self._pieces
             if pieces:
                 data = pieces.popleft() if len(pieces) == 1 else b"".join(pieces)
@@ -286,6 +287,7 @@ class Stream:
                 await self._waiter
             finally:
                 self._waiter = None
+        raise StopAsyncIteration
 
 
 class StreamReplies:
