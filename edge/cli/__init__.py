@@ -10,7 +10,14 @@ __all__ = ["main"]
 
 # Each module defines `register(subparsers)`, which adds its subcommands and sets `func`
 # (called with the parsed namespace, returning an exit code).
-_GROUPS = ("edge.cli.node", "edge.cli.origin", "edge.cli.deploy", "edge.cli.up")
+_GROUPS = (
+    "edge.cli.node",
+    "edge.cli.origin",
+    "edge.cli.deploy",
+    "edge.cli.up",
+    "edge.cli.init",
+    "edge.cli.invoke",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
