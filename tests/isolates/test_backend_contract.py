@@ -13,7 +13,7 @@ import pytest
 from node_harness import BOOM, CONTRACT, RUNAWAY, write_function
 
 from edge.node.functions import content_version, isolate_spec
-from isolates.backends import BACKENDS, ERROR, RESPONSE, LoadError
+from isolates.backends import BACKENDS, ERROR, RESPONSE, STREAM, LoadError, StreamCut
 from isolates.manifest import load_manifest
 from isolates.pool import IsolatePool
 
@@ -195,5 +195,146 @@ def test_a_missing_module_fails_the_load_with_its_reason(tmp_path: Path, isolati
             "module not found: entrypoint 'nothere:handler' names module 'nothere', "
             "which is not in the function directory"
         )
+
+    run(body())
+
+
+STREAMING = """
+    import asyncio
+    import time
+
+    from edgefn import Response
+
+    def pieces():
+        yield "one "
+        time.sleep(0.02)
+        yield b"two "
+        time.sleep(0.02)
+        yield "three"
+
+    async def apieces():
+        yield "one "
+        await asyncio.sleep(0.02)
+        yield b"two "
+        await asyncio.sleep(0.02)
+        yield "three"
+
+    def failing():
+        yield "before "
+        time.sleep(0.02)
+        raise ValueError("mid-stream")
+
+    def failing_at_once():
+        raise ValueError("before any piece")
+        yield "never"
+
+    def stuck():
+        yield "before "
+        time.sleep(0.02)
+        time.sleep(3)  # in C: the watchdog cannot interrupt it
+        yield "never"
+
+    def flood():
+        for _ in range(12):
+            time.sleep(0.005)
+            yield b"x" * (1 << 20)
+
+    def handler(request):
+        kind = request.query_string
+        if kind == "sync":
+            return Response(pieces(), 206, [("x-a", "1"), ("x-a", "2")])
+        if kind == "async":
+            return Response(apieces(), 206, [("x-a", "1"), ("x-a", "2")])
+        if kind == "short":
+            return iter([b"all ", b"at ", b"once"])
+        return {"failing": failing, "at-once": failing_at_once, "stuck": stuck, "flood": flood}[kind]()
+"""
+
+
+async def read_stream(reply: tuple[Any, ...]) -> tuple[list[bytes], str]:
+    """The pieces of a STREAM reply and how it ended ("" or the StreamCut message)."""
+    assert reply[0] == STREAM, reply
+    pieces: list[bytes] = []
+    try:
+        async for data in reply[4]:
+            pieces.append(data)
+    except StreamCut as exc:
+        return pieces, str(exc)
+    return pieces, ""
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_generator_streams_its_pieces(tmp_path: Path, isolation: str, flavour: str) -> None:
+    write_function(tmp_path, "streams", STREAMING, f'isolation = "{isolation}"\n')
+
+    async def body() -> None:
+        async with pool_with(tmp_path, "streams") as calls:
+            reply = await calls.call("streams", query=flavour)
+            assert reply[2:4] == (206, (TEXT, (b"x-a", b"1"), (b"x-a", b"2")))
+            pieces, cut = await read_stream(reply)
+            assert (b"".join(pieces), cut) == (b"one two three", "")
+            assert len(pieces) >= 2  # they came as made, not joined at the end
+
+    run(body())
+
+
+def test_a_stream_complete_in_one_batch_is_a_plain_response(tmp_path: Path, isolation: str) -> None:
+    write_function(tmp_path, "streams", STREAMING, f'isolation = "{isolation}"\n')
+
+    async def body() -> None:
+        async with pool_with(tmp_path, "streams") as calls:
+            reply = await calls.call("streams", query="short")
+            assert reply == (RESPONSE, reply[1], 200, (TEXT,), b"all at once")
+
+    run(body())
+
+
+def test_a_failing_stream_is_cut_off_and_one_failing_at_once_is_a_500(tmp_path: Path, isolation: str) -> None:
+    write_function(tmp_path, "streams", STREAMING, f'isolation = "{isolation}"\n')
+
+    async def body() -> None:
+        async with pool_with(tmp_path, "streams") as calls:
+            pieces, cut = await read_stream(await calls.call("streams", query="failing"))
+            assert (b"".join(pieces), cut) == (b"before ", "ValueError: mid-stream")
+            reply = await calls.call("streams", query="at-once")
+            assert reply[0::2] == (ERROR, 500) and reply[3] == "ValueError: before any piece"
+            assert (await calls.call("streams", query="short"))[4] == b"all at once"
+
+    run(body())
+
+
+def test_a_stream_stuck_past_its_deadline_is_cut_off_and_the_function_recovers(
+    tmp_path: Path, isolation: str
+) -> None:
+    write_function(tmp_path, "streams", STREAMING, f'isolation = "{isolation}"\ntimeout_ms = 300\n')
+
+    async def body() -> None:
+        async with pool_with(tmp_path, "streams") as calls:
+            started = time.monotonic()
+            pieces, cut = await read_stream(await calls.call("streams", query="stuck"))
+            # Cut at the deadline plus abandon_after (0.5 s), not when the sleep ends (3 s).
+            assert time.monotonic() - started < 1.5
+            assert (b"".join(pieces), cut) == (b"before ", "function streams timed out after 300 ms")
+            for _ in range(50):
+                reply = await calls.call("streams", query="short")
+                if reply[0] == RESPONSE:
+                    break
+                await asyncio.sleep(0.1)
+            assert reply[4] == b"all at once"
+
+    run(body())
+
+
+def test_a_stream_its_reader_falls_8_mib_behind_is_cut_off(tmp_path: Path, isolation: str) -> None:
+    write_function(tmp_path, "streams", STREAMING, f'isolation = "{isolation}"\ntimeout_ms = 5000\n')
+
+    async def body() -> None:
+        async with pool_with(tmp_path, "streams") as calls:
+            reply = await calls.call("streams", query="flood")
+            await asyncio.sleep(0.5)  # not reading meanwhile
+            pieces, cut = await read_stream(reply)
+            assert cut == "the client fell more than 8 MiB behind the function"
+            assert 8 << 20 <= len(b"".join(pieces)) < 12 << 20
+            assert (await calls.call("streams", query="short"))[4] == b"all at once"
 
     run(body())
