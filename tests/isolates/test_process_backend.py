@@ -93,6 +93,15 @@ SPY = """
             # Garbage on the reply pipe (its fd is the child's second argument).
             os.write(int(sys.argv[2]), (12).to_bytes(4, "little") + b"not marshal!")
             return "forged"
+        if what in ("forge-stream", "forge-chunk"):
+            import marshal
+            import sys
+            # Well-framed, well-marshalled messages of the wrong shape: a STREAM with a status
+            # out of range, a CHUNK whose data is text.
+            message = (4, 1, 99999, ()) if what == "forge-stream" else (5, 1, "text", True)
+            frame = marshal.dumps((message,))
+            os.write(int(sys.argv[2]), len(frame).to_bytes(4, "little") + frame)
+            return "forged"
         if what == "listen":
             return attempt(lambda: socket.create_server(("127.0.0.1", 0)).close())
         if what == "run":
@@ -553,6 +562,22 @@ def test_a_child_that_forges_replies_is_replaced(tmp_path: Path) -> None:
             isolate = await h.start(directory)
             first = isolate.pid
             reply = await h.call(isolate, "forge")
+            assert reply == (ERROR, 1, 502, "function spy sent a malformed reply; its process was replaced")
+            assert (await h.call(isolate))[4] == b"spy"
+            assert isolate.pid != first
+
+    run(body())
+
+
+@pytest.mark.parametrize("what", ["forge-stream", "forge-chunk"])
+def test_a_child_that_forges_stream_messages_is_replaced(tmp_path: Path, what: str) -> None:
+    directory = process_function(tmp_path, "spy", SPY)
+
+    async def body() -> None:
+        async with harness() as h:
+            isolate = await h.start(directory)
+            first = isolate.pid
+            reply = await h.call(isolate, what)
             assert reply == (ERROR, 1, 502, "function spy sent a malformed reply; its process was replaced")
             assert (await h.call(isolate))[4] == b"spy"
             assert isolate.pid != first
