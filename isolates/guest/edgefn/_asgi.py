@@ -24,6 +24,7 @@ Standard library only; relative imports (this package is `edgefn` in isolates).
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from collections import deque
 
@@ -42,6 +43,8 @@ __all__ = ["ClientDisconnected", "LifespanFailed", "adapt"]
 EXPECTED = "an ASGI 3 application: async def app(scope, receive, send)"
 _ASGI = {"version": "3.0", "spec_version": "2.4"}
 _CO_COROUTINE = 0x80
+# Paths that percent-encoding leaves as they are (urllib.parse.quote's always-safe set and ours).
+_RAW_SAFE = re.compile(r"[A-Za-z0-9_.\-~/:@!$&'()*+,;=]*")
 _ASGI2 = (
     "; ASGI 2 applications (called with the scope, returning a coroutine function of "
     "(receive, send)) are not supported: wrap it with asgiref.compatibility.guarantee_single_callable "
@@ -114,9 +117,13 @@ def _is_coroutine_function(target: Any) -> bool:
 
 def scope_of(request: Request, state: dict[str, Any]) -> dict[str, Any]:
     """The ASGI http scope of `request`; `state` is what the lifespan left (copied per request)."""
-    from urllib.parse import quote
-
     path = request.path
+    if path.isascii() and _RAW_SAFE.fullmatch(path):
+        raw_path = path.encode("ascii")
+    else:
+        from urllib.parse import quote
+
+        raw_path = quote(path, safe="/:@!$&'()*+,;=~").encode("ascii")
     return {
         "type": "http",
         "asgi": _ASGI,
@@ -124,7 +131,7 @@ def scope_of(request: Request, state: dict[str, Any]) -> dict[str, Any]:
         "method": request.method,
         "scheme": "http",
         "path": path,
-        "raw_path": quote(path, safe="/:@!$&'()*+,;=~").encode("ascii"),
+        "raw_path": raw_path,
         "query_string": request.query_string.encode("latin-1"),
         "root_path": "",
         "headers": [(name.lower(), value) for name, value in request.headers._pairs()],
@@ -164,11 +171,20 @@ class _Application:
         self.state: dict[str, Any] = {}
 
     async def handle(self, request: Request) -> Response:
-        exchange = _Exchange(request.body)
-        task = asyncio.get_running_loop().create_task(
-            self._app(scope_of(request, self.state), exchange.receive, exchange.send)  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        exchange = _Exchange(request.body, loop)
+        # Started eagerly: the app runs in its own task (anyio's cancel scopes want that) but at
+        # once, inside this step; most apps answer without waiting, so neither side needs another
+        # loop iteration, and the watchdog, armed for this step, covers the app's code too.
+        task = asyncio.Task(
+            self._app(scope_of(request, self.state), exchange.receive, exchange.send),  # type: ignore[arg-type]
+            loop=loop,
+            eager_start=True,
         )
-        task.add_done_callback(exchange.finished)
+        if task.done():
+            exchange.finished(task)
+        else:
+            task.add_done_callback(exchange.finished)
         try:
             response = await exchange.head
         except BaseException:  # the deadline passed (or the app failed: then the task is done)
@@ -194,13 +210,13 @@ class _Exchange:
 
     __slots__ = ("_body", "_status", "_stream", "done", "head", "headers")
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes, loop: asyncio.AbstractEventLoop) -> None:
         self._body: bytes | None = body
         self._status = 0
         self._stream: _Stream | None = None
         self.headers: list[tuple[str, str]] = []
         # Resolves to the Response the handler returns, or to the app's exception.
-        self.head: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self.head: asyncio.Future[Response] = loop.create_future()
         # Set when the response is complete or the client went away.
         self.done = asyncio.Event()
 

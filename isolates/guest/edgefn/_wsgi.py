@@ -34,6 +34,8 @@ EXPECTED = "a WSGI application: app(environ, start_response)"
 _CO_COROUTINE = 0x80
 # Request headers the environ carries as CONTENT_TYPE/CONTENT_LENGTH, not HTTP_*.
 _CONTENT = {b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENGTH"}
+# Header name as received -> its environ key (see _key).
+_KEYS: dict[bytes, str] = {}
 
 
 def adapt(target: Any, options: dict[str, Any], entrypoint: str) -> Adapted:
@@ -79,11 +81,13 @@ def environ_of(request: Request) -> dict[str, Any]:
         # The node read the whole body (a chunked one too): reading wsgi.input to its end is safe.
         "wsgi.input_terminated": True,
     }
-    for raw, value in request.headers._pairs():
-        name = raw.lower()
-        if b"_" in name:
+    keys = _KEYS
+    for name, value in request.headers._pairs():
+        key = keys.get(name)
+        if key is None:
+            key = _key(name)
+        if not key:
             continue
-        key = _CONTENT.get(name) or "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
         text = value.decode("latin-1")
         environ[key] = f"{environ[key]},{text}" if key in environ else text
     if body or "CONTENT_LENGTH" in environ:
@@ -99,6 +103,18 @@ def environ_of(request: Request) -> dict[str, Any]:
         environ["REMOTE_ADDR"] = address.strip("[]")
         environ["REMOTE_PORT"] = remote_port
     return environ
+
+
+def _key(name: bytes) -> str:
+    """The environ key of a request header ("" to leave it out), remembered for the next request."""
+    lowered = name.lower()
+    if b"_" in lowered:
+        key = ""
+    else:
+        key = _CONTENT.get(lowered) or "HTTP_" + lowered.decode("latin-1").upper().replace("-", "_")
+    if len(_KEYS) < 512:  # the usual header names; a client sending made-up ones does not grow it
+        _KEYS[name] = key
+    return key
 
 
 class _Application:
