@@ -56,6 +56,25 @@ WSGI_ENVIRON = """
         return [body]
 """
 
+# `?spin` loops in Python until the watchdog interrupts it at the deadline.
+ASGI_SPIN = """
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        while scope["query_string"] == b"spin":
+            pass
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"still serving"})
+"""
+
+WSGI_SPIN = """
+    def app(environ, start_response):
+        while environ["QUERY_STRING"] == "spin":
+            pass
+        start_response("200 OK", [])
+        return [b"still serving"]
+"""
+
 STARTUP_FAILS = """
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
@@ -80,6 +99,8 @@ def functions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     manifest.write_text(manifest.read_text().replace('isolation = "process"', 'isolation = "interpreter"'))
     write_function(root, "asgi-scope", ASGI_SCOPE, 'kind = "asgi"\n')
     write_function(root, "wsgi-environ", WSGI_ENVIRON, 'kind = "wsgi"\n')
+    write_function(root, "asgi-spin", ASGI_SPIN, 'kind = "asgi"\ntimeout_ms = 300\n')
+    write_function(root, "wsgi-spin", WSGI_SPIN, 'kind = "wsgi"\ntimeout_ms = 300\n')
     write_function(root, "startup-fails", STARTUP_FAILS, 'kind = "asgi"\n')
     write_function(root, "edge-as-asgi", "def app(request):\n    return 'hi'\n", 'kind = "asgi"\n')
     return root
@@ -268,6 +289,14 @@ def test_wsgi_environ_over_http(node: Node) -> None:
         "body": "payload",
     }
     assert shown["HTTP_X_ONE"] == "1"
+
+
+@pytest.mark.parametrize("name", ["asgi-spin", "wsgi-spin"])
+def test_an_app_spinning_past_its_deadline_is_a_504_and_the_isolate_serves_on(node: Node, name: str) -> None:
+    reply = node.get(f"/{name}?spin")
+    assert reply.status == 504
+    assert error_of(reply) == f"function {name} timed out after 300 ms"
+    assert node.get(f"/{name}").body == b"still serving"
 
 
 # --- load errors --------------------------------------------------------------------------------
