@@ -9,14 +9,16 @@ over (or the client is gone) and says `http.disconnect`; `send()` after that rai
 `ClientDisconnected`, an OSError, as spec version 2.4 asks.
 
 The lifespan protocol runs in `startup` and `shutdown` (the runtime calls them on the isolate's
-loop); an app that raises on the lifespan scope, or returns without answering, has no lifespan,
-as uvicorn's `lifespan = "auto"` decides. Not supported: ASGI 2 double callables, websockets
-(the node closes them), `http.response.trailers` (ignored) and extensions (none are offered).
+loop; shutdown is given the function's timeout); an app that raises on the lifespan scope, or
+returns without answering, has no lifespan, as uvicorn's `lifespan = "auto"` decides.
+Not supported: ASGI 2 double callables, websockets (the node closes them),
+`http.response.trailers` (ignored) and extensions (none are offered).
 
 Known differences from a socket server: the request path reaches the isolate decoded, so
 `raw_path` is that path percent-encoded again (an encoded "/" in the original comes back as "/").
-The watchdog interrupts a handler's own steps, and the app runs in a task of its own: an app that
-blocks the loop is answered 504 only once it gives the loop back.
+The app runs in a task of its own, started eagerly inside the handler's step, so the watchdog
+covers its code until it first waits; an app that spins after waiting is not interrupted (the node
+answers 504 at the deadline and replaces the stuck isolate).
 
 Standard library only; relative imports (this package is `edgefn` in isolates).
 """
