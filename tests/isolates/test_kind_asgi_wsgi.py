@@ -414,6 +414,25 @@ def test_asgi_lifespan_startup_failed_is_a_load_error_with_its_message(
     assert capsys.readouterr().err == "ASGI lifespan.startup.failed:\nTraceback...\nOSError: no db\n"
 
 
+def test_asgi_lifespan_app_still_waiting_after_startup_failed_is_cancelled() -> None:
+    log: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "no database"})
+        try:
+            await receive()
+        except asyncio.CancelledError:
+            log.append("cancelled")
+            raise
+
+    adapted = asgi(app)
+    assert adapted.startup is not None
+    with pytest.raises(LifespanFailed, match=r"^the ASGI app sent lifespan\.startup\.failed: no database$"):
+        asyncio.run(adapted.startup())
+    assert log == ["cancelled"]
+
+
 def test_asgi_lifespan_shutdown_failed_raises() -> None:
     adapted = asgi(lifespan_app([], fail="shutdown"))
 

@@ -388,13 +388,22 @@ class _Lifespan:
         if answer is None:
             return False
         if answer[0] == "lifespan.startup.failed":
+            await self._end()
             raise LifespanFailed(_failure(*answer))
         return True
 
     async def stop(self) -> None:
         answer = await self._exchange("lifespan.shutdown")
+        await self._end()
         if answer is not None and answer[0] == "lifespan.shutdown.failed":
             raise LifespanFailed(_failure(*answer))
+
+    async def _end(self) -> None:
+        """Cancel an app still waiting on the lifespan scope: its loop is about to close."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait((task,), timeout=1.0)
 
     async def _exchange(self, event: str) -> tuple[str, str] | None:
         """Give the app `event`; its answer (type, message), None when the app ended instead."""
