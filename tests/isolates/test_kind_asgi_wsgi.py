@@ -445,6 +445,33 @@ def test_asgi_lifespan_shutdown_failed_raises() -> None:
         asyncio.run(main())
 
 
+def test_asgi_background_work_after_the_response_finishes_before_shutdown() -> None:
+    log: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            log.append("lifespan shutdown")
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await respond(send, b"answered")
+        await asyncio.sleep(0.02)  # Starlette's BackgroundTask runs here
+        log.append("background done")
+
+    adapted = asgi(app)
+
+    async def main() -> None:
+        assert adapted.startup is not None and adapted.shutdown is not None
+        await adapted.startup()
+        response = await adapted.handler(make_request())
+        log.append(f"response {response.body!r}")
+        await adapted.shutdown()
+
+    asyncio.run(main())
+    assert log == ["response b'answered'", "background done", "lifespan shutdown"]
+
+
 def test_asgi_app_that_raises_on_lifespan_has_none(capsys: pytest.CaptureFixture[str]) -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

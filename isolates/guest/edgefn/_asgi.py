@@ -203,6 +203,13 @@ class _Application:
             self._lifespan = lifespan
 
     async def shutdown(self) -> None:
+        """Let apps still running after their response finish (background tasks), then lifespan."""
+        if self._running:
+            _, pending = await asyncio.wait(self._running, timeout=self._shutdown_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
         if self._lifespan is not None:
             await asyncio.wait_for(self._lifespan.stop(), self._shutdown_timeout)
 
