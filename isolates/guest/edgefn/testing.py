@@ -169,7 +169,7 @@ class TestClient:
         finally:
             self._started = False
             if self._loop is not None:
-                self._loop.close()
+                _close(self._loop)
                 self._loop = None
 
     def request(
@@ -334,6 +334,22 @@ async def _within(awaitable: Any, deadline: float, timeout_ms: int) -> Any:
         raise TimeoutError(
             f"the handler ran past timeout_ms={timeout_ms}; a node answers 504 (function timed out)"
         ) from None
+
+
+def _close(loop: AbstractEventLoop) -> None:
+    """Close `loop` as asyncio.run does: what is still pending (an ASGI app's lifespan task after a
+    failed startup, a stream left unfinished) is cancelled and let finish first."""
+    import asyncio
+
+    try:
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
 
 
 def _query_string(query: QueryArg) -> str:
