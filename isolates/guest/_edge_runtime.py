@@ -312,6 +312,8 @@ class _Function:
         self.handler = handler
         self.watchdog = watchdog
         self._loop: Any = None
+        # The body a sync handler's stream is sending (closed if the stream ends early).
+        self._body: Any = None
         # Called (once) when an `edge` handler returns a Lambda-shaped dict; None after that.
         self.lambda_shaped: Any = self._warn_lambda_shaped if kind == "edge" else None
 
@@ -349,8 +351,12 @@ class _Function:
                 self.watchdog.disarm(token)
         except HandlerTimeout:
             message = (ERROR, seq, 504, f"function {self.name} timed out")
+            if self._body is not None:
+                self._close_body()
         except (Exception, SystemExit) as exc:  # sys.exit() ends the request, not the isolate
             message = self.failure(seq, exc)
+            if self._body is not None:
+                self._close_body()
         _request_id.set("")
         self.channel.send(message)
 
@@ -378,7 +384,12 @@ class _Function:
                     result = await _Deadline(coro, watchdog, late, step)
                 message = _encode(seq, result, self.lambda_shaped)
                 if message[0] == STREAM:
-                    message = await self._stream_async(message, late)
+                    body = message[4]
+                    try:
+                        message = await self._stream_async(message, late)
+                    except BaseException:
+                        await _close_async(body)
+                        raise
         except (HandlerTimeout, TimeoutError):
             message = (ERROR, seq, 504, f"function {self.name} timed out")
         except (Exception, SystemExit) as exc:
@@ -396,6 +407,7 @@ class _Function:
         _, seq, status, headers, body = message
         send, flush = self.channel.send, self.channel.flush
         send((STREAM, seq, status, headers))
+        self._body = body
         if not hasattr(body, "__next__"):
             body = self._pieces_of(body)
         eager = type(body) in _IN_MEMORY
@@ -405,7 +417,19 @@ class _Function:
                 send((CHUNK, seq, data, True))
                 if not eager:
                     flush()
+        self._body = None
         return (CHUNK, seq, b"", False)
+
+    def _close_body(self) -> None:
+        """A stream ended early (failed, timed out): let its body clean up (generator, WSGI iterable)."""
+        body, self._body = self._body, None
+        try:
+            if hasattr(body, "close"):
+                body.close()
+            elif hasattr(body, "aclose"):
+                self._run_awaitable(body.aclose())
+        except BaseException as exc:  # logged: the request already failed
+            self.failure(0, exc)
 
     def _pieces_of(self, body: Any) -> Any:
         """An async iterator's pieces for a sync handler, each step run on the private loop."""
@@ -477,6 +501,19 @@ class _Function:
     def close(self) -> None:
         if self._loop is not None:
             self._loop.close()
+
+
+async def _close_async(body: Any) -> None:
+    """A stream ended early (failed, timed out): let its body clean up (async generator, ASGI)."""
+    try:
+        if hasattr(body, "aclose"):
+            await body.aclose()
+        elif hasattr(body, "close"):
+            body.close()
+    except Exception as exc:  # logged: the request already failed
+        import traceback
+
+        print("".join(traceback.format_exception(exc)).rstrip("\n"), file=sys.stderr)
 
 
 def _isolate_environment(env: dict[str, str]) -> None:

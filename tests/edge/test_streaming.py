@@ -56,9 +56,13 @@ STREAMS = """
         yield "whole"
 
     def wrong():
-        yield "fine\\n"
-        time.sleep(0.05)
-        yield 42
+        try:
+            yield "fine\\n"
+            time.sleep(0.05)
+            yield 42
+            yield "never"
+        finally:
+            print("wrong closed")
 
     def handler(request):
         kind = request.query_string
@@ -108,6 +112,15 @@ ASYNC_STREAMS = """
             await asyncio.sleep(0.05)
             yield "tick\\n"
 
+    async def wrong():
+        try:
+            yield "fine\\n"
+            await asyncio.sleep(0.05)
+            yield 42
+            yield "never"
+        finally:
+            print("wrong closed")
+
     async def handler(request):
         kind = request.query_string
         if kind == "sync":
@@ -118,6 +131,8 @@ ASYNC_STREAMS = """
             return Response(short(), headers={"Cache-Control": "max-age=60"})
         if kind == "endless":
             return endless()
+        if kind == "wrong":
+            return wrong()
         return "plain"
 """
 
@@ -239,16 +254,20 @@ def test_a_generator_raising_mid_stream_cuts_the_response_off(node: Node, name: 
     assert node.get(f"/{name}").body == b"plain"
 
 
-def test_a_piece_that_is_not_bytes_or_str_cuts_the_stream_naming_its_type(node: Node) -> None:
-    streamed = Streamed(node, "/streams?wrong")
+@pytest.mark.parametrize("name", ["streams", "astreams", "pstreams"])
+def test_a_piece_that_is_not_bytes_or_str_cuts_the_stream_naming_its_type(node: Node, name: str) -> None:
+    streamed = Streamed(node, f"/{name}?wrong")
     with pytest.raises(http.client.IncompleteRead):
         streamed.read_all()
     assert b"".join(data for _, data in streamed.pieces) == b"fine\n"
+    request_id = streamed.headers["x-request-id"]
     assert logged(
         node,
-        f"request {streamed.headers['x-request-id']}: streamed response cut off: "
+        f"request {request_id}: streamed response cut off: "
         "TypeError: streamed response yielded int; expected bytes or str",
     )
+    # The generator was closed (its `finally` ran) rather than left suspended.
+    assert logged(node, f"[{name} {request_id}] wrong closed")
 
 
 @pytest.mark.parametrize("name", ["streams", "astreams", "pstreams", "pastreams"])
