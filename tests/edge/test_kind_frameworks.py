@@ -75,6 +75,39 @@ WSGI_SPIN = """
         return [b"still serving"]
 """
 
+# Endless streams: what each app learns when the node cuts its stream off at the deadline.
+ASGI_ENDLESS = """
+    import asyncio
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200})
+        try:
+            while True:
+                await send({"type": "http.response.body", "body": b"tick\\n", "more_body": True})
+                await asyncio.sleep(0.05)
+        except OSError as exc:
+            print(f"asgi app told: {type(exc).__name__}: {exc}")
+"""
+
+WSGI_ENDLESS = """
+    import time
+
+    class Ticks:
+        def __iter__(self):
+            while True:
+                time.sleep(0.05)
+                yield b"tick\\n"
+
+        def close(self):
+            print("wsgi iterable closed")
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Ticks()
+"""
+
 STARTUP_FAILS = """
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
@@ -101,6 +134,8 @@ def functions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_function(root, "wsgi-environ", WSGI_ENVIRON, 'kind = "wsgi"\n')
     write_function(root, "asgi-spin", ASGI_SPIN, 'kind = "asgi"\ntimeout_ms = 300\n')
     write_function(root, "wsgi-spin", WSGI_SPIN, 'kind = "wsgi"\ntimeout_ms = 300\n')
+    write_function(root, "asgi-endless", ASGI_ENDLESS, 'kind = "asgi"\ntimeout_ms = 400\n')
+    write_function(root, "wsgi-endless", WSGI_ENDLESS, 'kind = "wsgi"\ntimeout_ms = 400\n')
     write_function(root, "startup-fails", STARTUP_FAILS, 'kind = "asgi"\n')
     write_function(root, "edge-as-asgi", "def app(request):\n    return 'hi'\n", 'kind = "asgi"\n')
     return root
@@ -297,6 +332,30 @@ def test_an_app_spinning_past_its_deadline_is_a_504_and_the_isolate_serves_on(no
     assert reply.status == 504
     assert error_of(reply) == f"function {name} timed out after 300 ms"
     assert node.get(f"/{name}").body == b"still serving"
+
+
+@pytest.mark.parametrize(
+    ("name", "told"),
+    [
+        ("asgi-endless", "asgi app told: ClientDisconnected: the response is over"),
+        ("wsgi-endless", "wsgi iterable closed"),
+    ],
+)
+def test_a_stream_cut_off_at_the_deadline_tells_the_app(node: Node, name: str, told: str) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", node.port, timeout=10)
+    try:
+        connection.request("GET", f"/{name}")
+        response = connection.getresponse()
+        assert response.status == 200
+        assert response.readline() == b"tick\n"
+        with pytest.raises(http.client.IncompleteRead):  # cut off: no last chunk
+            response.read()
+    finally:
+        connection.close()
+    deadline = time.monotonic() + 5
+    while told not in node.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert told in node.log_text()
 
 
 # --- load errors --------------------------------------------------------------------------------

@@ -213,7 +213,10 @@ def test_asgi_closing_the_stream_disconnects_the_app() -> None:
         await asyncio.sleep(0.01)
 
     asyncio.run(main())
-    assert events == ["ClientDisconnected: the client went away", {"type": "http.disconnect"}]
+    assert events == [
+        "ClientDisconnected: the response is over: it was complete, or the client went away",
+        {"type": "http.disconnect"},
+    ]
 
 
 def test_asgi_stream_cancelled_at_the_deadline_disconnects_the_app() -> None:

@@ -52,6 +52,7 @@ _ASGI2 = (
     "(receive, send)) are not supported: wrap it with asgiref.compatibility.guarantee_single_callable "
     "or use a framework version that speaks ASGI 3"
 )
+_GONE = "the response is over: it was complete, or the client went away"
 # The app's send() waits for the node to take its pieces once this many are queued.
 _QUEUED = 2
 
@@ -241,7 +242,7 @@ class _Exchange:
         kind = message["type"]
         if kind == "http.response.body":
             if self.done.is_set():
-                raise ClientDisconnected("send() after the response ended or the client went away")
+                raise ClientDisconnected(_GONE)
             if not self._status:
                 raise RuntimeError("the ASGI app sent http.response.body before http.response.start")
             body, more = message.get("body", b""), message.get("more_body", False)
@@ -334,7 +335,7 @@ class _Stream:
             self._writer = asyncio.get_running_loop().create_future()
             await self._writer
         if self._exchange.done.is_set():
-            raise ClientDisconnected("the client went away")
+            raise ClientDisconnected(_GONE)
 
     def _wake_reader(self) -> None:
         if self._reader is not None and not self._reader.done():
