@@ -28,7 +28,8 @@ async def home(request: Request):
     return PlainTextResponse(f"{request.state.greeting}, {request.query_params.get('name', 'world')}")
 
 
-async def item(request: Request):
+def item(request: Request):
+    # A plain def: Starlette runs it in a worker thread (anyio), inside the isolate.
     item_id = request.path_params["item_id"]
     return JSONResponse({"id": item_id, "name": f"item {item_id}", "started_at": request.state.started_at})
 
