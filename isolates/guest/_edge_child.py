@@ -233,6 +233,7 @@ def main() -> None:
     watchdog = _Watchdog(threading.get_ident())
     loop = None
     adapted = None
+    function = None
     try:
         adapted = _load_reporting(channel, module_name, attribute, kind)
         if adapted is None:
@@ -258,6 +259,8 @@ def main() -> None:
             _stop(adapted, loop)
         if loop is not None:
             loop.close()
+        if function is not None:
+            function.close()
         _request_id.set("")
         watchdog.stop()
         sys.stdout.flush()

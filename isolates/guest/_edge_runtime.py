@@ -294,6 +294,65 @@ class _Deadline:
                 value, error = None, exc
 
 
+# How long a sync stream's piece may wait for the next one, to go to the host in one batch.
+_STREAM_DELAY = 0.001
+
+
+class _Flusher:
+    """A thread that sends a sync stream's waiting messages when its body is slow to make a piece.
+
+    While the serving thread is inside the body (`hand_over` to `take_back`) the outbox is this
+    thread's: the serving thread's own sends (a print in the generator) go straight to the host
+    meanwhile, as other threads' do. So only one thread ever touches the outbox.
+    """
+
+    def __init__(self, channel: Any) -> None:
+        self._channel = channel
+        self._serving = channel._serving_thread
+        self._cond = threading.Condition(threading.Lock())
+        self._due = 0.0  # 0: not handed over
+        self._idle = True
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="edge-flusher", daemon=False)
+        self._thread.start()
+
+    def hand_over(self, due: float) -> None:
+        """The serving thread is about to call into the body: flush at `due` unless it is back."""
+        self._channel._serving_thread = 0
+        with self._cond:
+            self._due = due
+            if self._idle:
+                self._cond.notify()
+
+    def take_back(self) -> None:
+        """The body returned (or raised): the outbox is the serving thread's again."""
+        with self._cond:
+            self._due = 0.0
+        self._channel._serving_thread = self._serving
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._stopped:
+                due = self._due
+                if not due:
+                    self._idle = True
+                    self._cond.wait()
+                    self._idle = False
+                    continue
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                self._channel.flush()
+                self._due = 0.0
+
+
 class _Function:
     """The loaded handler and everything needed to call it."""
 
@@ -314,6 +373,8 @@ class _Function:
         self._loop: Any = None
         # The body a sync handler's stream is sending (closed if the stream ends early).
         self._body: Any = None
+        # Sends a sync stream's waiting pieces while its body blocks (started by the first stream).
+        self._flusher: _Flusher | None = None
         # Called (once) when an `edge` handler returns a Lambda-shaped dict; None after that.
         self.lambda_shaped: Any = self._warn_lambda_shaped if kind == "edge" else None
 
@@ -399,29 +460,56 @@ class _Function:
     def _stream_sync(self, message: tuple[Any, ...]) -> tuple[Any, ...]:
         """Send a streamed result's start and pieces; returns its last message (raises what it raises).
 
-        Each piece goes to the host before the next is asked for (a generator may block between
-        pieces, e.g. server-sent events), except from an in-memory iterator (a WSGI app's list):
-        then a short body reaches the host in one batch, which answers it as a plain response.
+        Pieces wait in the outbox while the body makes the next one quickly; once the oldest has
+        waited _STREAM_DELAY, they go (the flusher sends them while the body blocks, e.g. between
+        server-sent events). So a short body reaches the host in one batch, which answers it as
+        a plain response, and a slow one's pieces reach the client as they are made.
         No `try` here: the watchdog's interrupt may land in this frame (see the isolates README).
         """
         _, seq, status, headers, body = message
-        send, flush = self.channel.send, self.channel.flush
+        channel = self.channel
+        send, clock = channel.send, time.monotonic
         send((STREAM, seq, status, headers))
         self._body = body
         if not hasattr(body, "__next__"):
             body = self._pieces_of(body)
-        eager = type(body) in _IN_MEMORY
-        for piece in body:
+        if type(body) in _IN_MEMORY:  # pieces without waiting (a WSGI app's list)
+            for piece in body:
+                data = _chunk(piece)
+                if data:
+                    send((CHUNK, seq, data, True))
+            self._body = None
+            return (CHUNK, seq, b"", False)
+        flusher = self._flusher or self._start_flusher()
+        oldest = clock()  # when the oldest message in the outbox was put there
+        while True:
+            if channel.outbox:
+                flusher.hand_over(oldest + _STREAM_DELAY)
+                piece = next(body, _END)
+                flusher.take_back()
+            else:
+                piece = next(body, _END)
+            if piece is _END:
+                break
             data = _chunk(piece)
             if data:
+                now = clock()
+                if not channel.outbox:  # (the flusher may have sent what waited)
+                    oldest = now
                 send((CHUNK, seq, data, True))
-                if not eager:
-                    flush()
+                if now - oldest >= _STREAM_DELAY:
+                    channel.flush()
         self._body = None
         return (CHUNK, seq, b"", False)
 
+    def _start_flusher(self) -> _Flusher:
+        self._flusher = _Flusher(self.channel)
+        return self._flusher
+
     def _close_body(self) -> None:
         """A stream ended early (failed, timed out): let its body clean up (generator, WSGI iterable)."""
+        if self._flusher is not None:
+            self._flusher.take_back()
         body, self._body = self._body, None
         try:
             if hasattr(body, "close"):
@@ -501,6 +589,8 @@ class _Function:
     def close(self) -> None:
         if self._loop is not None:
             self._loop.close()
+        if self._flusher is not None:
+            self._flusher.stop()
 
 
 async def _close_async(body: Any) -> None:

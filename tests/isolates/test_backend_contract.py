@@ -247,6 +247,8 @@ STREAMING = """
             return Response(apieces(), 206, [("x-a", "1"), ("x-a", "2")])
         if kind == "short":
             return iter([b"all ", b"at ", b"once"])
+        if kind == "short-generator":
+            return (piece for piece in ("all ", b"at ", "once"))
         return {"failing": failing, "at-once": failing_at_once, "stuck": stuck, "flood": flood}[kind]()
 """
 
@@ -283,8 +285,9 @@ def test_a_stream_complete_in_one_batch_is_a_plain_response(tmp_path: Path, isol
 
     async def body() -> None:
         async with pool_with(tmp_path, "streams") as calls:
-            reply = await calls.call("streams", query="short")
-            assert reply == (RESPONSE, reply[1], 200, (TEXT,), b"all at once")
+            for kind in ("short", "short-generator"):
+                reply = await calls.call("streams", query=kind)
+                assert reply == (RESPONSE, reply[1], 200, (TEXT,), b"all at once"), kind
 
     run(body())
 
