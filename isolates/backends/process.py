@@ -11,6 +11,8 @@ A child that crashes, passes its memory limit or stays stuck past a deadline is 
 replaced by the isolate itself (`recovers`): the request it was running gets 502 (crash), 503
 (memory, CPU time) or already had its 504; requests queued behind it move to the replacement.
 Replies are untrusted input: decoded without code objects, checked for shape, size-capped.
+Streamed replies work as in the interpreter backend (`StreamReplies`): a STREAM or CHUNK of the
+wrong shape is a protocol error like any other, and a child that ends mid-stream cuts it off.
 """
 
 from __future__ import annotations

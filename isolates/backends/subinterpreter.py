@@ -7,6 +7,12 @@ one batch (one queue operation) at the next iteration, with one eventfd write on
 sleeps. The guest answers all it drained with one batch of replies and one write of the
 eventfd the loop watches with `add_reader`. So there is no thread hand-off per request, and the
 busier the node, the bigger the batches.
+
+A streamed reply (STREAM, then CHUNK pieces) resolves its request's future with a `Stream` fed as
+the pieces arrive (`StreamReplies`); one complete within the batches of one wake-up is answered
+as a plain RESPONSE. Once streaming, a request is past the 504 sweep: it ends with its last
+piece, an ERROR (cut off), the isolate's end, or `abandon_after` past its deadline (cut off, and
+the isolate is replaced when it made no progress since the deadline).
 """
 
 from __future__ import annotations
