@@ -159,8 +159,6 @@ def _deploy(args: argparse.Namespace) -> int:
     try:
         manifest = load_manifest(directory)
         data = bundle.build(directory, platform=args.platform)
-        # What the origin checks on upload (the entrypoint fits its kind, ...), before uploading.
-        bundle.validate(data, manifest.name)
     except (ManifestError, bundle.BundleError) as exc:
         abort(str(exc))
     client = _client(args)
