@@ -135,7 +135,7 @@ def unpacked(tmp_path: Path) -> tuple[bytes, Path]:
     source = tmp_path / "src"
     (source / "lib").mkdir(parents=True)
     (source / "edge.toml").write_text('name = "fn"\n')
-    (source / "main.py").write_text("from lib import x\n")
+    (source / "main.py").write_text("from lib import x as handler\n")
     (source / "lib" / "x.py").write_text("x = 1\n")
     data = bundle.pack(source)
     directory = tmp_path / "bundles" / "v1"

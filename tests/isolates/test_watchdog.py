@@ -19,6 +19,9 @@ from isolates.guest import GUEST_DIR
 
 @pytest.fixture
 def runtime() -> Iterator[Any]:
+    # Inside an isolate `edgefn` is the guest package; here it may already be the top-level
+    # re-export (edgefn/), which has none of the guest's private modules: swap it meanwhile.
+    saved = {name: sys.modules.pop(name) for name in list(sys.modules) if name.partition(".")[0] == "edgefn"}
     sys.path.insert(0, str(GUEST_DIR))
     try:
         import _edge_runtime
@@ -26,6 +29,9 @@ def runtime() -> Iterator[Any]:
         yield _edge_runtime
     finally:
         sys.path.remove(str(GUEST_DIR))
+        for name in [name for name in sys.modules if name.partition(".")[0] in ("edgefn", "_edge_runtime")]:
+            del sys.modules[name]
+        sys.modules.update(saved)
 
 
 def _spin(started: float, limit: float) -> None:
