@@ -24,7 +24,12 @@ def _function(client: OriginClient, name: str) -> FunctionState | None:
 
 
 def _version(tmp_path: Path, name: str, n: int) -> bytes:
-    return bundle.pack(write_function(tmp_path / f"{name}-{n}" / name, main=f"VERSION = {n}\n\n\ndef handler(request):\n    return VERSION\n"))
+    return bundle.pack(
+        write_function(
+            tmp_path / f"{name}-{n}" / name,
+            main=f"VERSION = {n}\n\n\ndef handler(request):\n    return VERSION\n",
+        )
+    )
 
 
 def test_deploy_then_replace(origin: Origin, tmp_path: Path) -> None:

@@ -38,7 +38,11 @@ def node(origin: Origin) -> OriginClient:
 
 
 def _deploy(origin: Origin, tmp_path: Path, name: str, n: int) -> int:
-    data = bundle.pack(write_function(tmp_path / f"{name}{n}" / name, main=f"N = {n}\n\n\ndef handler(request):\n    return N\n"))
+    data = bundle.pack(
+        write_function(
+            tmp_path / f"{name}{n}" / name, main=f"N = {n}\n\n\ndef handler(request):\n    return N\n"
+        )
+    )
     return origin.admin().deploy(name, data).revision
 
 
