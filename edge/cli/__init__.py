@@ -17,6 +17,8 @@ _GROUPS = (
     "edge.cli.up",
     "edge.cli.init",
     "edge.cli.invoke",
+    "edge.cli.logs",
+    "edge.cli.dev",
 )
 
 

@@ -114,6 +114,25 @@ class FunctionStatus(msgspec.Struct, kw_only=True):
     error: str | None = None
 
 
+class FunctionStats(msgspec.Struct, kw_only=True):
+    """Traffic of one function version on one node (every worker): cumulative counters since the
+    node started, and figures over about the last minute (for the origin's dashboard)."""
+
+    name: str
+    version: str
+    requests: int = 0
+    # 5xx answers, 4xx answers, 504s (timeouts), requests that had to start an isolate.
+    errors: int = 0
+    client_errors: int = 0
+    timeouts: int = 0
+    cold_starts: int = 0
+    # The last minute: requests per second, the share of them answered 5xx, latency percentiles.
+    rps: float = 0.0
+    error_rate: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+
+
 class NodeReport(msgspec.Struct, kw_only=True):
     """`POST /v1/nodes/<id>/report`: the heartbeat with what a node has applied."""
 
@@ -122,6 +141,39 @@ class NodeReport(msgspec.Struct, kw_only=True):
     applied_purge_id: int = 0
     functions: list[FunctionStatus] = []
     errors: list[str] = []
+    stats: list[FunctionStats] = []
+
+
+class LogLine(msgspec.Struct, kw_only=True):
+    """One line a function printed (stream stdout, stderr or error) or one access-log line
+    (stream "access", the line a JSON object), as shipped from a node to the origin."""
+
+    time: float
+    function: str
+    version: str = ""
+    stream: str = "stdout"
+    request_id: str = ""
+    line: str
+    trace_id: str = ""
+    # Set by the origin from the URL the batch came to, not trusted from the node.
+    node_id: str = ""
+
+
+class LogBatch(msgspec.Struct, kw_only=True):
+    """`POST /v1/nodes/<id>/logs`: lines a node's worker collected since its last batch, and how
+    many it had to drop (its buffer was full while the origin could not be reached)."""
+
+    lines: list[LogLine] = []
+    dropped: int = 0
+
+
+class LogPage(msgspec.Struct, kw_only=True):
+    """`GET /v1/logs`: lines after a cursor, the cursor to ask from next, and lines dropped so
+    far per node (on the node, before they reached the origin, or by the origin's bound)."""
+
+    lines: list[LogLine] = []
+    next: int = 0
+    dropped: dict[str, int] = {}
 
 
 class ErrorBody(msgspec.Struct, kw_only=True):

@@ -16,6 +16,8 @@ from typing import Any
 import msgspec
 
 from cache import PASS, CachedRequest, CacheResult, HttpCache, Streamed
+from edge.control.messages import FunctionStats
+from edge.node import logship
 from edge.node.recycling import RUNTIME_DIR_VARIABLE, FailingMarks, WorkerWatch, recycle_by_sighup
 from edge.node.routing import RESERVED_PREFIX, Router
 from edge.node.settings import NodeSettings
@@ -121,6 +123,10 @@ class NodeApp:
             removed = self.cache.purge_all(function)
         log.info("purge %s %s %r: %d cached responses removed", function, kind, value, removed)
         return removed
+
+    def function_stats(self) -> list[FunctionStats]:
+        """Each function version's traffic on this node, for the report to the origin."""
+        return []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -413,6 +419,7 @@ def scrub_environment(patterns: list[str]) -> None:
 def _log_function_line(function: str, version: str, stream: str, request_id: str, line: str) -> None:
     level = logging.ERROR if stream == "error" else logging.INFO
     function_log.log(level, "[%s %s] %s", function, request_id or "-", line)
+    logship.emit(stream, function, version, request_id, line)
 
 
 # What _read_body returns for a body that did not arrive whole.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from edge.control.messages import FunctionStats
 from edge.node.settings import NodeSettings
 from isolates.pool import IsolatePool
 
@@ -34,6 +35,10 @@ class NodeControl(Protocol):
 
     def purge(self, function: str, kind: str, value: str) -> int:
         """Called per purge order from the origin; returns how many cached responses went."""
+        ...
+
+    def function_stats(self) -> list[FunctionStats]:
+        """Called per report to the origin: each function version's traffic on this node."""
         ...
 
 

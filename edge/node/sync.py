@@ -324,6 +324,7 @@ class OriginSource:
             applied_purge_id=self.purge_id,
             functions=sorted(statuses.values(), key=lambda status: status.name),
             errors=self.errors,
+            stats=self._app.function_stats() if self._app is not None else [],
         )
         try:
             await _blocking(self.client.report, report)

@@ -6,6 +6,7 @@ import logging
 import time
 
 from edge.control.signing import Signer
+from edge.origin import dashboard, logs
 from edge.origin.blobs import BlobStore
 from edge.origin.datadir import DataDir, hash_token
 from edge.origin.http import (
@@ -30,7 +31,9 @@ log = logging.getLogger("edge.origin")
 class OriginApp:
     """Dispatch each request through `routes`, checking the bearer token's role first."""
 
-    def __init__(self, origin: Origin, routes: list[Route] = ROUTES) -> None:
+    def __init__(self, origin: Origin, routes: list[Route] | None = None) -> None:
+        if routes is None:
+            routes = [*ROUTES, *logs.ROUTES, *dashboard.ROUTES]
         self.origin = origin
         self.routes = routes
 
