@@ -377,6 +377,9 @@ class NodeApp:
         self.watch = WorkerWatch(self._pool, settings.max_abandoned_isolates, self._recycle or _no_recycle)
         self._watch_task = asyncio.get_running_loop().create_task(self.watch.run())
         await self.source.start(self)
+        if settings.origin:
+            logship.shipper = logship.LogShipper(settings, str(self.source.status().get("node_id", "")))
+            await logship.shipper.start()
         self.ready = True
 
     async def shutdown(self) -> None:
@@ -389,6 +392,9 @@ class NodeApp:
             await self.cache.aclose()
         if self._pool is not None:
             await self._pool.close(self.settings.shutdown_timeout_ms / 1000)
+        if logship.shipper is not None:
+            await logship.shipper.stop()
+            logship.shipper = None
 
 
 def _no_recycle() -> None:
