@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -15,8 +14,19 @@ import msgspec
 
 from edge import bundle
 from edge.cli._abort import abort
-from edge.cli._args import percent, seconds
-from edge.control.admin import NodeStatus, ReleaseResult, Removed
+from edge.cli._args import percent
+from edge.cli._wait import (
+    Applied,
+    Bar,
+    Failure,
+    Outcome,
+    add_wait_options,
+    failed_to_load,
+    problem,
+    tally,
+    wait,
+)
+from edge.control.admin import ReleaseResult, Removed
 from edge.control.client import ControlError, OriginClient
 from edge.control.messages import PurgeKind, Release
 from isolates.manifest import ManifestError, load_manifest
@@ -24,7 +34,6 @@ from isolates.manifest import ManifestError, load_manifest
 __all__ = ["register"]
 
 DEFAULT_ORIGIN = "http://127.0.0.1:8700"
-_POLL_S = 0.25
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,8 +43,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     common.add_argument("--token", help="admin token (default $EDGE_TOKEN)")
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
     waiting = argparse.ArgumentParser(add_help=False)
-    waiting.add_argument("--wait", action="store_true", help="wait until every live node has applied it")
-    waiting.add_argument("--timeout", type=seconds, default=60.0, help="seconds --wait waits (default 60)")
+    add_wait_options(waiting)
 
     add = subparsers.add_parser
     deploy = add("deploy", parents=[common, waiting], help="upload a function directory as a new version")
@@ -43,6 +51,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     deploy.add_argument("--canary", type=percent, metavar="PERCENT", help="send only this share to it")
     deploy.add_argument(
         "--platform", help="pip platform tag for requirements.txt (e.g. manylinux2014_aarch64)"
+    )
+    deploy.add_argument(
+        "--force",
+        action="store_true",
+        help="take routes another function claims (the origin refuses otherwise)",
+    )
+    deploy.add_argument(
+        "--rollback-on-failure",
+        action="store_true",
+        help="implies --wait: when a node fails to load the new version, restore the previous release",
     )
     deploy.set_defaults(func=_deploy)
 
@@ -124,30 +142,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-class _Bar:
-    """A progress bar on stderr, only when stderr is a terminal."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.active = sys.stderr.isatty()
-        self.shown = False
-
-    def update(self, done: int, total: int, detail: str = "") -> None:
-        if not self.active:
-            return
-        fraction = done / total if total else 1.0
-        filled = int(fraction * 30)
-        bar = "#" * filled + "." * (30 - filled)
-        sys.stderr.write(f"\r{self.label} [{bar}] {fraction:4.0%} {detail}\x1b[K")
-        sys.stderr.flush()
-        self.shown = True
-
-    def done(self) -> None:
-        if self.shown:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
-
-
 def _fail(exc: ControlError) -> NoReturn:
     abort(str(exc))
 
@@ -162,90 +156,67 @@ def _deploy(args: argparse.Namespace) -> int:
     except (ManifestError, bundle.BundleError) as exc:
         abort(str(exc))
     client = _client(args)
-    bar = _Bar(f"uploading {manifest.name}")
+    bar = Bar(f"uploading {manifest.name}")
     try:
         result = client.deploy(
             manifest.name,
             data,
             args.canary,
             progress=lambda done, total: bar.update(done, total, _size(total)),
+            force=args.force,
         )
     except ControlError as exc:
         bar.done()
         _fail(exc)
     bar.done()
-    if args.json and not args.wait:
+    wait_for = args.wait or args.rollback_on_failure
+    if args.json and not wait_for:
         _print_json(result)
     elif not args.json:
         print(
             f"deployed {result.name} {_short(result.version)} at revision {result.revision}: "
             f"{_releases(result.releases)}"
         )
-    if args.wait:
-        failure = _function_failure(result.name, result.version)
-        _wait(
-            client,
-            args,
-            f"revision {result.revision}",
-            lambda node: node.report is not None and node.report.applied_revision >= result.revision,
-            failure,
+        for took in result.took:
+            print(f"{result.name} took route {took} (--force)")
+    if wait_for:
+        what = f"revision {result.revision}"
+        outcomes = wait(
+            client, args, what, _applied(result.revision), failed_to_load(result.name, [result.version])
         )
-        if args.json:
-            _print_json(result)
+        error = problem(outcomes, what)
+        if error is not None and args.rollback_on_failure and any(o.state == "failed" for o in outcomes):
+            error += "; " + _roll_back(client, result)
+        _finish(args, result, outcomes, what, error)
     return 0
 
 
-def _function_failure(name: str, version: str) -> Callable[[NodeStatus], str | None]:
-    def failure(node: NodeStatus) -> str | None:
-        for status in node.report.functions if node.report else []:
-            if (
-                status.name == name
-                and status.state in ("error", "failing")
-                and (not status.versions or version in status.versions)
-            ):
-                where = f"node {node.info.node_id} ({node.info.hostname})"
-                return f"{where}: {name} {_short(version)}: {status.error}"
-        return None
-
-    return failure
+def _roll_back(client: OriginClient, failed: ReleaseResult) -> str:
+    """Restore the release before `failed` (--rollback-on-failure); says what happened."""
+    try:
+        result = client.rollback(failed.name)
+    except ControlError as exc:
+        return f"could not roll back {failed.name}: {exc}"
+    return (
+        f"rolled back {failed.name} to {_releases(result.releases)} at revision {result.revision}"
+        " (--rollback-on-failure)"
+    )
 
 
-def _wait(
-    client: OriginClient,
-    args: argparse.Namespace,
-    what: str,
-    applied: Callable[[NodeStatus], bool],
-    failure: Callable[[NodeStatus], str | None] = lambda node: None,
+def _applied(revision: int) -> Applied:
+    return lambda node: node.report is not None and node.report.applied_revision >= revision
+
+
+def _finish(
+    args: argparse.Namespace, result: object, outcomes: Sequence[Outcome], what: str, error: str | None
 ) -> None:
-    """Poll `GET /v1/nodes` until every live node has `applied`; aborts on a node error or timeout."""
-    deadline = time.monotonic() + args.timeout
-    bar = _Bar(f"waiting for nodes to apply {what}")
-    while True:
-        try:
-            live = [node for node in client.nodes().nodes if node.live]
-        except ControlError as exc:
-            bar.done()
-            _fail(exc)
-        pending = [node for node in live if not applied(node)]
-        # A node applies a revision even when one of its functions failed to warm (it keeps the
-        # old version and reports the error), so look for errors on every live node.
-        for node in live:
-            problem = failure(node)
-            if problem is not None:
-                bar.done()
-                abort(problem)
-        bar.update(len(live) - len(pending), len(live), f"{len(live) - len(pending)}/{len(live)} nodes")
-        if not pending:
-            bar.done()
-            if not args.json:
-                print(f"{len(live)} live node(s) applied {what}" if live else "no live nodes to wait for")
-            return
-        if time.monotonic() >= deadline:
-            bar.done()
-            names = ", ".join(node.info.node_id for node in pending)
-            waited = f"timed out after {args.timeout:g} s waiting for {len(pending)} node(s)"
-            abort(f"{waited} to apply {what}: {names}")
-        time.sleep(_POLL_S)
+    """After --wait: abort with `error`, or print the tally (and the JSON result)."""
+    if error is not None:
+        abort(error)
+    if args.json:
+        _print_json(result)
+    else:
+        print(tally(outcomes, what, args.seen_within))
 
 
 def _ls(args: argparse.Namespace) -> int:
@@ -260,10 +231,17 @@ def _ls(args: argparse.Namespace) -> int:
         print("no functions deployed")
         return 0
     rows = [
-        [f.name, _releases(f.releases), str(f.versions), " ".join(f.routes) or "-", _when(f.updated_at)]
+        [
+            f.name,
+            _releases(f.releases),
+            str(f.versions),
+            " ".join(f.routes) or "-",
+            _when(f.updated_at),
+            "; ".join(f"{_short(v)} on {', '.join(nodes)}" for v, nodes in f.failed.items()) or "-",
+        ]
         for f in functions
     ]
-    print(table(["NAME", "RELEASES", "VERSIONS", "ROUTES", "UPDATED (UTC)"], rows))
+    print(table(["NAME", "RELEASES", "VERSIONS", "ROUTES", "UPDATED (UTC)", "FAILED TO LOAD"], rows))
     return 0
 
 
@@ -279,8 +257,9 @@ def _versions(args: argparse.Namespace) -> int:
     rows = []
     for v in detail.versions:
         traffic = "-" if not v.weight else f"{v.weight}% " + ("stable" if v.version == stable else "canary")
-        rows.append([_short(v.version), _when(v.created_at), _size(v.size), traffic])
-    print(table(["VERSION", "CREATED (UTC)", "SIZE", "TRAFFIC"], rows))
+        failed = f"on {', '.join(v.failed_on)}" if v.failed_on else "-"
+        rows.append([_short(v.version), _when(v.created_at), _size(v.size), traffic, failed])
+    print(table(["VERSION", "CREATED (UTC)", "SIZE", "TRAFFIC", "FAILED TO LOAD"], rows))
     return 0
 
 
@@ -299,14 +278,12 @@ def _release_command(
         tail = f": {_releases(result.releases)}" if isinstance(result, ReleaseResult) else ""
         print(f"{verb} {args.name} at revision {revision}{tail}")
     if args.wait:
-        _wait(
-            client,
-            args,
-            f"revision {revision}",
-            lambda node: node.report is not None and node.report.applied_revision >= revision,
-        )
-        if args.json:
-            _print_json(result)
+        failure: Failure = lambda node: None  # noqa: E731
+        if isinstance(result, ReleaseResult):
+            failure = failed_to_load(result.name, [release.version for release in result.releases])
+        what = f"revision {revision}"
+        outcomes = wait(client, args, what, _applied(revision), failure)
+        _finish(args, result, outcomes, what, problem(outcomes, what))
     return 0
 
 
@@ -343,14 +320,14 @@ def _purge(args: argparse.Namespace) -> int:
         target = "everything" if kind == "all" else f"{kind} {value}"
         print(f"purge order {result.id} for {result.function} ({target}) at revision {result.revision}")
     if args.wait:
-        _wait(
+        what = f"purge order {result.id}"
+        outcomes = wait(
             client,
             args,
-            f"purge order {result.id}",
+            what,
             lambda node: node.report is not None and node.report.applied_purge_id >= result.id,
         )
-        if args.json:
-            _print_json(result)
+        _finish(args, result, outcomes, what, problem(outcomes, what))
     return 0
 
 

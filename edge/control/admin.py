@@ -36,6 +36,8 @@ class FunctionInfo(msgspec.Struct, kw_only=True):
     routes: list[str]
     versions: int
     updated_at: float
+    # Version -> the ids of the nodes that reported it failing to load (or marked failing there).
+    failed: dict[str, list[str]] = {}
 
 
 class VersionInfo(msgspec.Struct, kw_only=True):
@@ -45,6 +47,8 @@ class VersionInfo(msgspec.Struct, kw_only=True):
     created_at: float
     size: int
     weight: int
+    # The ids of the nodes that reported this version failing to load (or marked failing there).
+    failed_on: list[str] = []
 
 
 class FunctionDetail(msgspec.Struct, kw_only=True):
@@ -66,6 +70,8 @@ class ReleaseResult(msgspec.Struct, kw_only=True):
     version: str
     revision: int
     releases: list[Release]
+    # Routes a forced deploy took from other functions, e.g. "/hello from `hello`".
+    took: list[str] = []
 
 
 class RollbackRequest(msgspec.Struct, kw_only=True):
@@ -114,3 +120,5 @@ class NodesList(msgspec.Struct, kw_only=True):
     revision: int
     heartbeat_interval_s: float
     nodes: list[NodeStatus]
+    # The origin's clock when it answered: `now - last_seen` is how long ago a node was seen.
+    now: float = 0.0

@@ -167,10 +167,21 @@ class OriginClient:
         return self._call("GET", f"/v1/functions/{_quote(name)}", FunctionDetail)
 
     def deploy(
-        self, name: str, bundle: bytes, canary: int | None = None, progress: Progress | None = None
+        self,
+        name: str,
+        bundle: bytes,
+        canary: int | None = None,
+        progress: Progress | None = None,
+        force: bool = False,
     ) -> ReleaseResult:
-        """Upload a bundle as a new version of `name`; 100% of traffic, or `canary` percent."""
-        query = "" if canary is None else f"?canary={canary}"
+        """Upload a bundle as a new version of `name`; 100% of traffic, or `canary` percent.
+
+        `force` lets it take routes another function claims (the origin refuses them otherwise).
+        """
+        params = {} if canary is None else {"canary": canary}
+        if force:
+            params["force"] = 1
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
         path = f"/v1/functions/{_quote(name)}/versions{query}"
         _, data = self.request(
             "POST",

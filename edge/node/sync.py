@@ -22,6 +22,7 @@ import fcntl
 import logging
 import os
 import random
+import re
 import secrets
 import threading
 from collections.abc import Callable, Iterator
@@ -129,6 +130,10 @@ class OriginSource:
         # Last-known-good functions that could not load at start (e.g. a bundle that could not be
         # checked while the origin was away): tried once more when the origin first answers.
         self._retry: list[FunctionState] = []
+        # (function, version) -> why it failed to load. Not imported again (nor its traceback
+        # logged again) while the desired state keeps asking for it; forgotten once a revision
+        # no longer lists it, so deploying it again, or restarting the node, retries it.
+        self._failed: dict[tuple[str, str], str] = {}
 
     # Start-up and shutdown.
 
@@ -337,6 +342,8 @@ class OriginSource:
         """Warm and switch every function that changed, drop removed ones, purge, persist, report."""
         app = self._require_app()
         wanted = {function.name: function for function in state.functions}
+        asked = {(f.name, release.version) for f in state.functions for release in f.releases}
+        self._failed = {key: error for key, error in self._failed.items() if key in asked}
         await asyncio.gather(*(self._apply_function(function) for function in state.functions))
         for name in [name for name in (*self.effective, *self.statuses) if name not in wanted]:
             self.effective.pop(name, None)
@@ -354,27 +361,66 @@ class OriginSource:
 
     async def _apply_function(self, function: FunctionState) -> None:
         current = self.effective.get(function.name)
-        if current == function:
-            return
         versions = [release.version for release in function.releases]
+        if current == function:
+            # Serving what is asked (e.g. after a rollback): an error about another version is over.
+            self.statuses[function.name] = FunctionStatus(name=function.name, versions=versions)
+            return
+        known = [v for v in versions if (function.name, v) in self._failed]
+        if known:
+            error = self._failed[(function.name, known[0])]
+            self._failed_to_load(function, current, known, error, log_it=False)
+            return
         try:
             releases = [
                 (await self._spec(function, release.version), release.weight) for release in function.releases
             ]
             await self._require_app().pool.deploy(function.name, releases)
-        except (LoadError, BundleError, ControlError, ManifestError, OSError) as exc:
-            log.error("function %s: version %s: %s", function.name, ", ".join(v[:12] for v in versions), exc)
-            self.statuses[function.name] = FunctionStatus(
-                name=function.name, versions=versions, state="error", error=str(exc)
-            )
-            if current is None:
-                self._require_app().pool.fail(
-                    function.name, f"function {function.name} failed to load: {exc}"
-                )
+        except (LoadError, ManifestError) as exc:
+            # The version itself cannot load, wherever and whenever it is tried.
+            serving = self._require_app().pool.get(function.name)
+            new = [v for v in versions if serving is None or v not in serving.versions] or versions
+            for version in new:
+                self._failed[(function.name, version)] = str(exc)
+            self._failed_to_load(function, current, new, str(exc))
+            return
+        except (BundleError, ControlError, OSError) as exc:
+            self._failed_to_load(function, current, versions, str(exc))
             return
         self.effective[function.name] = function
         self._require_app().cache_ttls[function.name] = function.cache_ttl
         self.statuses[function.name] = FunctionStatus(name=function.name, versions=versions, state="serving")
+
+    def _failed_to_load(
+        self,
+        function: FunctionState,
+        current: FunctionState | None,
+        versions: list[str],
+        error: str,
+        log_it: bool = True,
+    ) -> None:
+        """Report `versions` of `function` in error; with nothing serving, its routes answer 503."""
+        if log_it:
+            log.error(
+                "function %s: version %s: %s", function.name, ", ".join(v[:12] for v in versions), error
+            )
+        self.statuses[function.name] = FunctionStatus(
+            name=function.name, versions=versions, state="error", error=error
+        )
+        if current is None:
+            # Clients get what failed, not where this node keeps its files (the log and the
+            # report to the origin keep the full text).
+            self._require_app().pool.fail(
+                function.name, f"function {function.name} failed to load: {self._public(error)}"
+            )
+
+    def _public(self, text: str) -> str:
+        """`text` without this node's paths: a bundle's files relative to it, other paths hidden."""
+        bundles = str((self.data / "bundles").resolve())
+        text = re.sub(re.escape(bundles) + r"/[0-9a-f]{64}/?", "", text)
+        for root in sorted({str(self.data.resolve()), str(self.data.absolute())}, key=len, reverse=True):
+            text = text.replace(root, "<node data>")
+        return text
 
     async def _spec(self, function: FunctionState, version: str) -> IsolateSpec:
         directory = await self._bundle(function.name, version)
@@ -447,9 +493,11 @@ class OriginSource:
         app.purge(order.function, order.kind, order.value)
 
     def _set_routes(self) -> None:
-        routes: list[tuple[str, str]] = []
-        for name in sorted({*self.effective, *self.statuses}):
-            routes.append((f"/{name}", name))
+        names = sorted({*self.effective, *self.statuses})
+        routes = [(f"/{name}", name) for name in names]
+        # After every implicit `/<name>`, so that a route the origin gave a function explicitly
+        # (it gives each route to one function) wins over another function's name.
+        for name in names:
             function = self.effective.get(name)
             routes.extend((route, name) for route in (function.routes if function else ()))
         self._require_app().set_routes(routes)

@@ -184,6 +184,9 @@ async def deploy(origin: Origin, request: Request) -> Response:
         if not raw.isdigit() or not 1 <= int(raw) <= 100:
             raise ApiError(400, f"query `canary`: Expected a percentage from 1 to 100, got {raw!r}")
         canary = int(raw)
+    force = request.query.get("force", "0")
+    if force not in ("0", "1"):
+        raise ApiError(400, f"query `force`: Expected 0 or 1, got {force!r}")
     limits = origin.settings.limits
     declared = request.content_length()
     if declared is not None and declared > limits.max_bytes:
@@ -210,7 +213,7 @@ async def deploy(origin: Origin, request: Request) -> Response:
         raise
     origin.blobs.commit(upload, version)
     try:
-        result = origin.deploy(name, version, upload.size, manifest, canary)
+        result = origin.deploy(name, version, upload.size, manifest, canary, force=force == "1")
     except BaseException:
         origin.collect_blobs()
         raise

@@ -32,9 +32,21 @@ from edge.origin.settings import OriginSettings
 from edge.origin.store import FunctionRecord, Store, VersionRecord
 from isolates.manifest import Manifest
 
-__all__ = ["ApiError", "Clock", "Origin"]
+__all__ = ["ApiError", "Clock", "Origin", "claimed_routes"]
 
 Clock = Callable[[], float]
+
+
+def _route(prefix: str) -> str:
+    """A route as the node's router compares them (no trailing slash)."""
+    return prefix.rstrip("/") or "/"
+
+
+def claimed_routes(name: str, manifest: Manifest) -> dict[str, str]:
+    """Every route a function takes -> how it takes it: its implicit `/<name>` and its `routes`."""
+    claims = {_route(route): "its `routes` in edge.toml" for route in manifest.routes}
+    claims.setdefault(f"/{name}", "its own name")
+    return claims
 
 
 class ApiError(Exception):
@@ -91,14 +103,24 @@ class Origin:
 
     def desired_state(self) -> DesiredState:
         """Every function with its config and releases, and the kept purge orders."""
-        functions = []
+        manifests = {}
         for record in self.store.functions():
             stable = self.store.version(record.name, record.releases[0].version)
-            manifest = stable.manifest if stable is not None else Manifest(name=record.name)
+            manifests[record.name] = stable.manifest if stable is not None else Manifest(name=record.name)
+        # A route two functions claim (a forced deploy) belongs to the one deployed last; nodes
+        # let `routes` win over an implicit `/<name>`, so only `routes` need dropping here.
+        deployed = self.store.last_deploys()
+        owners: dict[str, tuple[float, str]] = {}
+        for name, manifest in manifests.items():
+            for route in claimed_routes(name, manifest):
+                owners[route] = max(owners.get(route, (-1.0, "")), (deployed.get(name, 0.0), name))
+        functions = []
+        for record in self.store.functions():
+            manifest = manifests[record.name]
             functions.append(
                 FunctionState(
                     name=record.name,
-                    routes=manifest.routes,
+                    routes=[r for r in manifest.routes if owners[_route(r)][1] == record.name],
                     timeout_ms=manifest.timeout_ms,
                     env=manifest.env,
                     cache_ttl=manifest.cache.ttl,
@@ -149,12 +171,47 @@ class Origin:
         self.collect_blobs()
         return result
 
+    def _route_conflicts(self, name: str, manifest: Manifest) -> list[tuple[str, str]]:
+        """(route, who else claims it and how) for each route of `manifest` another function claims."""
+        wanted = claimed_routes(name, manifest)
+        conflicts = []
+        for record in self.store.functions():
+            if record.name == name:
+                continue
+            stable = self.store.version(record.name, record.releases[0].version)
+            theirs = claimed_routes(record.name, stable.manifest if stable else Manifest(name=record.name))
+            for route in sorted(wanted.keys() & theirs.keys()):
+                conflicts.append((route, f"`{record.name}` by {theirs[route]}"))
+        return conflicts
+
     def deploy(
-        self, name: str, version: str, size: int, manifest: Manifest, canary: int | None
+        self,
+        name: str,
+        version: str,
+        size: int,
+        manifest: Manifest,
+        canary: int | None,
+        force: bool = False,
     ) -> ReleaseResult:
-        """Record an uploaded (already stored and validated) version and release it."""
+        """Record an uploaded (already stored and validated) version and release it.
+
+        A route another function claims too is refused (409) unless `force`: then this deploy,
+        the newest, takes it, and the result says so in `took`.
+        """
         now = self.clock()
         with self.store.transaction():
+            conflicts = self._route_conflicts(name, manifest)
+            if conflicts and not force:
+                claims = claimed_routes(name, manifest)
+                shown = "; ".join(
+                    f"{route} is claimed by `{name}` by {claims[route]} and by {other}"
+                    for route, other in conflicts
+                )
+                raise ApiError(
+                    409,
+                    f"{shown}: change `routes` in edge.toml, or deploy with --force to let `{name}`"
+                    " take the route from the function deployed before it",
+                )
             record = self.store.function(name) or FunctionRecord(
                 name=name, releases=[], history=[], created_at=now, updated_at=now
             )
@@ -167,6 +224,7 @@ class Origin:
                 VersionRecord(name=name, version=version, created_at=now, size=size, manifest=manifest)
             )
             result = self._save(record, track, version)
+        result.took = [f"{route} from {other}" for route, other in conflicts]
         self.collect_blobs()
         return result
 
@@ -205,6 +263,7 @@ class Origin:
     def functions(self) -> list[FunctionInfo]:
         """`edge ls`."""
         result = []
+        failures = self.store.failures()
         for record in self.store.functions():
             versions = self.store.versions(record.name)
             stable = next((v for v in versions if v.version == record.releases[0].version), None)
@@ -215,6 +274,11 @@ class Origin:
                     routes=stable.manifest.routes if stable else [],
                     versions=len(versions),
                     updated_at=record.updated_at,
+                    failed={
+                        v.version: failures[(record.name, v.version)]
+                        for v in versions
+                        if (record.name, v.version) in failures
+                    },
                 )
             )
         return result
@@ -224,6 +288,7 @@ class Origin:
         record = self._record(name)
         weights = {release.version: release.weight for release in record.releases}
         versions = self.store.versions(name)
+        failures = self.store.failures(name)
         stable = next((v for v in versions if v.version == record.releases[0].version), None)
         manifest = stable.manifest if stable else Manifest(name=name)
         return FunctionDetail(
@@ -234,7 +299,11 @@ class Origin:
             cache_ttl=manifest.cache.ttl,
             versions=[
                 VersionInfo(
-                    version=v.version, created_at=v.created_at, size=v.size, weight=weights.get(v.version, 0)
+                    version=v.version,
+                    created_at=v.created_at,
+                    size=v.size,
+                    weight=weights.get(v.version, 0),
+                    failed_on=failures.get((name, v.version), []),
                 )
                 for v in versions
             ],
@@ -285,6 +354,7 @@ class Origin:
         now = self.clock()
         window = self.settings.heartbeat_interval_s * self.settings.live_intervals
         return NodesList(
+            now=now,
             revision=self.revision,
             heartbeat_interval_s=self.settings.heartbeat_interval_s,
             nodes=[

@@ -1,4 +1,5 @@
-"""The origin's metadata in SQLite: tokens, functions, versions, purge orders, nodes, the revision."""
+"""The origin's metadata in SQLite: tokens, functions, versions, purge orders, nodes, the revision,
+and which node reported which version failing to load."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ CREATE TABLE IF NOT EXISTS purges (
 CREATE TABLE IF NOT EXISTS nodes (
     node_id TEXT PRIMARY KEY, info TEXT NOT NULL, registered_at REAL NOT NULL,
     last_seen REAL NOT NULL, report TEXT);
+CREATE TABLE IF NOT EXISTS failures (
+    name TEXT NOT NULL, version TEXT NOT NULL, node_id TEXT NOT NULL, error TEXT NOT NULL,
+    at REAL NOT NULL, PRIMARY KEY (name, version, node_id));
 INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0);
 """
 
@@ -151,6 +155,7 @@ class Store:
         """Delete a function and all its versions."""
         self._db.execute("DELETE FROM functions WHERE name = ?", (name,))
         self._db.execute("DELETE FROM versions WHERE name = ?", (name,))
+        self._db.execute("DELETE FROM failures WHERE name = ?", (name,))
 
     def version(self, name: str, version: str) -> VersionRecord | None:
         """One version of a function, or None."""
@@ -175,9 +180,14 @@ class Store:
 
     def delete_versions(self, name: str, versions: list[str]) -> None:
         """Forget these versions of a function."""
-        self._db.executemany(
-            "DELETE FROM versions WHERE name = ? AND version = ?", [(name, v) for v in versions]
-        )
+        pairs = [(name, v) for v in versions]
+        self._db.executemany("DELETE FROM versions WHERE name = ? AND version = ?", pairs)
+        self._db.executemany("DELETE FROM failures WHERE name = ? AND version = ?", pairs)
+
+    def last_deploys(self) -> dict[str, float]:
+        """Each function's newest upload time (what decides a route two functions claim)."""
+        rows = self._db.execute("SELECT name, max(created_at) FROM versions GROUP BY name")
+        return {str(row[0]): float(row[1]) for row in rows}
 
     def referenced_blobs(self) -> set[str]:
         """Every digest some kept version still refers to."""
@@ -224,7 +234,35 @@ class Store:
             cursor = self._db.execute(
                 "UPDATE nodes SET last_seen = ?, report = ? WHERE node_id = ?", (now, _json(report), node_id)
             )
+            if cursor.rowcount > 0:
+                self.note_failures(report, now)
         return cursor.rowcount > 0
+
+    def note_failures(self, report: NodeReport, now: float) -> None:
+        """Remember the versions a report says failed on its node; forget those it now serves."""
+        for status in report.functions:
+            pairs = [(status.name, version, report.node_id) for version in status.versions]
+            if status.state == "serving":
+                self._db.executemany(
+                    "DELETE FROM failures WHERE name = ? AND version = ? AND node_id = ?", pairs
+                )
+            elif status.error:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?)",
+                    [(*pair, status.error, now) for pair in pairs],
+                )
+
+    def failures(self, name: str | None = None) -> dict[tuple[str, str], list[str]]:
+        """(function, version) -> the ids of the nodes where it failed, for one function or all."""
+        query = "SELECT name, version, node_id FROM failures"
+        rows = self._db.execute(
+            query + (" WHERE name = ? ORDER BY node_id" if name else " ORDER BY node_id"),
+            (name,) if name else (),
+        )
+        found: dict[tuple[str, str], list[str]] = {}
+        for function, version, node_id in rows:
+            found.setdefault((str(function), str(version)), []).append(str(node_id))
+        return found
 
     def nodes(self) -> list[NodeRecord]:
         """Every registered node, by id."""
