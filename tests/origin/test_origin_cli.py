@@ -54,12 +54,13 @@ def test_deploy_ls_versions(fresh: Origin, tmp_path: Path) -> None:
             "routes": ["/hi", "/hey"],
             "versions": 1,
             "updated_at": functions[0]["updated_at"],
+            "failed": {},
         }
     ]
     updated = _when(functions[0]["updated_at"])
     assert run_edge("ls", env=env).stdout == (
-        "NAME   RELEASES           VERSIONS  ROUTES    UPDATED (UTC)\n"
-        f"hello  {version[:12]} 100%  1         /hi /hey  {updated}\n"
+        "NAME   RELEASES           VERSIONS  ROUTES    UPDATED (UTC)        FAILED TO LOAD\n"
+        f"hello  {version[:12]} 100%  1         /hi /hey  {updated}  -\n"
     )
 
     (directory / "main.py").write_text("async def handler(request):\n    return 'v2'\n")
@@ -72,9 +73,9 @@ def test_deploy_ls_versions(fresh: Origin, tmp_path: Path) -> None:
     created = [_when(v["created_at"]) for v in detail["versions"]]
     sizes = [f"{v['size']} B" for v in detail["versions"]]
     assert run_edge("versions", "hello", env=env).stdout == (
-        "VERSION       CREATED (UTC)        SIZE   TRAFFIC\n"
-        f"{second[:12]}  {created[0]}  {sizes[0]}  20% canary\n"
-        f"{version[:12]}  {created[1]}  {sizes[1]}  80% stable\n"
+        "VERSION       CREATED (UTC)        SIZE   TRAFFIC     FAILED TO LOAD\n"
+        f"{second[:12]}  {created[0]}  {sizes[0]}  20% canary  -\n"
+        f"{version[:12]}  {created[1]}  {sizes[1]}  80% stable  -\n"
     )
     result = run_edge("promote", "hello", env=env)
     assert result.stdout == f"promoted hello at revision 3: {second[:12]} 100%\n"
@@ -86,6 +87,7 @@ def test_deploy_ls_versions(fresh: Origin, tmp_path: Path) -> None:
         "version": second,
         "revision": 5,
         "releases": [{"version": second, "weight": 100}],
+        "took": [],
     }
     result = run_edge("purge", "hello", "--prefix", "/hi/", env=env)
     assert result.stdout == "purge order 1 for hello (prefix /hi/) at revision 6\n"
@@ -199,19 +201,39 @@ def test_deploy_wait_and_nodes(fresh: Origin, tmp_path: Path) -> None:
         result = run_edge("deploy", str(directory), "--wait", env=env)
         assert result.returncode == 0, result.stderr
         revision = fresh.admin().health().revision
-        assert result.stdout.splitlines()[1:] == [f"1 live node(s) applied revision {revision}"]
+        assert result.stdout.splitlines()[1:] == [
+            f"node edge-1 (edge-1.local): applied revision {revision}",
+            f"1 node(s) applied revision {revision}",
+        ]
         result = run_edge("purge", "waiter", "--tag", "t", "--wait", env=env)
         assert result.returncode == 0, result.stderr
         purge_id = result.stdout.split()[2]
-        assert result.stdout.splitlines()[1] == f"1 live node(s) applied purge order {purge_id}"
+        assert result.stdout.splitlines()[1:] == [
+            f"node edge-1 (edge-1.local): applied purge order {purge_id}",
+            f"1 node(s) applied purge order {purge_id}",
+        ]
         listing = run_edge("nodes", env=env).stdout.splitlines()
         assert listing[0] == "NODE    HOSTNAME      LAST SEEN  REVISION  STATUS  ERRORS"
         assert listing[1].startswith("edge-1  edge-1.local  0s ago     ")
         assert listing[1].endswith("live    -")
     time.sleep(1.6)  # three 0.5 s heartbeats without a report
     assert run_edge("nodes", env=env).stdout.splitlines()[1].endswith("not live  -")
-    result = run_edge("deploy", str(write_function(tmp_path / "alone")), "--wait", env=env)
-    assert result.stdout.splitlines()[1] == "no live nodes to wait for"
+    # Not live, but seen within --seen-within: waited for, and it does not apply in time.
+    result = run_edge(
+        "deploy", str(write_function(tmp_path / "alone")), "--wait", "--timeout", "0.5", env=env
+    )
+    revision = fresh.admin().health().revision
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[1].startswith(
+        f"node edge-1 (edge-1.local): timed out after 0.5 s (at revision {revision - 1}, last seen "
+    )
+    assert result.stderr == f"error: revision {revision}: 1 of 1 node(s) did not converge: edge-1 timed out\n"
+    time.sleep(1.1)
+    result = run_edge(
+        "deploy", str(write_function(tmp_path / "alone2")), "--wait", "--seen-within", "1", env=env
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines()[1] == "no nodes seen within the last 1 s to wait for"
 
 
 def test_deploy_wait_fails_with_the_node_error(fresh: Origin, tmp_path: Path) -> None:
@@ -219,26 +241,38 @@ def test_deploy_wait_fails_with_the_node_error(fresh: Origin, tmp_path: Path) ->
     directory = write_function(tmp_path / "failing")
     version = bundle.digest(bundle.pack(directory))
     with FakeNode(fresh, "edge-2") as node:
-        node.follow = False
         node.functions = [
             FunctionStatus(
                 name="failing", versions=[version], state="error", error="ImportError: No module named 'x'"
             )
         ]
-        result = run_edge("deploy", str(directory), "--wait", "--timeout", "10", env=fresh.env())
+        # edge-1 of the test before was last seen over 1 s ago: not waited for.
+        result = run_edge(
+            "deploy", str(directory), "--wait", "--timeout", "10", "--seen-within", "1", env=fresh.env()
+        )
         assert result.returncode == 1
+        revision = fresh.admin().health().revision
+        assert result.stdout.splitlines()[1:] == [
+            f"node edge-2 (edge-2.local): FAILED: failing {version[:12]}: ImportError: No module named 'x'"
+        ]
         assert result.stderr == (
-            f"error: node edge-2 (edge-2.local): failing {version[:12]}: ImportError: No module named 'x'\n"
+            f"error: revision {revision}: 1 of 1 node(s) did not converge: edge-2 failed\n"
         )
         node.functions = []
+        node.follow = False
         result = run_edge("rollback", "failing", "--to", version, env=fresh.env())
         assert (
             result.stderr
             == f"error: 409 conflict: version {version[:12]} is already the current version of `failing`\n"
         )
-        result = run_edge("purge", "failing", "--all", "--wait", "--timeout", "0.5", env=fresh.env())
+        result = run_edge(
+            "purge", "failing", "--all", "--wait", "--timeout", "0.5", "--seen-within", "1", env=fresh.env()
+        )
         purge_id = fresh.admin().purge("failing", "all").id - 1
         assert result.returncode == 1
+        assert result.stdout.splitlines()[1].startswith(
+            "node edge-2 (edge-2.local): timed out after 0.5 s (at revision "
+        )
         assert result.stderr == (
-            f"error: timed out after 0.5 s waiting for 1 node(s) to apply purge order {purge_id}: edge-2\n"
+            f"error: purge order {purge_id}: 1 of 1 node(s) did not converge: edge-2 timed out\n"
         )
