@@ -44,7 +44,11 @@ COOKIE = "edge_session"
 RECENT_DEPLOYS = 20
 _MAX_FORM_BYTES = 8192
 STATIC = Path(__file__).with_name("static")
-_STATIC_FILES = {"dashboard.js": "text/javascript; charset=utf-8", "dashboard.css": "text/css; charset=utf-8"}
+_STATIC_FILES = {
+    "dashboard.js": "text/javascript; charset=utf-8",
+    "dashboard.css": "text/css; charset=utf-8",
+    "icon.svg": "image/svg+xml",
+}
 # The page loads only its own script and stylesheet, and talks only to this origin.
 _PAGE_HEADERS = [
     (
@@ -54,7 +58,8 @@ _PAGE_HEADERS = [
     ),
     ("x-frame-options", "DENY"),
     ("x-content-type-options", "nosniff"),
-    ("referrer-policy", "no-referrer"),
+    # "no-referrer" would make browsers send `Origin: null` on the login form's POST.
+    ("referrer-policy", "same-origin"),
     ("cache-control", "no-store"),
 ]
 

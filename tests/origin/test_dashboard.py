@@ -372,7 +372,7 @@ def test_static_files_are_only_the_pages_own(origin: Origin) -> None:
     dots = browser.send("GET", "/ui/static/..")
 
     assert (css.status, css.header("content-type")) == (200, "text/css; charset=utf-8")
-    message = "no dashboard file 'login.html'; there are dashboard.css, dashboard.js"
+    message = "no dashboard file 'login.html'; there are dashboard.css, dashboard.js, icon.svg"
     assert (other.status, other.json()) == (404, {"error": message})
     assert dots.status == 404
 
