@@ -28,7 +28,7 @@ def test_nodes_keep_serving_while_the_origin_is_down_and_converge_when_it_return
     first, v1 = write_version(tmp_path, "v1")
     second, v2 = write_version(tmp_path, "v2")
     result = run_edge("deploy", str(first), "--wait", env=origin.env())
-    assert result.stdout.endswith("2 live node(s) applied revision 1\n"), result
+    assert result.stdout.endswith("2 node(s) applied revision 1\n"), result
     pids = [node.pid for node in nodes]
 
     origin.stop()

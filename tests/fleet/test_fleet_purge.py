@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from pathlib import Path
 
 from fleet_harness import Fleet, Node, run_edge, wait_for, write_version
@@ -27,6 +28,14 @@ def cache_states(node: Node) -> dict[str, str]:
     return {path: node.get(path).headers["x-cache"] for path in PATHS}
 
 
+def _applied(nodes: list[Node], what: str) -> str:
+    """The lines `--wait` prints for nodes that applied `what` (by node id)."""
+    host = socket.gethostname()
+    return "".join(
+        f"node {n.node_id} ({host}): applied {what}\n" for n in sorted(nodes, key=lambda n: n.node_id)
+    )
+
+
 def warm(node: Node) -> None:
     cache_states(node)
     assert cache_states(node) == dict.fromkeys(PATHS, "HIT")
@@ -42,7 +51,9 @@ def test_purges_by_path_prefix_tag_and_all_reach_every_node(fleet: Fleet, tmp_pa
 
     result = run_edge("purge", "site", "--path", "/site/a", "--wait", env=origin.env())
     assert result.stdout == (
-        "purge order 1 for site (path /site/a) at revision 2\n2 live node(s) applied purge order 1\n"
+        "purge order 1 for site (path /site/a) at revision 2\n"
+        + _applied(nodes, "purge order 1")
+        + "2 node(s) applied purge order 1\n"
     ), result
     for node in nodes:
         assert cache_states(node) == {
@@ -72,7 +83,9 @@ def test_purges_by_path_prefix_tag_and_all_reach_every_node(fleet: Fleet, tmp_pa
 
     result = run_edge("purge", "site", "--all", "--wait", env=origin.env())
     assert result.stdout == (
-        "purge order 4 for site (everything) at revision 5\n2 live node(s) applied purge order 4\n"
+        "purge order 4 for site (everything) at revision 5\n"
+        + _applied(nodes, "purge order 4")
+        + "2 node(s) applied purge order 4\n"
     ), result
     for node in nodes:
         assert cache_states(node) == dict.fromkeys(PATHS, "MISS")

@@ -30,10 +30,11 @@ def test_version_that_fails_to_import_is_not_switched_to(fleet: Fleet, tmp_path:
 
     message = "importing module 'main' raised RuntimeError: boom at import"
     assert result.returncode == 1
-    assert result.stdout == f"deployed hello {v2[:12]} at revision 2: {v2[:12]} 100%\n"
-    assert (
-        result.stderr == f"error: node {node.node_id} ({socket.gethostname()}): hello {v2[:12]}: {message}\n"
+    assert result.stdout == (
+        f"deployed hello {v2[:12]} at revision 2: {v2[:12]} 100%\n"
+        f"node {node.node_id} ({socket.gethostname()}): FAILED: hello {v2[:12]}: {message}\n"
     )
+    assert result.stderr == f"error: revision 2: 1 of 1 node(s) did not converge: {node.node_id} failed\n"
     # The node applied the revision but kept serving the version that works.
     assert node.body() == b"v1"
     ready = node.ready()

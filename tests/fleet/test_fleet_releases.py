@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 from collections import Counter
 from pathlib import Path
 
-from fleet_harness import Fleet, Hammer, run_edge, wait_for, write_version
+from fleet_harness import Fleet, Hammer, Node, run_edge, wait_for, write_version
 
 
-def _live(revision: int) -> str:
-    return f"1 live node(s) applied revision {revision}\n"
+def _live(revision: int, node: Node) -> str:
+    """What `--wait` prints when the one node applied `revision`."""
+    return f"node {node.node_id} ({socket.gethostname()}): applied revision {revision}\n" + (
+        f"1 node(s) applied revision {revision}\n"
+    )
 
 
 def _bodies(port: int, count: int) -> Counter[bytes]:
@@ -39,7 +43,7 @@ def test_deploy_is_served_by_the_node(fleet: Fleet, tmp_path: Path) -> None:
     result = run_edge("deploy", str(directory), "--wait", env=origin.env())
 
     assert (result.returncode, result.stderr) == (0, "")
-    assert result.stdout == f"deployed hello {v1[:12]} at revision 1: {v1[:12]} 100%\n" + _live(1)
+    assert result.stdout == f"deployed hello {v1[:12]} at revision 1: {v1[:12]} 100%\n" + _live(1, node)
     reply = node.get("/hello")
     assert (reply.status, reply.body) == (200, b"v1")
     ready = node.ready()
@@ -92,7 +96,7 @@ def test_canary_split_then_promote(fleet: Fleet, tmp_path: Path) -> None:
 
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == (
-        f"deployed hello {v2[:12]} at revision 2: {v1[:12]} 70%, {v2[:12]} 30%\n" + _live(2)
+        f"deployed hello {v2[:12]} at revision 2: {v1[:12]} 70%, {v2[:12]} 30%\n" + _live(2, node)
     )
     assert node.ready()["functions"] == {"hello": {"state": "serving", "versions": [v1, v2]}}
     bodies = _bodies(node.port, 1000)
@@ -102,7 +106,7 @@ def test_canary_split_then_promote(fleet: Fleet, tmp_path: Path) -> None:
     result = run_edge("promote", "hello", "--wait", env=origin.env())
 
     assert (result.returncode, result.stderr) == (0, "")
-    assert result.stdout == f"promoted hello at revision 3: {v2[:12]} 100%\n" + _live(3)
+    assert result.stdout == f"promoted hello at revision 3: {v2[:12]} 100%\n" + _live(3, node)
     assert node.ready()["functions"] == {"hello": {"state": "serving", "versions": [v2]}}
     assert _bodies(node.port, 300) == {b"v2": 300}
 
@@ -119,14 +123,14 @@ def test_rollback_and_rollback_to_a_version_prefix(fleet: Fleet, tmp_path: Path)
     result = run_edge("rollback", "hello", "--wait", env=origin.env())
 
     assert (result.returncode, result.stderr) == (0, "")
-    assert result.stdout == f"rolled back hello at revision 3: {v1[:12]} 100%\n" + _live(3)
+    assert result.stdout == f"rolled back hello at revision 3: {v1[:12]} 100%\n" + _live(3, node)
     assert node.ready()["functions"] == {"hello": {"state": "serving", "versions": [v1]}}
     assert _bodies(node.port, 100) == {b"v1": 100}
 
     result = run_edge("rollback", "hello", "--to", v2[:8], "--wait", env=origin.env())
 
     assert (result.returncode, result.stderr) == (0, "")
-    assert result.stdout == f"rolled back hello at revision 4: {v2[:12]} 100%\n" + _live(4)
+    assert result.stdout == f"rolled back hello at revision 4: {v2[:12]} 100%\n" + _live(4, node)
     assert node.ready()["functions"] == {"hello": {"state": "serving", "versions": [v2]}}
     assert _bodies(node.port, 100) == {b"v2": 100}
 
@@ -141,7 +145,7 @@ def test_rm_stops_serving_on_the_node(fleet: Fleet, tmp_path: Path) -> None:
     result = run_edge("rm", "hello", "--wait", env=origin.env())
 
     assert (result.returncode, result.stderr) == (0, "")
-    assert result.stdout == "removed hello at revision 2\n" + _live(2)
+    assert result.stdout == "removed hello at revision 2\n" + _live(2, node)
     reply = node.get("/hello")
     assert reply.status == 404
     assert reply.json() == {"error": "no function serves /hello", "request_id": reply.headers["x-request-id"]}
