@@ -39,9 +39,11 @@ MAX_LINE_CHARS = 8 * 1024
 # How often gathered lines are posted, and how long a post may take.
 INTERVAL_S = 0.3
 POST_TIMEOUT_S = 5.0
-# Characters of line text in one post: even escaped six-fold as JSON it stays under the origin's
-# 1 MiB body limit.
-BATCH_CHARS = 128 * 1024
+# One post carries about this much JSON, and never more than the origin takes (1 MiB a body).
+BATCH_BYTES = 256 * 1024
+MAX_BODY_BYTES = 1000 * 1024
+# The JSON a line takes besides its text, version and request id (field names, time, function).
+_LINE_OVERHEAD = 160
 # Waits between attempts while the origin cannot be reached: doubling up to the last.
 RETRY_S = (0.5, 1.0, 2.0, 4.0)
 # At shutdown, the last lines get this long to reach the origin.
@@ -109,14 +111,25 @@ class LogShipper:
             await asyncio.wait_for(task, FINAL_FLUSH_S)
 
     def _take(self) -> LogBatch:
-        """The oldest waiting lines, up to `BATCH_CHARS` of text, out of the buffer."""
+        """The oldest waiting lines out of the buffer, as many as one post may carry."""
         lines: list[LogLine] = []
-        chars = 0
-        while self._lines and (not lines or chars + len(self._lines[0].line) <= BATCH_CHARS):
+        size = 0
+        while self._lines and (not lines or size < BATCH_BYTES):
             line = self._lines.popleft()
             lines.append(line)
-            chars += len(line.line)
+            size += len(line.line) + len(line.version) + len(line.request_id) + _LINE_OVERHEAD
         return LogBatch(lines=lines, dropped=self.dropped)
+
+    def _encode(self, batch: LogBatch) -> bytes:
+        """The batch as JSON; lines that would take it past the origin's limit go back to the buffer."""
+        body = msgspec.json.encode(batch)
+        while len(body) > MAX_BODY_BYTES and len(batch.lines) > 1:
+            # Escaping made it larger than estimated: the newer half waits for the next post.
+            half = len(batch.lines) // 2
+            self._lines.extendleft(reversed(batch.lines[half:]))
+            del batch.lines[half:]
+            body = msgspec.json.encode(batch)
+        return body
 
     def _put_back(self, batch: LogBatch) -> None:
         """A batch that did not get through goes back in front, as much as fits: it is the oldest."""
@@ -129,7 +142,7 @@ class LogShipper:
         """Post one batch; True when the origin took it (or refused it for good)."""
         batch = self._take()
         try:
-            await _on_thread(self._post, msgspec.json.encode(batch))
+            await _on_thread(self._post, self._encode(batch))
         except OriginError as exc:
             if exc.status in (400, 413):
                 # This batch will never be taken: count it as dropped rather than retry forever.
