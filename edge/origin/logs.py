@@ -129,8 +129,9 @@ class LogBuffer:
                 break
             # Only what arrived meanwhile is new; the lines up to page.next were not wanted.
             page = self.page(page.next, wanted, limit)
+            missed += page.dropped.get(_ORIGIN_BOUND, 0)
         if missed:
-            page.dropped[_ORIGIN_BOUND] = missed + page.dropped.get(_ORIGIN_BOUND, 0)
+            page.dropped[_ORIGIN_BOUND] = missed
         return page
 
 
