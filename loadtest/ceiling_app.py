@@ -38,6 +38,7 @@ class CannedIsolate:
     is_async = False
     batches = 0
     wakes = 0
+    pending = 0
 
     def __init__(self, loop: asyncio.AbstractEventLoop, spec: IsolateSpec, at_once: bool) -> None:
         self.spec = spec

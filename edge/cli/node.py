@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import fnmatch
+import importlib.metadata
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
 from edge.cli._abort import abort
 from edge.node.functions import scan_functions
 from edge.node.settings import NodeSettings, SettingsError, load_settings, read_token_file
+
+if TYPE_CHECKING:
+    from edge.node.admin import AdminServer
 
 __all__ = ["register"]
 
@@ -55,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
             # start over in a clean process image, with the settings handed over in memory.
             print(f"edge node: re-executing without {', '.join(exposed)}", file=sys.stderr, flush=True)
             _reexec(settings)
+    check_port_free(settings.host, settings.port)
     if settings.origin:
         base = f"http://{settings.host}:{settings.port}"
         print(f"edge node: syncing from {settings.origin} on {base} (state in {settings.data})", flush=True)
@@ -181,6 +188,75 @@ def _hand_over(settings: NodeSettings) -> None:
     handoff.offer(settings)
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Abort when another process listens on (host, port).
+
+    Granian binds with SO_REUSEPORT, so a second node on a busy port would start and split the
+    traffic with the first; a plain bind (SO_REUSEADDR only, as granian's own) tells first.
+    """
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                abort(
+                    f"port {port} on {host} is already in use (another edge node?): stop that process,"
+                    " or pick a free port with --port PORT (or `port` in the settings file, EDGE_PORT)",
+                    2,
+                )
+            abort(f"cannot listen on {host}:{port}: {exc.strerror} - at `$.host`/`$.port`", 2)
+
+
+def start_admin(settings: NodeSettings, runtime_dir: str) -> AdminServer | None:
+    """The admin listener (Prometheus `GET /metrics`); None when it is off or its port is taken."""
+    from edge.node.admin import AdminServer, NodeCollector, SampleReader, registry_for
+    from edge.node.metrics import metrics_directory
+
+    directory = metrics_directory(runtime_dir)
+    directory.mkdir(exist_ok=True)
+    if not settings.admin_port:
+        return None
+    collector = NodeCollector(SampleReader(directory), _edge_version(), lambda: _node_id(settings))
+    server = AdminServer(settings.admin_host, settings.admin_port, registry_for(collector))
+    try:
+        server.start()
+    except OSError as exc:
+        # Not fatal: the node's traffic is not split, only this node's metrics are missing.
+        print(
+            f"edge node: error: no admin listener (Prometheus metrics) on"
+            f" {settings.admin_host}:{settings.admin_port}: {exc.strerror}; set a free `admin_port`"
+            " (EDGE_ADMIN_PORT, 0 turns it off)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return None
+    print(f"edge node: metrics at http://{settings.admin_host}:{server.port}/metrics", flush=True)
+    return server
+
+
+def _edge_version() -> str:
+    try:
+        return importlib.metadata.version("edge-functions")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _node_id(settings: NodeSettings) -> str:
+    """The id an origin-mode node reports (its workers write it to `data` on first start)."""
+    if not settings.origin:
+        return ""
+    if settings.node_id:
+        return settings.node_id
+    try:
+        return Path(settings.data, "node-id").read_text().strip()
+    except OSError:
+        return ""
+
+
 def serve(settings: NodeSettings) -> None:
     """Run granian in this process until it is told to stop (workers are forked processes)."""
     from granian.constants import HTTPModes, Interfaces, Loops
@@ -189,9 +265,10 @@ def serve(settings: NodeSettings) -> None:
     from edge.node.supervisor import NodeServer
 
     _hand_over(settings)
-    # Outlives every worker (marks of failing functions); functions may not open it.
+    # Outlives every worker (marks of failing functions, metrics samples); functions may not open it.
     runtime_dir = tempfile.mkdtemp(prefix="edge-node-")
     os.environ[RUNTIME_DIR_VARIABLE] = runtime_dir
+    admin = start_admin(settings, runtime_dir)
     server = NodeServer(
         "edge.node.app:create_app",
         factory=True,
@@ -217,4 +294,6 @@ def serve(settings: NodeSettings) -> None:
     try:
         server.serve()
     finally:
+        if admin is not None:
+            admin.close()
         shutil.rmtree(runtime_dir, ignore_errors=True)

@@ -18,10 +18,13 @@ import msgspec
 from cache import PASS, CachedRequest, CacheResult, HttpCache, Streamed
 from edge.control.messages import FunctionStats
 from edge.node import logship
+from edge.node.accesslog import AccessLine, AccessLog
+from edge.node.metrics import SAMPLE_INTERVAL_S, WorkerMetrics, WorkerSample, metrics_directory
 from edge.node.recycling import RUNTIME_DIR_VARIABLE, FailingMarks, WorkerWatch, recycle_by_sighup
 from edge.node.routing import RESERVED_PREFIX, Router
 from edge.node.settings import NodeSettings
 from edge.node.source import FunctionSource
+from edge.node.tracing import trace_id_of
 from isolates.backends import (
     INVOKE_METHOD,
     RESPONSE,
@@ -66,6 +69,7 @@ class NodeApp:
         backends: BackendLookup = backend_factory,
         recycle: Callable[[], None] | None = None,
         runtime_dir: str | None = None,
+        metrics: bool = True,
     ) -> None:
         """Parameters
         ----------
@@ -77,7 +81,11 @@ class NodeApp:
             Asks for this worker to be replaced gracefully (granian: SIGHUP to the parent);
             None: the request is only logged.
         runtime_dir:
-            A directory that outlives this worker, for marks of failing function versions.
+            A directory that outlives this worker, for marks of failing function versions and
+            the worker's metrics samples (edge/node/metrics.py).
+        metrics:
+            Count requests per function version (False: a benchmark's baseline); the access log
+            follows `settings.access_log`.
         """
         self._backends = backends
         self._recycle = recycle
@@ -97,6 +105,12 @@ class NodeApp:
         # Requests refused because their body was cut off or malformed (in /_edge/metrics).
         self.bad_bodies = 0
         self._id_prefix = os.urandom(5).hex()
+        directory = metrics_directory(runtime_dir) if runtime_dir else None
+        self.metrics = WorkerMetrics(directory) if metrics else None
+        self._metrics_task: asyncio.Task[None] | None = None
+        self.access = AccessLog(enabled=settings.access_log)
+        # Request id -> trace id (W3C traceparent) of requests in flight that carry one.
+        self._traces: dict[str, str] = {}
 
     @property
     def pool(self) -> IsolatePool:
@@ -125,8 +139,27 @@ class NodeApp:
         return removed
 
     def function_stats(self) -> list[FunctionStats]:
-        """Each function version's traffic on this node, for the report to the origin."""
-        return []
+        """Each function version's traffic in this worker (which reports as a node of its own)."""
+        return self.metrics.stats() if self.metrics is not None else []
+
+    def sample_metrics(self) -> WorkerSample | None:
+        """This worker's counters and gauges now (None when it does not count)."""
+        if self.metrics is None:
+            return None
+        stats = self.cache.stats if self.cache is not None else None
+        return self.metrics.sample(self._pool, stats, self.source.status())
+
+    async def _write_metrics(self) -> None:
+        """Write this worker's sample every SAMPLE_INTERVAL_S until cancelled (at shutdown)."""
+        while True:
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
+            self._save_metrics()
+
+    def _save_metrics(self) -> None:
+        sample = self.sample_metrics()
+        if sample is not None and self.metrics is not None:
+            self.metrics.write(sample)
+            self.metrics.remember()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -150,26 +183,66 @@ class NodeApp:
         if path.startswith(RESERVED_PREFIX):
             await self._node_endpoint(path, request_id, send)
             return
-        method: str = scope["method"]
+        started = monotonic()
+        trace_id = ""
+        traceparent = named.get(b"traceparent")
+        if traceparent is not None:
+            trace_id = trace_id_of(traceparent)
+            if trace_id:  # the function's log lines of this request carry it (_log_function_line)
+                self._traces[request_id] = trace_id
+        # What the access log and the metrics see of this request; filled in as it is answered.
+        line = AccessLine(
+            0.0, "", "", scope["method"], path, 500, 0.0, False, "-", request_id, 0, trace_id, _client(scope)
+        )
+        try:
+            await self._route(scope, receive, send, named, line)
+        finally:
+            self._finished(line, started)
+
+    def _finished(self, line: AccessLine, started: float) -> None:
+        """The one hook per answered request: metrics, the access log, the trace id's end."""
+        ended = monotonic()
+        seconds = ended - started
+        metrics = self.metrics
+        if metrics is not None and line.function:
+            metrics.counters(line.function, line.version).end(line.status, seconds)
+        if line.trace_id:
+            self._traces.pop(line.request_id, None)
+        access = self.access
+        if access.enabled:
+            line.time = ended + access.wall_offset
+            line.duration_ms = round(seconds * 1000, 3)
+            access.add(line)
+
+    async def _route(
+        self, scope: Scope, receive: Receive, send: Send, named: dict[bytes, bytes], line: AccessLine
+    ) -> None:
+        path, method = line.path, line.method
         invoked = _INVOKE_PATH.fullmatch(path) if path.startswith("/2015-03-31/") else None
         if invoked is not None:
             name = self._invoked(invoked[1])
             if method != "POST":
-                await _send_error(send, 405, "the invoke API takes POST", request_id)
+                await _send_error(send, 405, "the invoke API takes POST", line)
                 return
         else:
             name = self.router.match(path)
         function = self._pool.get(name) if name is not None and self._pool is not None else None
         if function is None:
-            await _send_error(send, 404, f"no function serves {path}", request_id)
+            await _send_error(send, 404, f"no function serves {path}", line)
             return
         isolate = function.pick()
         if isolate is None and function.lazy is not None:
             warmed = await self.pool.warm(function.name)
             isolate = warmed.pick() if warmed is not None else None
             function = warmed or function
+        line.function = function.name
+        if isolate is not None:
+            line.version = isolate.spec.version
+        metrics = self.metrics
+        if metrics is not None:
+            line.cold = metrics.counters(function.name, line.version).begin(isolate)
         if isolate is None:
-            await _send_error(send, 503, function.error or f"function {name} is not serving", request_id)
+            await _send_error(send, 503, function.error or f"function {name} is not serving", line)
             return
         cache = self.cache
         if invoked is not None:
@@ -177,20 +250,19 @@ class NodeApp:
                 message = (
                     f'function {name} is kind = "{isolate.spec.kind}"; the invoke API calls kind = "lambda"'
                 )
-                await _send_error(send, 400, message, request_id)
+                await _send_error(send, 400, message, line)
                 return
             cache, method = None, INVOKE_METHOD
+        headers = scope["headers"]
         looked_up = None
         if cache is not None:
             looked_up = cache.lookup(
                 function.name, isolate.spec.version, method, path, scope["query_string"], headers, named
             )
             if isinstance(looked_up, CacheResult):
-                looked_up.headers.append((b"x-request-id", request_id.encode()))
-                await send(
-                    {"type": "http.response.start", "status": looked_up.status, "headers": looked_up.headers}
-                )
-                await send({"type": "http.response.body", "body": looked_up.body})
+                line.cache = looked_up.cache_status
+                looked_up.headers.append((b"x-request-id", line.request_id.encode()))
+                await _send_whole(send, looked_up.status, looked_up.headers, looked_up.body, line)
                 return
         body = b""
         length = named.get(b"content-length")
@@ -198,16 +270,14 @@ class NodeApp:
             limit = self.settings.max_body_bytes
             if length is not None and not length.isdigit():
                 self.bad_bodies += 1
-                await _send_error(
-                    send, 400, f"invalid Content-Length {length.decode('latin-1')!r}", request_id
-                )
+                await _send_error(send, 400, f"invalid Content-Length {length.decode('latin-1')!r}", line)
                 return
             if length is not None and int(length) > limit:
-                await _send_error(send, 413, f"request body over the limit of {limit} bytes", request_id)
+                await _send_error(send, 413, f"request body over the limit of {limit} bytes", line)
                 return
             received = await _read_body(receive, limit)
             if received is None:
-                await _send_error(send, 413, f"request body over the limit of {limit} bytes", request_id)
+                await _send_error(send, 413, f"request body over the limit of {limit} bytes", line)
                 return
             if received is _INCOMPLETE or (length is not None and len(received) != int(length)):
                 # Cut off, or an invalid chunked encoding (granian reports both as a disconnect):
@@ -217,7 +287,7 @@ class NodeApp:
                     f"{int(length)} bytes (Content-Length)" if length is not None else "a valid chunked body"
                 )
                 await _send_error(
-                    send, 400, f"request body incomplete or malformed: expected {expected}", request_id
+                    send, 400, f"request body incomplete or malformed: expected {expected}", line
                 )
                 return
             body = received
@@ -229,25 +299,23 @@ class NodeApp:
                 query.decode("latin-1"),
                 headers,
                 body,
-                request_id,
+                line.request_id,
                 monotonic() + function.timeout,
-                _client(scope),
+                line.client,
             )
             if cache is None or reply[0] != RESPONSE:
-                await _send_reply(send, reply, request_id, receive)
+                await _send_reply(send, reply, line, receive)
                 return
+            line.cache = "PASS"
             ttl = self.cache_ttls.get(function.name, 0)
             response = (reply[2], reply[3], reply[4])
             result = cache.passed(
                 function.name, isolate.spec.version, path, query, ttl, response, method == "HEAD"
             )
-            result.headers.append((b"x-request-id", request_id.encode()))
-            await send({"type": "http.response.start", "status": result.status, "headers": result.headers})
-            await send({"type": "http.response.body", "body": result.body})
+            result.headers.append((b"x-request-id", line.request_id.encode()))
+            await _send_whole(send, result.status, result.headers, result.body, line)
             return
-        await self._cached(
-            cache, scope, receive, send, function.name, function.timeout, isolate, body, request_id
-        )
+        await self._cached(cache, scope, receive, send, function.timeout, isolate, body, line)
 
     async def _cached(
         self,
@@ -255,14 +323,14 @@ class NodeApp:
         scope: Scope,
         receive: Receive,
         send: Send,
-        name: str,
         timeout: float,
         isolate: Isolate,
         body: bytes,
-        request_id: str,
+        line: AccessLine,
     ) -> None:
         """Answer through the response cache; the isolate runs only on a miss."""
         method, path, query, headers = scope["method"], scope["path"], scope["query_string"], scope["headers"]
+        request_id = line.request_id
 
         async def invoke() -> tuple[int, list[tuple[bytes, bytes]], bytes]:
             reply = await isolate.submit(
@@ -273,7 +341,7 @@ class NodeApp:
                 body,
                 request_id,
                 monotonic() + timeout,
-                _client(scope),
+                line.client,
             )
             if reply[0] == RESPONSE:
                 return reply[2], list(reply[3]), reply[4]
@@ -282,20 +350,34 @@ class NodeApp:
             # The message alone: a collapsed waiter gets this too and renders its own request id.
             return reply[2], [_JSON, _NODE_ERROR], reply[3].encode()
 
+        name = line.function
         ttl = self.cache_ttls.get(name, 0)
         request = CachedRequest(name, isolate.spec.version, method, path, query, headers, ttl)
         try:
             result = await cache.handle(request, invoke)
         except Streamed as streamed:
-            await _send_stream(send, receive, streamed.reply, request_id)
+            line.cache = "MISS"
+            await _send_stream(send, receive, streamed.reply, line)
             return
+        line.cache = result.cache_status
         response_headers, response_body = result.headers, result.body
         if _NODE_ERROR in response_headers:
             response_headers = [header for header in response_headers if header != _NODE_ERROR]
             response_body = msgspec.json.encode({"error": response_body.decode(), "request_id": request_id})
         response_headers.append((b"x-request-id", request_id.encode()))
-        await send({"type": "http.response.start", "status": result.status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": response_body})
+        await _send_whole(send, result.status, response_headers, response_body, line)
+
+    def _log_function_line(
+        self, function: str, version: str, stream: str, request_id: str, line: str
+    ) -> None:
+        """The pool's log sink: one line a function printed, tagged with its request (and trace) id."""
+        level = logging.ERROR if stream == "error" else logging.INFO
+        trace_id = self._traces.get(request_id, "") if request_id else ""
+        if trace_id:
+            function_log.log(level, "[%s %s trace=%s] %s", function, request_id, trace_id, line)
+        else:
+            function_log.log(level, "[%s %s] %s", function, request_id or "-", line)
+        logship.emit(stream, function, version, request_id, line, trace_id)
 
     def _invoked(self, name: str) -> str | None:
         """The function the invoke API names: `function` is the only `kind = "lambda"` one."""
@@ -343,7 +425,9 @@ class NodeApp:
             body = {"ready": self.ready, "functions": functions, **self.source.status()}
             await _send_json(send, 200 if self.ready else 503, body, request_id)
         else:
-            await _send_error(send, 404, f"no node endpoint {path}", request_id)
+            await _send_json(
+                send, 404, {"error": f"no node endpoint {path}", "request_id": request_id}, request_id
+            )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -366,7 +450,7 @@ class NodeApp:
         scrub_environment(self.settings.scrub_env)
         settings = self.settings
         self._pool = IsolatePool(
-            _log_function_line,
+            self._log_function_line,
             backend_options(settings, self._runtime_dir),
             backends=self._backends,
             drain_timeout=settings.shutdown_timeout_ms / 1000,
@@ -376,6 +460,10 @@ class NodeApp:
         )
         self.watch = WorkerWatch(self._pool, settings.max_abandoned_isolates, self._recycle or _no_recycle)
         self._watch_task = asyncio.get_running_loop().create_task(self.watch.run())
+        if self.metrics is not None:
+            if self._runtime_dir:
+                metrics_directory(self._runtime_dir).mkdir(exist_ok=True)
+            self._metrics_task = asyncio.get_running_loop().create_task(self._write_metrics())
         await self.source.start(self)
         if settings.origin:
             logship.shipper = logship.LogShipper(settings, str(self.source.status().get("node_id", "")))
@@ -392,6 +480,11 @@ class NodeApp:
             await self.cache.aclose()
         if self._pool is not None:
             await self._pool.close(self.settings.shutdown_timeout_ms / 1000)
+        if self._metrics_task is not None:
+            self._metrics_task.cancel()
+        # Everything answered is counted: the main process keeps this worker's last sample.
+        self._save_metrics()
+        self.access.flush()
         if logship.shipper is not None:
             await logship.shipper.stop()
             logship.shipper = None
@@ -422,12 +515,6 @@ def scrub_environment(patterns: list[str]) -> None:
             del os.environ[variable]
 
 
-def _log_function_line(function: str, version: str, stream: str, request_id: str, line: str) -> None:
-    level = logging.ERROR if stream == "error" else logging.INFO
-    function_log.log(level, "[%s %s] %s", function, request_id or "-", line)
-    logship.emit(stream, function, version, request_id, line)
-
-
 # What _read_body returns for a body that did not arrive whole.
 _INCOMPLETE = b"\0incomplete"
 
@@ -454,18 +541,25 @@ def _client(scope: Scope) -> str:
     return f"{client[0]}:{client[1]}" if client else ""
 
 
-async def _send_reply(send: Send, reply: Reply, request_id: str, receive: Receive) -> None:
+async def _send_reply(send: Send, reply: Reply, line: AccessLine, receive: Receive) -> None:
     if reply[0] == RESPONSE:
-        headers = [*reply[3], (b"x-request-id", request_id.encode())]
-        await send({"type": "http.response.start", "status": reply[2], "headers": headers})
-        await send({"type": "http.response.body", "body": reply[4]})
+        headers = [*reply[3], (b"x-request-id", line.request_id.encode())]
+        await _send_whole(send, reply[2], headers, reply[4], line)
     elif reply[0] == STREAM:
-        await _send_stream(send, receive, reply, request_id)
+        await _send_stream(send, receive, reply, line)
     else:
-        await _send_error(send, reply[2], reply[3], request_id)
+        await _send_error(send, reply[2], reply[3], line)
 
 
-async def _send_stream(send: Send, receive: Receive, reply: Reply, request_id: str) -> None:
+async def _send_whole(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, line: AccessLine
+) -> None:
+    line.status, line.bytes = status, len(body)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_stream(send: Send, receive: Receive, reply: Reply, line: AccessLine) -> None:
     """Send a streamed reply piece by piece (chunked).
 
     A stream cut off is logged and left without its terminating chunk: the server ends the
@@ -474,14 +568,16 @@ async def _send_stream(send: Send, receive: Receive, reply: Reply, request_id: s
     reaches its deadline, and what it still makes is dropped.
     """
     stream: Stream = reply[4]
-    headers = [*reply[3], (b"x-request-id", request_id.encode())]
+    headers = [*reply[3], (b"x-request-id", line.request_id.encode())]
     watch = asyncio.get_running_loop().create_task(_close_on_disconnect(receive, stream))
+    line.status = reply[2]
     try:
         await send({"type": "http.response.start", "status": reply[2], "headers": headers})
         async for data in stream:
+            line.bytes += len(data)
             await send({"type": "http.response.body", "body": data, "more_body": True})
     except StreamCut as exc:
-        log.error("request %s: streamed response cut off: %s", request_id, exc)
+        log.error("request %s: streamed response cut off: %s", line.request_id, exc)
         return
     finally:
         watch.cancel()
@@ -502,8 +598,10 @@ async def _send_json(send: Send, status: int, payload: dict[str, Any], request_i
     await send({"type": "http.response.body", "body": msgspec.json.encode(payload)})
 
 
-async def _send_error(send: Send, status: int, message: str, request_id: str) -> None:
-    await _send_json(send, status, {"error": message, "request_id": request_id}, request_id)
+async def _send_error(send: Send, status: int, message: str, line: AccessLine) -> None:
+    body = msgspec.json.encode({"error": message, "request_id": line.request_id})
+    headers = [_JSON, (b"x-request-id", line.request_id.encode())]
+    await _send_whole(send, status, headers, body, line)
 
 
 def create_app(backends: BackendLookup = backend_factory) -> NodeApp:

@@ -51,6 +51,11 @@ class NodeSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Standard-library modules imported into blank isolates ahead of need (each costs memory).
     warm_imports: list[str] = msgspec.field(default_factory=lambda: ["json"])
     log_level: str = "info"
+    # One JSON line per request on the `edge.access` logger (at INFO: `log_level` above info hides it).
+    access_log: bool = True
+    # The admin listener of the node's main process: Prometheus `GET /metrics` (0: none).
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 9180
     # How long an isolate may stay silent after a request's deadline before it is replaced.
     abandon_after_ms: int = 1000
     shutdown_timeout_ms: int = 5000
@@ -80,6 +85,13 @@ _LEVELS = ("critical", "error", "warning", "info", "debug")
 def _check(settings: NodeSettings, source: str) -> None:
     problems = (
         ("port", settings.port, 0 <= settings.port <= 65535, "`int` from 0 to 65535"),
+        (
+            "admin_port",
+            settings.admin_port,
+            0 <= settings.admin_port <= 65535 and (settings.admin_port != settings.port or not settings.port),
+            f"`int` from 0 to 65535 other than `port` ({settings.port}); 0 turns the admin listener off",
+        ),
+        ("admin_host", settings.admin_host, bool(settings.admin_host), "an address, e.g. 127.0.0.1"),
         ("workers", settings.workers, 1 <= settings.workers <= 256, "`int` from 1 to 256"),
         ("max_body_bytes", settings.max_body_bytes, settings.max_body_bytes >= 0, "`int` >= 0"),
         ("http", settings.http, settings.http in ("1", "2", "auto"), "one of 1, 2, auto"),

@@ -124,6 +124,11 @@ class Isolate(Protocol):
         """False once the isolate was closed, crashed or abandoned."""
         ...
 
+    @property
+    def pending(self) -> int:
+        """Requests submitted and not answered yet (waiting or running; the node's queue depth)."""
+        ...
+
     def submit(
         self,
         method: str,

@@ -117,6 +117,11 @@ class ProcessIsolate:
         return self._alive
 
     @property
+    def pending(self) -> int:
+        """Requests submitted and not answered yet."""
+        return len(self._pending)
+
+    @property
     def pid(self) -> int | None:
         """The current child's process id (None between a crash and its replacement)."""
         return self._child.pid if self._child is not None else None

@@ -393,8 +393,9 @@ class _Function:
 
     def request(self, item: tuple[Any, ...]) -> Request:
         _, method, path, query, headers, body, request_id, deadline, client = item
-        context = Context(self.name, self.version, request_id, deadline)
-        return Request(method, path, query, Headers(headers), body, context, client)
+        headers = Headers(headers)
+        context = Context(self.name, self.version, request_id, deadline, headers)
+        return Request(method, path, query, headers, body, context, client)
 
     def call_sync(self, item: tuple[Any, ...]) -> None:
         seq, deadline = item[0], item[7]

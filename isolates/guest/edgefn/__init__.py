@@ -61,23 +61,55 @@ class Headers(Mapping[str, str]):
 
 
 class Context:
-    """Who is running: function name, version, request id and the deadline."""
+    """Who is running: function name, version, request id, the deadline and the trace context."""
 
-    __slots__ = ("deadline", "function", "request_id", "version")
+    __slots__ = ("_headers", "deadline", "function", "request_id", "version")
 
-    def __init__(self, function: str, version: str, request_id: str, deadline: float) -> None:
+    def __init__(
+        self, function: str, version: str, request_id: str, deadline: float, headers: Headers | None = None
+    ) -> None:
         self.function = function
         self.version = version
         self.request_id = request_id
         self.deadline = deadline
+        # The request's headers, read only when the trace context is asked for.
+        self._headers = headers
 
     @property
     def remaining_ms(self) -> int:
         """Milliseconds left before the request times out (never negative)."""
         return max(0, int((self.deadline - time.monotonic()) * 1000))
 
+    @property
+    def traceparent(self) -> str:
+        """The request's W3C `traceparent` header when it is valid, else "" (pass it on downstream)."""
+        headers = self._headers
+        value = headers.get("traceparent", "").strip() if headers is not None else ""
+        return value if _trace_id(value) else ""
+
+    @property
+    def trace_id(self) -> str:
+        """The 32-hex-digit trace id of a valid `traceparent`, else "" (the node logs it with the request)."""
+        return _trace_id(self.traceparent)
+
     def __repr__(self) -> str:
         return f"Context(function={self.function!r}, request_id={self.request_id!r})"
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _trace_id(traceparent: str) -> str:
+    """The trace id of a valid W3C traceparent (version-traceid-parentid-flags), else ""."""
+    parts = traceparent.split("-")
+    if len(parts) < 4 or [len(part) for part in parts[:4]] != [2, 32, 16, 2]:
+        return ""
+    version, trace_id, parent_id, _ = parts[:4]
+    if not _HEX.issuperset("".join(parts[:4])) or version == "ff" or (version == "00" and len(parts) > 4):
+        return ""
+    if trace_id == "0" * 32 or parent_id == "0" * 16:
+        return ""
+    return trace_id
 
 
 class Request:
