@@ -101,9 +101,12 @@ def test_a_changed_bundle_without_a_good_archive_is_refused(fleet: Fleet, tmp_pa
     assert hello["state"] == "error"
     assert "versions" not in hello
     problem = f"bundle {version[:12]}: the stored archive {archive} does not match its digest"
+    # What clients (and /_edge/ready) see leaves out the node's paths; the log has them.
+    public = problem.replace(str(node.data.resolve()), "<node data>")
     assert hello["error"].startswith(
-        f"function hello failed to load: {problem}, and the origin cannot send it: "
+        f"function hello failed to load: {public}, and the origin cannot send it: "
     )
+    assert reply.json()["error"] == hello["error"]
     assert f"ERROR edge.sync: function hello: {problem}; fetching it again" in node.output()
 
     # Once the origin answers again, the node fetches the archive and serves the original.
