@@ -16,8 +16,11 @@ from origin_harness import Origin, running_origin, write_function
 
 from edge import bundle
 from edge.control.messages import FunctionStats, FunctionStatus, NodeInfo, NodeReport
-from edge.origin.dashboard import combine
+from edge.origin.app import build_origin
+from edge.origin.dashboard import combine, dashboard_state
 from edge.origin.sessions import Sessions
+from edge.origin.settings import OriginSettings
+from isolates.manifest import Manifest
 
 
 @dataclass
@@ -424,3 +427,32 @@ def test_sessions_end_with_the_origin(tmp_path: Path) -> None:
     with running_origin(tmp_path / "data") as again:
         browser.origin = again
         assert browser.send("GET", "/ui/state").status == 401
+
+
+def test_a_stale_nodes_counters_count_but_not_its_last_minute(tmp_path: Path) -> None:
+    now = [1000.0]
+    app_origin = build_origin(
+        OriginSettings(data_dir=str(tmp_path / "data"), heartbeat_interval_s=1.0), clock=lambda: now[0]
+    )
+    version = "a" * 64
+    app_origin.deploy("hello", version, 10, Manifest(name="hello"), None)
+    for node_id, rps in (("old", 5.0), ("recent", 2.0)):
+        now[0] += 2.0
+        app_origin.register(
+            NodeInfo(node_id=node_id, hostname=node_id, arch="x", python="3.13", cpus=1, memory_bytes=1)
+        )
+        stats = FunctionStats(name="hello", version=version, requests=10, errors=1, rps=rps, p99_ms=rps)
+        app_origin.seen(node_id, NodeReport(node_id=node_id, applied_revision=0, stats=[stats]))
+    now[0] += 1.5  # "old" was seen 3.5 s ago: more than 3 heartbeat intervals, so it is stale.
+
+    state = dashboard_state(app_origin)
+
+    assert [(n.node_id, n.live, n.lag, n.last_seen_s) for n in state.nodes] == [
+        ("old", False, 1, 3.5),
+        ("recent", True, 1, 1.5),
+    ]
+    traffic = state.functions[0].traffic
+    assert (traffic.rps, traffic.p99_ms, traffic.requests, traffic.errors) == (2.0, 2.0, 20, 2)
+    assert state.functions[0].previous is None
+    assert [(d.function, d.version, d.weight) for d in state.deploys] == [("hello", version, 100)]
+    app_origin.store.close()

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser import artifacts_dir, install_chromium
+from browser import INSTALL_TIMEOUT_S, artifacts_dir, install_chromium
 from fleet.fleet_harness import Fleet, run_edge, wait_for, write_version
 from playwright.sync_api import Browser, ConsoleMessage, expect, sync_playwright
 
@@ -43,6 +43,8 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         running.close()
 
 
+# The first run on a clean machine installs Chromium inside this test's setup.
+@pytest.mark.timeout(300 + 2 * INSTALL_TIMEOUT_S)
 def test_log_in_see_a_deploy_and_roll_back(chromium: Browser, fleet: Fleet, tmp_path: Path) -> None:
     origin = fleet.start_origin()
     nodes = [fleet.start_node(), fleet.start_node()]
@@ -125,6 +127,14 @@ def test_log_in_see_a_deploy_and_roll_back(chromium: Browser, fleet: Fleet, tmp_
         wait_for(lambda node=node: node.serves(b"v1"), 15, f"node {node.node_id} to serve v1 again")
         expect(page.locator(f'#nodes tr[data-node="{node.node_id}"] td.revision')).to_have_text("3")
 
+    # Traffic comes from the nodes' reports (their heartbeat carries each function's stats).
+    for node in nodes:
+        for _ in range(5):
+            assert node.serves(b"v1")
+    page.wait_for_function(
+        "() => Number(document.querySelector('[data-function=hello] .stats').dataset.requests) >= 10"
+    )
+
     places = artifacts_dir(tmp_path)
     shot = places[0] / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -136,6 +146,22 @@ def test_log_in_see_a_deploy_and_roll_back(chromium: Browser, fleet: Fleet, tmp_
         "Failed to load resource: the server responded with a status of 401 (Unauthorized)"
         f" ({origin.url}/login)"
     ]
+
+    # Back to v2 by picking it, then a canary promoted from the page.
+    card.locator(f'tr[data-version="{v2}"] button[data-action="rollback-to"]').click()
+    expect(page.locator("#confirm-text")).to_have_text(f"Switch hello to {v2[:12]} (100% of traffic)?")
+    page.click("#confirm-ok")
+    expect(card.locator(".releases")).to_have_text(f"serving {v2[:12]} 100%")
+    third, v3 = write_version(tmp_path, "v3")
+    assert run_edge("deploy", str(third), "--canary", "10", env=origin.env()).returncode == 0
+    expect(card.locator(".releases")).to_have_text(f"serving {v2[:12]} 90% + {v3[:12]} 10%")
+    card.locator('button[data-action="promote"]').click()
+    expect(page.locator("#confirm-text")).to_have_text(
+        f"Promote hello: send all traffic to {v3[:12]} (now 10%)?"
+    )
+    page.click("#confirm-ok")
+    expect(card.locator(".releases")).to_have_text(f"serving {v3[:12]} 100%")
+    assert [(r.version, r.weight) for r in origin.admin().function("hello").releases] == [(v3, 100)]
 
     # Logging out ends the session: the page is the login form again.
     page.click("#logout button")

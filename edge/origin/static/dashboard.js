@@ -77,7 +77,7 @@ function button(label, action, onClick, danger) {
 function trafficLine(traffic) {
   return el(
     "div",
-    { class: "stats" },
+    { class: "stats", "data-requests": String(traffic.requests) },
     el("span", {}, el("b", {}, traffic.rps.toFixed(2)), " req/s"),
     el("span", {}, el("b", {}, percent(traffic.error_rate)), " errors"),
     el("span", {}, "p50 ", el("b", {}, ms(traffic.p50_ms)), " · p99 ", el("b", {}, ms(traffic.p99_ms))),
