@@ -4,7 +4,9 @@ the admin listener is not the public port; a second node on a busy port refuses 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,7 +20,7 @@ import pytest
 from node_harness import Node, NodeFactory, request, write_function
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge.node.admin import SampleReader
+from edge.node.admin import NodeCollector, SampleReader
 from edge.node.metrics import BUCKETS, FunctionSample, WorkerMetrics, WorkerSample, quantile
 from loadtest._servers import free_port
 
@@ -347,3 +349,41 @@ def test_function_stats_cover_the_last_minute() -> None:
     # The window starts at the newest sample at least 60 s old (t = 1030, after 14 requests).
     assert (stats.rps, stats.error_rate) == (round(61 / 60, 3), round(12 / 61, 4))
     assert 10 < stats.p50_ms < stats.p99_ms <= 25
+
+
+def test_the_grafana_dashboard_and_the_rules_use_only_exported_names(tmp_path: Path) -> None:
+    worker = sample(os.getpid(), 1, 3)
+    worker.revision, worker.lag_s = 4, 0.0
+    (tmp_path / f"worker-{worker.pid}-1.json").write_bytes(msgspec.json.encode(worker))
+    collector = NodeCollector(SampleReader(tmp_path, alive=lambda pid, started: True), "0.1.0")
+    exported = {sample.name for family in collector.collect() for sample in family.samples}
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
+    dashboard = json.loads((deploy / "grafana" / "edge-functions.json").read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    expressions += [variable.get("query", "") for variable in dashboard["templating"]["list"]]
+    rules = yaml_exprs((deploy / "prometheus" / "edge-rules.yml").read_text())
+    used = {name for text in [*expressions, *rules] for name in re.findall(r"\bedge_[a-z_]+\b", text)}
+    assert len(rules) == 7
+    assert used - exported == set()
+    assert {"edge_function_requests_total", "edge_sync_lag_seconds", "edge_node_info"} <= used
+
+
+def yaml_exprs(text: str) -> list[str]:
+    """The `expr:` values of a rules file (folded `>` blocks joined), without a YAML library."""
+    found: list[str] = []
+    lines = text.splitlines()
+    for index, raw in enumerate(lines):
+        key, _, rest = raw.strip().partition(": ")
+        if key != "expr" and raw.strip() != "expr: >":
+            continue
+        if raw.strip() == "expr: >":
+            indent = len(raw) - len(raw.lstrip())
+            block = []
+            for following in lines[index + 1 :]:
+                if len(following) - len(following.lstrip()) <= indent:
+                    break
+                block.append(following.strip())
+            found.append(" ".join(block))
+        else:
+            found.append(rest)
+    return found
