@@ -28,7 +28,7 @@ from edge.control.client import ControlError, OriginClient, OriginError
 from edge.control.messages import LogBatch, LogLine
 from edge.node.settings import NodeSettings
 
-__all__ = ["INTERVAL_S", "MAX_LINES", "MAX_LINE_CHARS", "LogShipper", "emit"]
+__all__ = ["INTERVAL_S", "MAX_BODY_BYTES", "MAX_LINES", "MAX_LINE_CHARS", "LogShipper", "emit"]
 
 log = logging.getLogger("edge.node.logship")
 

@@ -3,6 +3,7 @@ origin, and the CLI prints, filters and follows them."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
 import signal
@@ -15,8 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from fleet_harness import REPO, Fleet, clean_env, run_edge, wait_for
+
+from edge.control.messages import LogBatch
+from edge.node.logship import MAX_BODY_BYTES, MAX_LINE_CHARS, MAX_LINES, LogShipper
+from edge.node.settings import NodeSettings
+from loadtest._servers import free_port
 
 TALK = """\
 def handler(request):
@@ -267,3 +274,52 @@ def test_edge_logs_says_how_to_fix_an_unreachable_origin_and_a_wrong_token(
     assert gone.returncode == 1
     assert origin.url in gone.stderr and "EDGE_ORIGIN" in gone.stderr
     assert gone.stdout == ""
+
+
+# The node's shipper in this process: its bounds, and the last lines at shutdown.
+
+
+def shipper_for(url: str, max_lines: int = MAX_LINES, token: str = "token") -> LogShipper:
+    return LogShipper(NodeSettings(origin=url, token=token), "n1", max_lines=max_lines, clock=lambda: 1.0)
+
+
+def test_a_full_shipper_keeps_the_newest_lines_and_counts_the_rest_also_when_a_post_fails() -> None:
+    shipper = shipper_for(f"http://127.0.0.1:{free_port()}", max_lines=3)
+    for i in range(5):
+        shipper.add("stdout", "fn", "v1", "r1", f"line {i}", "")
+    assert ([line.line for line in shipper._lines], shipper.dropped) == (["line 2", "line 3", "line 4"], 2)
+    # Nobody listens: the batch goes back in front, in order, and the count waits for the next post.
+    assert asyncio.run(shipper._ship_once()) is False
+    assert ([line.line for line in shipper._lines], shipper.dropped) == (["line 2", "line 3", "line 4"], 2)
+    shipper.add("stdout", "fn", "v1", "r1", "x" * (MAX_LINE_CHARS + 1), "trace")
+    assert [len(line.line) for line in shipper._lines] == [6, 6, MAX_LINE_CHARS]
+    assert (shipper._lines[-1].trace_id, shipper.dropped) == ("trace", 3)
+
+
+def test_a_batch_stays_under_the_origins_body_limit_however_its_lines_escape() -> None:
+    shipper = shipper_for("http://127.0.0.1:1")
+    for i in range(40):
+        shipper.add("stdout", "fn", "v1", "r1", f"{i:02d}" + "\x01" * (MAX_LINE_CHARS - 2), "")
+    batch = shipper._take()
+    body = shipper._encode(batch)
+    assert (
+        len(body) <= MAX_BODY_BYTES < len(msgspec.json.encode(LogBatch(lines=[*batch.lines, *batch.lines])))
+    )
+    sent = [line.line[:2] for line in batch.lines]
+    left = [line.line[:2] for line in shipper._lines]
+    assert sent + left == [f"{i:02d}" for i in range(40)]
+
+
+def test_stopping_ships_what_is_left(fleet: Fleet) -> None:
+    origin = fleet.start_origin()
+    shipper = shipper_for(origin.url, token=origin.node_token())
+
+    async def run() -> None:
+        await shipper.start()
+        await asyncio.sleep(0)
+        for i in range(3):
+            shipper.add("stdout", "last-words", "v1", "", f"bye {i}", "")
+        await shipper.stop()
+
+    asyncio.run(run())
+    assert printed(log_lines(origin.env(), "last-words")) == ["bye 0", "bye 1", "bye 2"]
