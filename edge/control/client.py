@@ -174,10 +174,8 @@ class OriginClient:
         progress: Progress | None = None,
         force: bool = False,
     ) -> ReleaseResult:
-        """Upload a bundle as a new version of `name`; 100% of traffic, or `canary` percent.
-
-        `force` lets it take routes another function claims (the origin refuses them otherwise).
-        """
+        """Upload a bundle as a new version of `name` (100% or `canary` percent); `force` takes
+        routes another function claims, which the origin refuses otherwise."""
         params = {} if canary is None else {"canary": canary}
         if force:
             params["force"] = 1
