@@ -4,6 +4,7 @@ origin, and the CLI prints, filters and follows them."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import queue
 import signal
@@ -20,7 +21,8 @@ import msgspec
 import pytest
 from fleet_harness import REPO, Fleet, clean_env, run_edge, wait_for
 
-from edge.control.messages import LogBatch
+from edge.cli.logs import format_line, parse_since
+from edge.control.messages import LogBatch, LogLine
 from edge.node.logship import MAX_BODY_BYTES, MAX_LINE_CHARS, MAX_LINES, LogShipper
 from edge.node.settings import NodeSettings
 from loadtest._servers import free_port
@@ -30,6 +32,8 @@ def handler(request):
     print("said", request.path)
     return "ok"
 """
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 CHATTY = """\
 def handler(request):
@@ -219,6 +223,18 @@ def test_access_lines_are_shipped_beside_what_the_function_printed(fleet: Fleet,
     fields = json.loads(access[0]["line"])
     assert (fields["function"], fields["status"], fields["request_id"]) == ("talk", 200, said["request_id"])
 
+    # A request's W3C trace id travels with its lines.
+    connection = http.client.HTTPConnection("127.0.0.1", node.port, timeout=10)
+    connection.request("GET", "/talk/traced", headers={"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"})
+    assert connection.getresponse().read() == b"ok"
+    connection.close()
+
+    def traced() -> list[dict[str, Any]] | None:
+        lines = [line for line in log_lines(env, "talk") if line["trace_id"] == TRACE_ID]
+        return lines if len(lines) == 2 else None
+
+    assert {line["stream"] for line in wait_for(traced, 5, "the traced lines")} == {"stdout", "access"}
+
 
 def test_a_node_that_cannot_reach_the_origin_keeps_the_newest_lines_and_the_drop_count_arrives(
     fleet: Fleet, tmp_path: Path
@@ -274,6 +290,35 @@ def test_edge_logs_says_how_to_fix_an_unreachable_origin_and_a_wrong_token(
     assert gone.returncode == 1
     assert origin.url in gone.stderr and "EDGE_ORIGIN" in gone.stderr
     assert gone.stdout == ""
+
+
+# The CLI's parsing and format, without an origin.
+
+
+def test_since_takes_a_duration_or_an_rfc3339_time_and_refuses_anything_else() -> None:
+    assert parse_since("90s", now=lambda: 1000.0) == 910.0
+    assert parse_since("10m", now=lambda: 1000.0) == 400.0
+    assert parse_since("1.5h", now=lambda: 10_000.0) == 4600.0
+    assert parse_since("2026-12-01T09:30:00Z") == datetime(2026, 12, 1, 9, 30, tzinfo=UTC).timestamp()
+    assert parse_since("2026-12-01T10:30:00+01:00") == parse_since("2026-12-01T09:30:00Z")
+    result = run_edge("logs", "--since", "2026-12-01T09:30:00")
+    assert result.returncode == 2
+    assert result.stderr.endswith(
+        "edge logs: error: argument --since: Expected a duration (30s, 10m, 1h, 2d) or an RFC 3339 time"
+        " with its offset (2026-12-01T09:30:00Z), got '2026-12-01T09:30:00'\n"
+    )
+    result = run_edge("logs", "Bad_Name")
+    assert result.stderr.endswith(
+        "edge logs: error: argument name: Expected a function name (1-63 lowercase letters, digits, '-' or"
+        " '_'), got 'Bad_Name'\n"
+    )
+
+
+def test_a_line_prints_as_time_node_function_request_id_and_text() -> None:
+    line = LogLine(time=1796169373.5, function="talk", line="said hi", request_id="r1", node_id="n1")
+    assert format_line(line) == "2026-12-01T23:56:13.500Z n1 talk [r1] said hi"
+    line.request_id = ""
+    assert format_line(line) == "2026-12-01T23:56:13.500Z n1 talk said hi"
 
 
 # The node's shipper in this process: its bounds, and the last lines at shutdown.
