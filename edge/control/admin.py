@@ -36,7 +36,7 @@ class FunctionInfo(msgspec.Struct, kw_only=True):
     routes: list[str]
     versions: int
     updated_at: float
-    # Version -> the ids of the nodes that reported it failing to load (or marked failing there).
+    # Version -> the ids of the nodes that reported it failing to load.
     failed: dict[str, list[str]] = {}
 
 
@@ -47,7 +47,7 @@ class VersionInfo(msgspec.Struct, kw_only=True):
     created_at: float
     size: int
     weight: int
-    # The ids of the nodes that reported this version failing to load (or marked failing there).
+    # The ids of the nodes that reported this version failing to load.
     failed_on: list[str] = []
 
 

@@ -239,14 +239,14 @@ class Store:
         return cursor.rowcount > 0
 
     def note_failures(self, report: NodeReport, now: float) -> None:
-        """Remember the versions a report says failed on its node; forget those it now serves."""
+        """Remember the versions a report says failed to load on its node; forget those it now serves."""
         for status in report.functions:
             pairs = [(status.name, version, report.node_id) for version in status.versions]
             if status.state == "serving":
                 self._db.executemany(
                     "DELETE FROM failures WHERE name = ? AND version = ? AND node_id = ?", pairs
                 )
-            elif status.error:
+            elif status.state == "error":  # not "failing": that version loaded, then kept wedging
                 self._db.executemany(
                     "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?)",
                     [(*pair, status.error, now) for pair in pairs],
