@@ -68,7 +68,6 @@ class LogShipper:
         self._lines: deque[LogLine] = deque(maxlen=max_lines)
         # Lines pushed out of the full buffer and not yet reported to the origin.
         self.dropped = 0
-        self.shipped = 0
         self._client = OriginClient(settings.origin, settings.token or None, timeout=POST_TIMEOUT_S)
         self._path = f"/v1/nodes/{urllib.parse.quote(node_id, safe='')}/logs"
         self._task: asyncio.Task[None] | None = None
@@ -158,7 +157,6 @@ class LogShipper:
             self._put_back(batch)  # (the post may still arrive: a line twice beats a line lost)
             raise
         self.dropped -= batch.dropped
-        self.shipped += len(batch.lines)
         if self._failing:
             self._failing = False
             log.info("shipping log lines to the origin again")
