@@ -19,7 +19,7 @@ from cache import PASS, CachedRequest, CacheResult, HttpCache, Streamed
 from edge.control.messages import FunctionStats
 from edge.node import logship
 from edge.node.accesslog import AccessLine, AccessLog
-from edge.node.metrics import SAMPLE_INTERVAL_S, WorkerMetrics, WorkerSample, metrics_directory
+from edge.node.metrics import SAMPLE_INTERVAL_S, Counters, WorkerMetrics, WorkerSample, metrics_directory
 from edge.node.recycling import RUNTIME_DIR_VARIABLE, FailingMarks, WorkerWatch, recycle_by_sighup
 from edge.node.routing import RESERVED_PREFIX, Router
 from edge.node.settings import NodeSettings
@@ -194,42 +194,45 @@ class NodeApp:
         line = AccessLine(
             0.0, "", "", scope["method"], path, 500, 0.0, False, "-", request_id, 0, trace_id, _client(scope)
         )
+        counters = None
         try:
-            await self._route(scope, receive, send, named, line)
+            counters = await self._route(scope, receive, send, named, line)
         finally:
-            self._finished(line, started)
+            self._finished(line, started, counters)
 
-    def _finished(self, line: AccessLine, started: float) -> None:
+    def _finished(self, line: AccessLine, started: float, counters: Counters | None) -> None:
         """The one hook per answered request: metrics, the access log, the trace id's end."""
         ended = monotonic()
         seconds = ended - started
         metrics = self.metrics
         if metrics is not None and line.function:
-            metrics.counters(line.function, line.version).end(line.status, seconds)
+            # None when routing raised (a bug): the version's counters are found by name.
+            (counters or metrics.counters(line.function, line.version)).end(line.status, seconds)
         if line.trace_id:
             self._traces.pop(line.request_id, None)
         access = self.access
         if access.enabled:
             line.time = ended + access.wall_offset
-            line.duration_ms = round(seconds * 1000, 3)
+            line.duration_ms = int(seconds * 1e6) / 1000  # whole microseconds (round() costs more)
             access.add(line)
 
     async def _route(
         self, scope: Scope, receive: Receive, send: Send, named: dict[bytes, bytes], line: AccessLine
-    ) -> None:
+    ) -> Counters | None:
+        """Answer one request for a function (filling in `line`); returns its version's counters."""
         path, method = line.path, line.method
         invoked = _INVOKE_PATH.fullmatch(path) if path.startswith("/2015-03-31/") else None
         if invoked is not None:
             name = self._invoked(invoked[1])
             if method != "POST":
                 await _send_error(send, 405, "the invoke API takes POST", line)
-                return
+                return None
         else:
             name = self.router.match(path)
         function = self._pool.get(name) if name is not None and self._pool is not None else None
         if function is None:
             await _send_error(send, 404, f"no function serves {path}", line)
-            return
+            return None
         isolate = function.pick()
         if isolate is None and function.lazy is not None:
             warmed = await self.pool.warm(function.name)
@@ -239,11 +242,13 @@ class NodeApp:
         if isolate is not None:
             line.version = isolate.spec.version
         metrics = self.metrics
+        counters = None
         if metrics is not None:
-            line.cold = metrics.counters(function.name, line.version).begin(isolate)
+            counters = metrics.counters(function.name, line.version)
+            line.cold = counters.begin(isolate)
         if isolate is None:
             await _send_error(send, 503, function.error or f"function {name} is not serving", line)
-            return
+            return counters
         cache = self.cache
         if invoked is not None:
             if isolate.spec.kind != "lambda":
@@ -251,7 +256,7 @@ class NodeApp:
                     f'function {name} is kind = "{isolate.spec.kind}"; the invoke API calls kind = "lambda"'
                 )
                 await _send_error(send, 400, message, line)
-                return
+                return counters
             cache, method = None, INVOKE_METHOD
         headers = scope["headers"]
         looked_up = None
@@ -263,7 +268,7 @@ class NodeApp:
                 line.cache = looked_up.cache_status
                 looked_up.headers.append((b"x-request-id", line.request_id.encode()))
                 await _send_whole(send, looked_up.status, looked_up.headers, looked_up.body, line)
-                return
+                return counters
         body = b""
         length = named.get(b"content-length")
         if length is not None or b"transfer-encoding" in named:
@@ -271,14 +276,14 @@ class NodeApp:
             if length is not None and not length.isdigit():
                 self.bad_bodies += 1
                 await _send_error(send, 400, f"invalid Content-Length {length.decode('latin-1')!r}", line)
-                return
+                return counters
             if length is not None and int(length) > limit:
                 await _send_error(send, 413, f"request body over the limit of {limit} bytes", line)
-                return
+                return counters
             received = await _read_body(receive, limit)
             if received is None:
                 await _send_error(send, 413, f"request body over the limit of {limit} bytes", line)
-                return
+                return counters
             if received is _INCOMPLETE or (length is not None and len(received) != int(length)):
                 # Cut off, or an invalid chunked encoding (granian reports both as a disconnect):
                 # the handler never sees a partial body. A client still there gets a 400.
@@ -289,7 +294,7 @@ class NodeApp:
                 await _send_error(
                     send, 400, f"request body incomplete or malformed: expected {expected}", line
                 )
-                return
+                return counters
             body = received
         if cache is None or looked_up is PASS:
             query = scope["query_string"]
@@ -305,7 +310,7 @@ class NodeApp:
             )
             if cache is None or reply[0] != RESPONSE:
                 await _send_reply(send, reply, line, receive)
-                return
+                return counters
             line.cache = "PASS"
             ttl = self.cache_ttls.get(function.name, 0)
             response = (reply[2], reply[3], reply[4])
@@ -314,8 +319,9 @@ class NodeApp:
             )
             result.headers.append((b"x-request-id", line.request_id.encode()))
             await _send_whole(send, result.status, result.headers, result.body, line)
-            return
+            return counters
         await self._cached(cache, scope, receive, send, function.timeout, isolate, body, line)
+        return counters
 
     async def _cached(
         self,
@@ -604,11 +610,12 @@ async def _send_error(send: Send, status: int, message: str, line: AccessLine) -
     await _send_whole(send, status, headers, body, line)
 
 
-def create_app(backends: BackendLookup = backend_factory) -> NodeApp:
+def create_app(backends: BackendLookup = backend_factory, metrics: bool = True) -> NodeApp:
     """Granian's factory: settings from `edge node`'s main process (edge/node/handoff.py), else from
     `EDGE_NODE_SETTINGS_JSON` (for tools that run granian themselves; never with a token).
 
-    `backends` picks each isolation level's backend (a benchmark passes a canned one)."""
+    `backends` picks each isolation level's backend (a benchmark passes a canned one); `metrics`
+    False counts nothing per request (loadtest/metrics_cost.py's baseline)."""
     from edge.node import handoff
 
     raw = os.environ.pop(SETTINGS_VARIABLE, None)
@@ -636,4 +643,6 @@ def create_app(backends: BackendLookup = backend_factory) -> NodeApp:
         raise RuntimeError("no function source: set `functions` (a directory) or `origin` (a URL)")
     runtime_dir = os.environ.get(RUNTIME_DIR_VARIABLE)
     recycle = recycle_by_sighup if runtime_dir else None
-    return NodeApp(settings, source, backends=backends, recycle=recycle, runtime_dir=runtime_dir)
+    return NodeApp(
+        settings, source, backends=backends, recycle=recycle, runtime_dir=runtime_dir, metrics=metrics
+    )
