@@ -41,12 +41,30 @@ class OriginUnreachable(ControlError):
     """The origin could not be reached: connection refused, DNS, timeout, connection dropped."""
 
 
+# How to fix what the origin refused for want of a (fitting) token: said once, for every command.
+_TOKEN_FIXES = {
+    401: (
+        "pass an admin token with --token or EDGE_TOKEN (`edge up` keeps its admin token in"
+        " .edge/up/origin/admin-token, `edge origin` in .edge/origin/admin-token); a node takes"
+        " a node token with --token-file"
+    ),
+    403: (
+        "this token's role cannot do that: pass an admin token with --token or EDGE_TOKEN"
+        " (`edge up` keeps its admin token in .edge/up/origin/admin-token)"
+    ),
+}
+_UNREACHABLE_FIX = (
+    "is it running? Start one (`edge up`, or `edge origin`), or point EDGE_ORIGIN or --origin at it"
+)
+
+
 class OriginError(ControlError):
     """The origin answered with an error status; `message` is its `{"error": ...}` text."""
 
     def __init__(self, status: int, message: str) -> None:
         reason = http.client.responses.get(status, "error").lower()
-        super().__init__(f"{status} {reason}: {message}")
+        fix = _TOKEN_FIXES.get(status)
+        super().__init__(f"{status} {reason}: {message}" + (f"; {fix}" if fix else ""))
         self.status = status
         self.message = message
 
@@ -110,7 +128,9 @@ class OriginClient:
             response = conn.getresponse()
             status, data = response.status, response.read()
         except (OSError, http.client.HTTPException) as exc:
-            raise OriginUnreachable(f"cannot reach the origin at {self.url}: {_describe(exc)}") from None
+            raise OriginUnreachable(
+                f"cannot reach the origin at {self.url}: {_describe(exc)}; {_UNREACHABLE_FIX}"
+            ) from None
         finally:
             conn.close()
         if status >= 400:

@@ -96,6 +96,13 @@ def test_deploy_ls_versions(fresh: Origin, tmp_path: Path) -> None:
     assert run_edge("ls", "--json", env=env).stdout == "[]\n"
 
 
+TOKEN_FIX = (
+    "pass an admin token with --token or EDGE_TOKEN (`edge up` keeps its admin token in"
+    " .edge/up/origin/admin-token, `edge origin` in .edge/origin/admin-token); a node takes"
+    " a node token with --token-file"
+)
+
+
 def test_errors(fresh: Origin, tmp_path: Path) -> None:
     directory = write_function(tmp_path / "broken", main="def handler(:\n")
     result = run_edge("deploy", str(directory), env=fresh.env())
@@ -114,21 +121,27 @@ def test_errors(fresh: Origin, tmp_path: Path) -> None:
     )
 
     result = run_edge("ls", env={"EDGE_ORIGIN": fresh.url})
-    assert (result.returncode, result.stderr) == (1, "error: 401 unauthorized: missing bearer token\n")
+    assert (result.returncode, result.stderr) == (
+        1,
+        f"error: 401 unauthorized: missing bearer token; {TOKEN_FIX}\n",
+    )
     result = run_edge("ls", "--token", "nope", env={"EDGE_ORIGIN": fresh.url})
-    assert result.stderr == "error: 401 unauthorized: unknown bearer token\n"
+    assert result.stderr == f"error: 401 unauthorized: unknown bearer token; {TOKEN_FIX}\n"
     port = free_port()
     result = run_edge("ls", "--origin", f"http://127.0.0.1:{port}")
     assert (result.returncode, result.stderr) == (
         1,
-        f"error: cannot reach the origin at http://127.0.0.1:{port}: Connection refused\n",
+        f"error: cannot reach the origin at http://127.0.0.1:{port}: Connection refused; is it running?"
+        " Start one (`edge up`, or `edge origin`), or point EDGE_ORIGIN or --origin at it\n",
     )
     result = run_edge("versions", "nothing", env=fresh.env())
     assert result.stderr == "error: 404 not found: no function named `nothing`\n"
     node_token = fresh.token("node")
     result = run_edge("ls", "--token", node_token, env={"EDGE_ORIGIN": fresh.url})
     assert result.stderr == (
-        "error: 403 forbidden: GET /v1/functions needs the admin role; this token has node\n"
+        "error: 403 forbidden: GET /v1/functions needs the admin role; this token has node; this token's"
+        " role cannot do that: pass an admin token with --token or EDGE_TOKEN (`edge up` keeps its admin"
+        " token in .edge/up/origin/admin-token)\n"
     )
 
 
