@@ -57,6 +57,8 @@ log = logging.getLogger("edge.node")
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # How often a worker writes its sample, and how often it keeps one for the last-minute figures.
 SAMPLE_INTERVAL_S = 1.0
+# An unchanged sample (an idle worker) is written again only after this long: an SD card's writes are few.
+REWRITE_AFTER_S = 30.0
 HISTORY_INTERVAL_S = 5.0
 WINDOW_S = 60.0
 
@@ -191,6 +193,9 @@ class WorkerMetrics:
         self._path = directory / f"worker-{self._pid}-{self._started}.json" if directory else None
         self._history: deque[tuple[float, _Totals]] = deque([(monotonic(), {})])
         self._in_step_at = monotonic()
+        # The last sample written (its time and RSS left out) and when.
+        self._written: WorkerSample | None = None
+        self._written_at = 0.0
 
     def counters(self, function: str, version: str) -> Counters:
         """The counters of one function version (created on its first request)."""
@@ -255,9 +260,15 @@ class WorkerMetrics:
         )
 
     def write(self, sample: WorkerSample) -> None:
-        """Replace this worker's file with `sample` (atomically: the main process reads it any time)."""
+        """Replace this worker's file with `sample` (atomically: the main process reads it any time),
+        unless nothing but its time and RSS changed within REWRITE_AFTER_S."""
         if self._path is None:
             return
+        now = self._monotonic()
+        steady = msgspec.structs.replace(sample, time=0.0, rss_bytes=0)
+        if steady == self._written and now - self._written_at < REWRITE_AFTER_S:
+            return
+        self._written, self._written_at = steady, now
         temporary = self._path.with_name(f".{self._path.name}.tmp")
         try:
             temporary.write_bytes(msgspec.json.encode(sample))

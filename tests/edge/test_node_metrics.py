@@ -4,6 +4,7 @@ the admin listener is not the public port; a second node on a busy port refuses 
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -36,6 +37,8 @@ WORK = """
             pass
         return {"pid": os.getpid()}
 """
+
+EDGE_VERSION = importlib.metadata.version("edge-functions")
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -138,7 +141,7 @@ def test_metrics_after_a_known_sequence_are_summed_over_two_workers(
     assert value(samples, "edge_cache_hits_total") == 0
     rss = value(samples, "edge_node_rss_bytes")
     assert rss is not None and rss > 50e6
-    assert value(samples, "edge_node_info", node_id="", version="0.1.0") == 1
+    assert value(samples, "edge_node_info", node_id="", version=EDGE_VERSION) == 1
     # Local mode: nothing to sync.
     assert not any(name.startswith("edge_sync_") for name, _ in samples)
     assert {name for name, labels in samples if dict(labels).get("function") not in (None, "work")} == set()
@@ -224,7 +227,7 @@ def test_counters_survive_a_version_switch(tmp_path: Path) -> None:
         assert value(samples, "edge_function_instances", function="hello", version=v2) == 1
         assert value(samples, "edge_sync_revision") == 2
         assert value(samples, "edge_sync_lag_seconds") == 0
-        assert value(samples, "edge_node_info", node_id=node.node_id, version="0.1.0") == 1
+        assert value(samples, "edge_node_info", node_id=node.node_id, version=EDGE_VERSION) == 1
     finally:
         fleet.close()
 
@@ -387,3 +390,29 @@ def yaml_exprs(text: str) -> list[str]:
         else:
             found.append(rest)
     return found
+
+
+def test_an_idle_workers_sample_is_not_rewritten_every_second(tmp_path: Path) -> None:
+    now = [0.0]
+    metrics = WorkerMetrics(tmp_path, monotonic=lambda: now[0])
+    path = tmp_path / f"worker-{os.getpid()}-{process_start_of_self()}.json"
+    metrics.write(metrics.sample(None, None, {}))
+    path.write_bytes(b"marker")
+    now[0] = 29.0
+    metrics.write(metrics.sample(None, None, {}))
+    assert path.read_bytes() == b"marker"  # unchanged: not written
+    counters = metrics.counters("f", "v1")
+    counters.begin("isolate")
+    counters.end(200, 0.001)
+    metrics.write(metrics.sample(None, None, {}))
+    assert msgspec.json.decode(path.read_bytes(), type=WorkerSample).functions[0].statuses[2] == 1
+    now[0] = 60.0
+    path.write_bytes(b"marker")
+    metrics.write(metrics.sample(None, None, {}))  # 30 s later it is written again anyway
+    assert path.read_bytes() != b"marker"
+
+
+def process_start_of_self() -> int:
+    from edge.node.metrics import process_start
+
+    return process_start(os.getpid())
