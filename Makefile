@@ -6,18 +6,32 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup run test test-314 bench lint clean
 
-setup: $(STAMP)
-
-$(STAMP): pyproject.toml
+# Creates $(VENV) with a Python >= 3.13 when it is missing or older, then upgrades pip.
+define venv
 	@py=$$(deploy/find-python) || exit 1; \
 	if [ ! -x $(BIN)/python ] || ! $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 13))'; then \
 		echo "creating $(VENV) with $$py"; rm -rf $(VENV); "$$py" -m venv $(VENV) || exit 1; \
 	fi
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	@touch $(STAMP)
+endef
 
-run: $(STAMP)
+# `run` needs the runtime dependencies only; `test`, `bench` and `lint` also the test and lint stack
+# (which includes the runtime: its stamp stands for both).
+RUN_STAMP := $(VENV)/.installed-run
+
+setup: $(STAMP)
+
+$(RUN_STAMP): pyproject.toml
+	$(venv)
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $(RUN_STAMP)
+
+$(STAMP): pyproject.toml
+	$(venv)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP) $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/edge up
 
 test: $(STAMP)

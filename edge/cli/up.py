@@ -6,7 +6,9 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,13 +50,65 @@ def _start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+# Lines of a server's log shown when it failed to start.
+TAIL_LINES = 20
+# Seconds each server has to answer once started.
+READY_TIMEOUT_S = 30.0
+
+
+def edge_command() -> str:
+    """How to run this `edge` from the user's shell: `edge` when PATH finds it, else its absolute path."""
+    script = Path(sys.prefix) / "bin" / "edge"
+    found = shutil.which("edge")
+    if found is not None and script.is_file() and Path(found).resolve() == script.resolve():
+        return "edge"
+    if script.is_file() and os.access(script, os.X_OK):
+        return str(script)
+    return f"{sys.executable} -m edge"
+
+
+def _activate_hint() -> str:
+    """` (or `. .venv/bin/activate` puts `edge` on PATH)` when running from a virtualenv."""
+    if sys.prefix == sys.base_prefix:
+        return ""
+    activate = Path(sys.prefix) / "bin" / "activate"
+    with contextlib.suppress(ValueError):
+        activate = activate.relative_to(Path.cwd())
+    return f" (or `. {activate}` puts `edge` on PATH)"
+
+
+def _check_free(host: str, port: int, flag: str) -> None:
+    """Abort when something listens on host:port already (a server there would answer for ours)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            abort(
+                f"{flag} {port}: cannot listen on {host}:{port}: {exc.strerror or exc}"
+                f" (another `edge up`, origin or node?); stop it or pass another {flag}"
+            )
+
+
+def _tail(log: Path) -> str:
+    try:
+        lines = log.read_text(errors="replace").splitlines()[-TAIL_LINES:]
+    except OSError as exc:
+        return f"  (cannot read {log}: {exc.strerror or exc})"
+    return "\n".join(f"  {line}" for line in lines) or "  (empty)"
+
+
+def _failed(what: str, log: Path) -> str:
+    return f"{what}; the end of {log}:\n{_tail(log)}"
+
+
 def _exited(process: subprocess.Popen[bytes], log: Path) -> str:
     command = " ".join(str(arg) for arg in list(process.args)[2:4])  # type: ignore[arg-type]
-    return f"{command} exited with {process.returncode}; see {log}"
+    return _failed(f"`{command}` exited with {process.returncode}", log)
 
 
 def _wait_ready(
-    url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30.0
+    url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = READY_TIMEOUT_S
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -67,7 +121,7 @@ def _wait_ready(
             body: dict[str, Any] = json.loads(response.read())
             return body
         time.sleep(0.1)
-    abort(f"{url} did not answer within {timeout:g} s; see {log}")
+    abort(_failed(f"{url} did not answer within {timeout:g} s", log))
 
 
 def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
@@ -93,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
     node_url = f"http://127.0.0.1:{args.port}"
     edge = [sys.executable, "-m", "edge"]
     processes: list[subprocess.Popen[bytes]] = []
+    _check_free("127.0.0.1", args.origin_port, "--origin-port")
+    _check_free("127.0.0.1", args.port, "--port")
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -125,18 +181,23 @@ def run(args: argparse.Namespace) -> int:
         admin = OriginClient(origin_url, (data / "origin" / "admin-token").read_text().strip())
         names = _deploy_all(admin, root)
         _wait_serving(node_url, names, node, data / "node.log")
-        print(f"edge up: origin {origin_url} (admin token in {data / 'origin' / 'admin-token'})")
+        # Both answer, and both are ours: neither exited meanwhile (e.g. losing a race for its port).
+        _wait_ready(f"{origin_url}/v1/health", origin, data / "origin.log")
+        _wait_ready(f"{node_url}/_edge/ready", node, data / "node.log")
+        token_path = data / "origin" / "admin-token"
+        command = edge_command()
+        print(f"edge up: origin {origin_url} (admin token in {token_path})")
         print(f"         node   {node_url} (logs in {data}/)")
         for name in names:
             print(f"  curl {node_url}/{name}")
         print(f"  curl {node_url}/_edge/ready")
-        token_path = data / "origin" / "admin-token"
-        print(f"deploy more: EDGE_ORIGIN={origin_url} EDGE_TOKEN=$(cat {token_path}) edge deploy DIR")
+        print(f"the edge command: {command}{_activate_hint() if command != 'edge' else ''}")
+        print(f"deploy more: EDGE_ORIGIN={origin_url} EDGE_TOKEN=$(cat {token_path}) {command} deploy DIR")
         print("Ctrl-C stops both.", flush=True)
         while all(process.poll() is None for process in processes):
             time.sleep(0.2)
         failed = next(p for p in processes if p.poll() is not None)
-        abort(_exited(failed, data))
+        abort(_exited(failed, data / ("origin.log" if failed is origin else "node.log")))
     except KeyboardInterrupt:
         print("\nstopping the node and the origin", flush=True)
         return 0
@@ -175,4 +236,4 @@ def _wait_serving(node_url: str, names: list[str], node: subprocess.Popen[bytes]
         if all(functions.get(name, {}).get("state") == "serving" for name in names):
             return
         time.sleep(0.1)
-    abort(f"the node did not serve {', '.join(names)} within 30 s; see {log}")
+    abort(_failed(f"the node did not serve {', '.join(names)} within 30 s", log))
