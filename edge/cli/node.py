@@ -44,6 +44,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--port", type=int, help="port to listen on (default 8080)")
     parser.add_argument("--workers", type=int, help="granian worker processes (default 1)")
     parser.add_argument(
+        "--admin-port",
+        type=int,
+        metavar="PORT",
+        help="Prometheus metrics at http://ADMIN_HOST:PORT/metrics (default 9180 on 127.0.0.1; 0: off)",
+    )
+    parser.add_argument(
         "--config", metavar="FILE", type=Path, help="settings file (TOML), e.g. config/node.toml"
     )
     parser.set_defaults(func=run)
@@ -92,6 +98,7 @@ def _load(args: argparse.Namespace) -> NodeSettings:
         "host": args.host,
         "port": args.port,
         "workers": args.workers,
+        "admin_port": args.admin_port,
         "origin": args.origin,
         "token": args.token,
         "token_file": args.token_file,

@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge.node.admin import NodeCollector, SampleReader
 from edge.node.metrics import BUCKETS, FunctionSample, WorkerMetrics, WorkerSample, quantile
+from edge.node.settings import SettingsError, load_settings
 from loadtest._servers import free_port
 
 WORK = """
@@ -416,3 +417,30 @@ def process_start_of_self() -> int:
     from edge.node.metrics import process_start
 
     return process_start(os.getpid())
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            {"port": 9000, "admin_port": 9000},
+            "command line: Expected `int` from 0 to 65535 other than `port` (9000); 0 turns the admin"
+            " listener off, got 9000 - at `$.admin_port`",
+        ),
+        (
+            {"admin_port": 70000},
+            "command line: Expected `int` from 0 to 65535 other than `port` (8080); 0 turns the admin"
+            " listener off, got 70000 - at `$.admin_port`",
+        ),
+        ({"admin_host": ""}, "command line: Expected an address, e.g. 127.0.0.1, got '' - at `$.admin_host`"),
+    ],
+)
+def test_bad_admin_settings_are_refused(flags: dict[str, object], message: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings(None, {}, flags)
+    assert str(error.value) == message
+
+
+def test_admin_settings_from_the_environment() -> None:
+    settings = load_settings(None, {"EDGE_ADMIN_PORT": "0", "EDGE_ACCESS_LOG": "false"})
+    assert (settings.admin_port, settings.access_log, settings.admin_host) == (0, False, "127.0.0.1")
