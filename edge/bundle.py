@@ -32,6 +32,7 @@ __all__ = [
     "clear_bytecode",
     "digest",
     "extract",
+    "install_requirements",
     "pack",
     "remove_tree",
     "replace_tree",
@@ -121,15 +122,22 @@ def build(directory: Path, *, platform: str | None = None, python: str = sys.exe
             symlinks=True,
             ignore=shutil.ignore_patterns(*_SKIP_DIRS, "*.pyc", DEPS_DIR),
         )
-        command = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        command += ["--no-compile", "--target", str(staging / DEPS_DIR), "-r", str(requirements)]
-        if platform is not None:
-            command += ["--platform", platform, "--only-binary=:all:", "--python-version", "3.13"]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            output = (result.stderr or result.stdout).strip()
-            raise BundleError(f"{requirements}: pip install failed (exit {result.returncode}):\n{output}")
+        install_requirements(requirements, staging / DEPS_DIR, platform=platform, python=python)
         return pack(staging)
+
+
+def install_requirements(
+    requirements: Path, target: Path, *, platform: str | None = None, python: str = sys.executable
+) -> None:
+    """pip-install `requirements` into the directory `target`; raises BundleError with pip's output."""
+    command = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    command += ["--no-compile", "--target", str(target), "-r", str(requirements)]
+    if platform is not None:
+        command += ["--platform", platform, "--only-binary=:all:", "--python-version", "3.13"]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        output = (result.stderr or result.stdout).strip()
+        raise BundleError(f"{requirements}: pip install failed (exit {result.returncode}):\n{output}")
 
 
 class _Bounded(io.RawIOBase):

@@ -23,7 +23,7 @@ from edge.cli._abort import abort
 from edge.control.client import ControlError, OriginClient
 from edge.node.functions import scan_functions
 
-__all__ = ["register"]
+__all__ = ["check_free", "edge_command", "register"]
 
 
 def register(subparsers: Any) -> None:
@@ -77,7 +77,7 @@ def _activate_hint() -> str:
     return f" (or `. {activate}` puts `edge` on PATH)"
 
 
-def _check_free(host: str, port: int, flag: str) -> None:
+def check_free(host: str, port: int, flag: str) -> None:
     """Abort when something listens on host:port already (a server there would answer for ours)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -147,8 +147,8 @@ def run(args: argparse.Namespace) -> int:
     node_url = f"http://127.0.0.1:{args.port}"
     edge = [sys.executable, "-m", "edge"]
     processes: list[subprocess.Popen[bytes]] = []
-    _check_free("127.0.0.1", args.origin_port, "--origin-port")
-    _check_free("127.0.0.1", args.port, "--port")
+    check_free("127.0.0.1", args.origin_port, "--origin-port")
+    check_free("127.0.0.1", args.port, "--port")
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
