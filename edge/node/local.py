@@ -1,8 +1,9 @@
 """Functions from local directories (`edge node --functions DIR`, `edge dev DIR...`).
 
-Each root is a function directory (it has an edge.toml) or a directory of them. In watch mode
-(`edge dev`) the source polls the files every `interval` seconds and reloads only the function
-whose files changed: its new version is started beside the old one and swapped in by the pool
+`edge node` serves every subdirectory of its root that has an edge.toml, loaded once. In watch mode
+(`edge dev`) each root is a function directory (it has an edge.toml) or a directory of them, and
+the source polls their files every `interval` seconds and reloads only the function whose files
+changed: its new version is started beside the old one and swapped in by the pool
 (edge/node/functions.py names the version); a function that no longer loads answers 503 with
 its error until it is fixed. Watch mode also keeps each function's `requirements.txt` installed
 in its `.deps/`.
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from edge.bundle import DEPS_DIR, BundleError, install_requirements, remove_tree
-from edge.node.functions import FunctionDir, content_version, isolate_spec
+from edge.node.functions import FunctionDir, content_version, isolate_spec, scan_functions
 from edge.node.source import NodeControl
 from isolates.backends import IsolateSpec, LoadError
 from isolates.manifest import MANIFEST_NAME, ManifestError, load_manifest
@@ -143,7 +144,8 @@ class LocalSource:
         routes: list[tuple[str, str]] = []
         launches = []
         seen: dict[str, Path] = {}
-        for found in map(read_function, function_dirs(self.roots)):
+        # `edge node --functions DIR`: DIR's subdirectories, as its banner lists them.
+        for found in [found for root in self.roots for found in scan_functions(root)]:
             if found.name in seen:
                 error = (
                     f"{found.directory}: function name {found.name!r} is already used by {seen[found.name]}"
