@@ -10,6 +10,10 @@ JSON access line per request, written to a log file as journald or a file would 
 is the same app built with `metrics=False` and `access_log = false`. Each round drives both in
 turn (the order alternating) with `wrk -t1 -c64`; a round's ratio compares the two within it,
 because this VM's speed drifts. The target: on/off req/s >= 0.95.
+
+"off" still builds each request's access line and calls the request hook (the app has one
+request path). `--base DIR` adds a third server, "before": the node's app from another checkout
+(e.g. `git worktree add /tmp/base <commit before the metrics>`), with no instrumentation at all.
 """
 
 from __future__ import annotations
@@ -37,21 +41,28 @@ def without_metrics() -> NodeApp:
     return create_app(metrics=False)
 
 
-def _server(port: int, factory: str, access_log: bool, scratch: Path) -> Server:
+# Settings that a checkout from before the metrics does not know (its settings refuse them).
+NEW_FIELDS = ("access_log", "admin_host", "admin_port")
+
+
+def _server(port: int, factory: str, access_log: bool, scratch: Path, name: str, tree: Path = ROOT) -> Server:
     flags = {"functions": str(scratch / "functions")}
     environ = {"EDGE_LOG_LEVEL": "info", "EDGE_ACCESS_LOG": str(access_log).lower()}
-    settings = load_settings(None, environ, flags)
+    settings = msgspec.to_builtins(load_settings(None, environ, flags))
+    if tree != ROOT:
+        settings = {key: value for key, value in settings.items() if key not in NEW_FIELDS}
     runtime = scratch / f"runtime-{port}"
     runtime.mkdir()
     argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop", "--http", "1"]
     argv += ["--workers", "1", "--port", str(port), "--log-level", "warning", "--factory", factory]
     env = {
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": str(tree),
         SETTINGS_VARIABLE: msgspec.json.encode(settings).decode(),
         RUNTIME_DIR_VARIABLE: str(runtime),
     }
-    log = scratch / f"{'on' if access_log else 'off'}.log"
-    return Server(argv, f"http://127.0.0.1:{port}/_edge/ready", env=env, log_path=log)
+    return Server(
+        argv, f"http://127.0.0.1:{port}/_edge/ready", env=env, log_path=scratch / f"{name}.log", cwd=tree
+    )
 
 
 def main() -> int:
@@ -59,46 +70,49 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--base", type=Path, help="another checkout: adds its node app as 'before'")
     args = parser.parse_args()
     wrk = ensure_wrk()
-    results: dict[str, list[WrkResult]] = {"off": [], "on": []}
+    servers = [
+        ("off", "loadtest.metrics_cost:without_metrics", False, ROOT),
+        ("on", "edge.node.app:create_app", True, ROOT),
+    ]
+    if args.base is not None:
+        servers.append(("before", "edge.node.app:create_app", False, args.base.resolve()))
+    results: dict[str, list[WrkResult]] = {name: [] for name, *_ in servers}
     with tempfile.TemporaryDirectory(prefix="metrics-cost-") as temporary, contextlib.ExitStack() as stack:
         scratch = Path(temporary)
         (scratch / "functions").mkdir()
         (scratch / "functions" / "hello").symlink_to(ROOT / "examples" / "hello")
         targets = {}
-        for name, factory, access_log in (
-            ("off", "loadtest.metrics_cost:without_metrics", False),
-            ("on", "edge.node.app:create_app", True),
-        ):
+        for name, factory, access_log, tree in servers:
             port = free_port()
-            server = stack.enter_context(_server(port, factory, access_log, scratch))
+            server = stack.enter_context(_server(port, factory, access_log, scratch, name, tree))
             targets[name] = (f"http://127.0.0.1:{port}/hello", server)
         for url, server in targets.values():
             run_wrk(wrk, url, 64, 1, 1, server)  # warm-up
         for index in range(args.rounds):
-            order = ("off", "on") if index % 2 == 0 else ("on", "off")
+            order = list(results) if index % 2 == 0 else list(reversed(results))
             for name in order:
                 url, server = targets[name]
                 results[name].append(run_wrk(wrk, url, 64, args.seconds, 1, server))
         served = sum(1 for line in (scratch / "on.log").open("rb") if line.startswith(b'{"time":'))
         samples = sorted(path.name for path in scratch.glob("runtime-*/metrics/worker-*.json"))
-    off, on = results["off"], results["on"]
-    ratios = [b.rps / a.rps for a, b in zip(off, on, strict=True)]
-    print(f"hello, wrk -t1 -c64 -d{args.seconds}s, {args.rounds} rounds, both servers in turn each round")
+    print(f"hello, wrk -t1 -c64 -d{args.seconds}s, {args.rounds} rounds, every server in turn each round")
+    print("on: metrics and access log on; off: both off; before: the base checkout (no instrumentation)")
     for name, runs in results.items():
         rps = statistics.median(run.rps for run in runs)
         cpu = statistics.median(run.cpu_us for run in runs)
         p99 = statistics.median(run.p99 for run in runs)
+        print(f"{name:>6}: median {rps:.0f} req/s, p99 {p99:.2f} ms, {cpu:.1f} cpu us/req")
+    for baseline in [name for name in results if name != "on"]:
+        on, off = results["on"], results[baseline]
+        ratios = [b.rps / a.rps for a, b in zip(off, on, strict=True)]
+        cpu_ratio = statistics.median(r.cpu_us for r in on) / statistics.median(r.cpu_us for r in off)
         print(
-            f"metrics and access log {name:>3}: median {rps:.0f} req/s, p99 {p99:.2f} ms,"
-            f" {cpu:.1f} cpu us/req"
+            f"on/{baseline} req/s: median {statistics.median(ratios):.3f},"
+            f" range {min(ratios):.3f}-{max(ratios):.3f} (target >= 0.95); cpu us/req {cpu_ratio:.3f}"
         )
-    cpu_ratio = statistics.median(r.cpu_us for r in on) / statistics.median(r.cpu_us for r in off)
-    print(
-        f"on/off req/s: median {statistics.median(ratios):.3f}, range {min(ratios):.3f}-{max(ratios):.3f}"
-        f" (target >= 0.95); on/off cpu us/req: {cpu_ratio:.3f}"
-    )
     print(
         f"'on' wrote {served} access lines and its worker's metrics sample ({', '.join(samples) or 'none'})"
     )
