@@ -20,7 +20,9 @@ from edge.control.client import OriginClient
 from edge.control.messages import FunctionStatus, NodeInfo, NodeReport
 
 
-@pytest.fixture(scope="session")
+# Not session-scoped: Playwright's sync API keeps an event loop running in this thread until it
+# stops, and later tests that run their own loop would fail.
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
     """Headless Chromium, installed with apt when it is missing (see tests/browser.py)."""
     executable = install_chromium()
