@@ -86,14 +86,26 @@ def test_a_bad_token_says_which_token_to_pass_and_where_it_is(tmp_path: Path) ->
 
 def test_make_run_installs_the_runtime_only(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
+    # Under `make test` (CI) the outer make's flags would add "Entering directory" lines.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     run = subprocess.run(
-        ["make", "-n", "run", f"VENV={venv}"], capture_output=True, text=True, cwd=REPO, check=True
+        ["make", "--no-print-directory", "-n", "run", f"VENV={venv}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+        env=env,
     )
     assert f"{venv}/bin/python -m pip install --quiet -e .\n" in run.stdout
     assert "[test]" not in run.stdout
     assert run.stdout.endswith(f"{venv}/bin/edge up\n")
     test = subprocess.run(
-        ["make", "-n", "test", f"VENV={venv}"], capture_output=True, text=True, cwd=REPO, check=True
+        ["make", "--no-print-directory", "-n", "test", f"VENV={venv}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+        env=env,
     )
     assert f"{venv}/bin/python -m pip install --quiet -e '.[test]'\n" in test.stdout
 
