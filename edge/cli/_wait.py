@@ -19,6 +19,7 @@ __all__ = [
     "Failure",
     "Outcome",
     "add_wait_options",
+    "ago",
     "failed_to_load",
     "problem",
     "tally",
@@ -79,7 +80,8 @@ def failed_to_load(name: str, versions: Sequence[str]) -> Failure:
     return failure
 
 
-def _ago(seconds: float) -> str:
+def ago(seconds: float) -> str:
+    """`42s ago`, `3m ago`, `5h ago`."""
     seconds = max(0, int(seconds))
     if seconds < 120:
         return f"{seconds}s ago"
@@ -99,7 +101,7 @@ def _outcome(
         return Outcome(node.info.node_id, "applied", f"{who}: applied {what}")
     at = f"at revision {node.report.applied_revision}" if node.report else "no report yet"
     reason = f"; its last error: {node.report.errors[-1]}" if node.report and node.report.errors else ""
-    seen = f"last seen {_ago(now - node.last_seen)}"
+    seen = f"last seen {ago(now - node.last_seen)}"
     return Outcome(
         node.info.node_id, "timed out", f"{who}: timed out after {timeout:g} s ({at}, {seen}){reason}"
     )

@@ -21,6 +21,7 @@ from edge.cli._wait import (
     Failure,
     Outcome,
     add_wait_options,
+    ago,
     failed_to_load,
     problem,
     tally,
@@ -121,15 +122,6 @@ def _size(size: int) -> str:
             return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"
-
-
-def _ago(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 120:
-        return f"{seconds}s ago"
-    if seconds < 7200:
-        return f"{seconds // 60}m ago"
-    return f"{seconds // 3600}h ago"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -352,7 +344,7 @@ def _nodes(args: argparse.Namespace) -> int:
             [
                 node.info.node_id,
                 node.info.hostname,
-                _ago(now - node.last_seen),
+                ago(now - node.last_seen),
                 str(report.applied_revision) if report else "-",
                 "live" if node.live else "not live",
                 "; ".join(problems) or "-",
