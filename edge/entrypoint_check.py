@@ -22,7 +22,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 
-from isolates.guest.edgefn._kinds import _FIXES
+from isolates.guest.edgefn._kinds import _FIXES, guess_shape
 from isolates.manifest import MANIFEST_NAME, Manifest
 
 __all__ = ["EXPECTED", "FRAMEWORKS", "entrypoint_problem"]
@@ -158,7 +158,7 @@ def _signature_problem(
     names = tuple(arg.arg for arg in [*arguments.posonlyargs, *arguments.args])[skip:]
     required = max(0, len(names) - len(arguments.defaults))
     maximum = _MANY if arguments.vararg is not None else len(names)
-    looks = _guess(required, maximum, names)
+    looks = guess_shape(required, maximum, names)
     fits = required <= passed <= maximum and not (kind in ("lambda", "openfaas") and looks in _NOT_EVENT)
     if fits and wants_async in (None, is_async):
         return None
@@ -175,20 +175,6 @@ def _signature_problem(
         f"{MANIFEST_NAME}: {message}: give it the parameters of {expected}, or point `entrypoint` at "
         "the handler - at `$.entrypoint`"
     )
-
-
-def _guess(required: int, maximum: int, names: tuple[str, ...]) -> str:
-    """The kind these parameters look like (as edgefn._kinds.guess tells it from a live object)."""
-    lowered = tuple(name.lower() for name in names)
-    if required <= 1 <= maximum:
-        return "edge"
-    if required == 3 or lowered[:3] == ("scope", "receive", "send"):
-        return "asgi"
-    if required == 2 and lowered[:2] in (("environ", "start_response"), ("env", "start_response")):
-        return "wsgi"
-    if required == 2:
-        return "lambda"
-    return ""
 
 
 def _framework_problem(kind: str, call: ast.Call, entrypoint: str, module_path: str) -> str | None:

@@ -20,7 +20,17 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from typing import Any
 
-__all__ = ["KINDS", "Adapted", "KindError", "adapt", "describe", "positional"]
+__all__ = [
+    "KINDS",
+    "Adapted",
+    "KindError",
+    "adapt",
+    "describe",
+    "guess",
+    "guess_shape",
+    "mismatch",
+    "positional",
+]
 
 # kind -> the module (in this package) whose `adapt` makes an edge handler of the entrypoint.
 KINDS = {"edge": "", "lambda": "_lambda", "openfaas": "_openfaas", "asgi": "_asgi", "wsgi": "_wsgi"}
@@ -118,9 +128,11 @@ def describe(target: Any) -> str:
 def guess(target: Any) -> str:
     """The kind `target` looks like, from its positional parameters; "" when it is not clear."""
     shape = positional(target)
-    if shape is None:
-        return ""
-    required, maximum, names = shape
+    return "" if shape is None else guess_shape(*shape)
+
+
+def guess_shape(required: int, maximum: int, names: tuple[str, ...]) -> str:
+    """The kind positional parameters look like (`positional`'s answer, or read from source)."""
     lowered = tuple(name.lower() for name in names)
     if required <= 1 <= maximum:
         return "edge"
