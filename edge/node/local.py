@@ -139,14 +139,6 @@ class LocalSource:
         self._set_routes()
         self._task = asyncio.get_running_loop().create_task(self._poll())
 
-    def _public(self, text: str) -> str:
-        """`text` as clients may see it (a 503's body): paths under the roots made relative to them,
-        so a load error does not tell the node's directories (its log keeps the full text)."""
-        roots = {str(path) for root in self.roots for path in (root.resolve(), root.absolute())}
-        for root in sorted(roots, key=len, reverse=True):
-            text = text.replace(root + os.sep, "").replace(root, ".")
-        return text
-
     async def _start_once(self, app: NodeControl) -> None:
         pool = app.pool
         routes: list[tuple[str, str]] = []
@@ -164,7 +156,7 @@ class LocalSource:
             routes.append((f"/{found.name}", found.name))
             if found.manifest is None:
                 log.error("function %s: %s", found.name, found.error)
-                pool.fail(found.name, self._public(found.error))
+                pool.fail(found.name, found.error)
                 continue
             routes.extend((route, found.name) for route in found.manifest.routes)
             app.cache_ttls[found.name] = found.manifest.cache.ttl
@@ -183,9 +175,7 @@ class LocalSource:
         except LoadError as exc:
             log.error("function %s: failed to load: %s", name, exc)
             await app.pool.remove(name)  # watch mode: the old version stops answering too
-            app.pool.fail(
-                name, self._public(f"function {name} failed to load: {exc}"), spec.timeout_ms / 1000
-            )
+            app.pool.fail(name, f"function {name} failed to load: {exc}", spec.timeout_ms / 1000)
             return False
         elapsed = (time.perf_counter() - started) * 1000
         log.info("function %s: serving version %s (loaded in %.1f ms)", name, spec.version[:12], elapsed)
@@ -239,7 +229,7 @@ class LocalSource:
         if found.manifest is None:
             log.error("function %s: %s", found.name, found.error)
             await app.pool.remove(found.name)
-            app.pool.fail(found.name, self._public(found.error))
+            app.pool.fail(found.name, found.error)
             return
         self._watched[directory] = _Watched(found.name, signature, tuple(found.manifest.routes))
         try:
@@ -248,9 +238,7 @@ class LocalSource:
         except BundleError as exc:
             log.error("function %s: %s", found.name, exc)
             await app.pool.remove(found.name)
-            app.pool.fail(
-                found.name, self._public(f"function {found.name}: {exc}"), found.manifest.timeout_ms / 1000
-            )
+            app.pool.fail(found.name, f"function {found.name}: {exc}", found.manifest.timeout_ms / 1000)
             return
         _clear_bytecode(directory)
         app.cache_ttls[found.name] = found.manifest.cache.ttl
