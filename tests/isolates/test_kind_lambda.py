@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import json
 import re
 import time
@@ -472,7 +473,7 @@ def test_an_async_handler_serves_http_and_invocations() -> None:
         return {"echo": event, "id": context.aws_request_id}
 
     adapted = adapt("lambda", handler, {"lambda_payload": "2.0", "memory_mb": 0, "timeout_ms": 1}, "m:h")
-    assert asyncio.iscoroutinefunction(adapted.handler)
+    assert inspect.iscoroutinefunction(adapted.handler)
     assert serve(handler, make_request(path="/fn/x")).body == b"/fn/x"
     assert serve(handler, make_request(INVOKE, body=b'{"a": 1}')).json() == {"echo": {"a": 1}, "id": "req-1"}
     failed = serve(handler, make_request(INVOKE, body=b'{"fail": true}'))
