@@ -22,6 +22,11 @@ items: dict[int, Item] = {}
 router = APIRouter(prefix="/fastapi-app")
 
 
+@router.get("")
+def home() -> dict:
+    return {"message": "hello from FastAPI", "items": len(items)}
+
+
 @router.post("/items", status_code=201)
 def create_item(item: Item) -> dict:
     item_id = len(items) + 1

@@ -15,7 +15,7 @@ except ModuleNotFoundError as exc:
 routes = Blueprint("flask-app", __name__, url_prefix="/flask-app")
 
 
-@routes.get("/")
+@routes.get("/", strict_slashes=False)  # /flask-app answers too, without a redirect
 def home():
     return f"hello, {request.args.get('name', 'world')}"
 

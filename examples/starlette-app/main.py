@@ -48,6 +48,7 @@ async def events(request: Request):
 
 app = Starlette(
     routes=[
+        Route("/starlette-app", home),  # without the trailing slash too, instead of a redirect
         Mount(
             "/starlette-app",
             routes=[
@@ -55,7 +56,7 @@ app = Starlette(
                 Route("/items/{item_id:int}", item),
                 Route("/events", events),
             ],
-        )
+        ),
     ],
     lifespan=lifespan,
 )
