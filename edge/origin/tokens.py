@@ -23,6 +23,7 @@ from edge.origin.store import Store, TokenRecord
 
 __all__ = [
     "LAST_USE_EVERY_S",
+    "MAX_LIFETIME_S",
     "authenticate",
     "check_node",
     "create",
@@ -36,6 +37,8 @@ __all__ = [
 # A token's `last_used` is written when the stored value is at least this old: a node's long polls
 # and reports do not each cost a write.
 LAST_USE_EVERY_S = 60.0
+# The longest lifetime a token can be given (none at all: leave the expiry out).
+MAX_LIFETIME_S = 10 * 365 * 86400.0
 _ID = re.compile(r"[0-9a-f]{12}")
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -77,8 +80,12 @@ def create(
     """Mint a token; raises ApiError 400 naming the bad field."""
     if role not in ROLES:
         raise ApiError(400, f"request body: Expected `$.role` one of {', '.join(ROLES)}, got {role!r}")
-    if expires_in_s is not None and not expires_in_s > 0:
-        raise ApiError(400, f"request body: Expected `$.expires_in_s` > 0, got {expires_in_s!r}")
+    if expires_in_s is not None and not 0 < expires_in_s <= MAX_LIFETIME_S:
+        raise ApiError(
+            400,
+            f"request body: Expected `$.expires_in_s` from 0 to {MAX_LIFETIME_S:.0f} seconds (10 years),"
+            f" got {expires_in_s!r}",
+        )
     if node_id is not None:
         if role != "node":
             raise ApiError(400, f"request body: Expected `$.node_id` only with role node, got role {role!r}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import sqlite3
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -137,6 +138,29 @@ def test_revoke_takes_effect_on_the_next_request(fresh: Origin) -> None:
     )
 
 
+def test_a_long_poll_waiting_when_its_token_is_revoked_answers_401(fresh: Origin) -> None:
+    token, _ = _create(fresh, "--role", "node")
+    client = fresh.client(token)
+    outcome: list[object] = []
+
+    def poll() -> None:
+        try:
+            outcome.append(client.request("GET", "/v1/sync?revision=1000000000&timeout=3"))
+        except OriginError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    deadline = time.monotonic() + 5  # the poll passed the bearer check once its use is recorded
+    while _listed(fresh)[_token_id(token)]["last_used"] is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run_edge("origin", "token", "revoke", _token_id(token), env=fresh.env()).returncode == 0
+    thread.join(10)
+    [answer] = outcome
+    assert isinstance(answer, OriginError) and answer.status == 401, answer
+    assert answer.message.startswith(f"bearer token {_token_id(token)} was revoked at ")
+
+
 def test_revoke_refuses_bad_and_unknown_ids(fresh: Origin) -> None:
     result = run_edge("origin", "token", "revoke", "edge_node_abc", env=fresh.env())
     assert result.stderr == (
@@ -210,6 +234,15 @@ def test_bad_expiry_is_refused(fresh: Origin, args: tuple[str, ...], message: st
     result = run_edge("origin", "token", "create", "--role", "node", *args, env=fresh.env())
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == f"edge origin token create: error: {message}"
+
+
+def test_a_lifetime_over_ten_years_is_refused(fresh: Origin) -> None:
+    result = run_edge("origin", "token", "create", "--role", "node", "--expires", "3651d", env=fresh.env())
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        "error: 400 bad request: request body: Expected `$.expires_in_s` from 0 to 315360000 seconds"
+        " (10 years), got 315446400.0\n"
+    )
 
 
 def test_node_binding_needs_a_node_token(fresh: Origin) -> None:
