@@ -172,11 +172,6 @@ class Store:
         )
         return [_token(row) for row in rows]
 
-    def token_role(self, token_hash: str) -> str | None:
-        """The role of the token with this hash, or None (revoked and expired tokens included)."""
-        row = self._db.execute("SELECT role FROM tokens WHERE hash = ?", (token_hash,)).fetchone()
-        return None if row is None else str(row[0])
-
     def count_tokens(self, role: str) -> int:
         """How many tokens have this role (revoked and expired ones included)."""
         row = self._db.execute("SELECT count(*) FROM tokens WHERE role = ?", (role,)).fetchone()

@@ -403,3 +403,22 @@ def test_a_dashboard_session_ends_when_its_token_expires(fresh: Origin) -> None:
         db.execute("UPDATE tokens SET expires_at = ? WHERE hash = ?", (time.time() - 1, hash_token(token)))
     assert _state(fresh, cookie) == 401
     assert _login(fresh, token) == (401, "")
+
+
+def test_a_database_from_before_token_ids_is_upgraded_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "origin.db"
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute(
+            "CREATE TABLE tokens (hash TEXT PRIMARY KEY, role TEXT NOT NULL, created_at REAL NOT NULL)"
+        )
+        db.execute(
+            "CREATE TABLE nodes (node_id TEXT PRIMARY KEY, info TEXT NOT NULL, registered_at REAL NOT NULL,"
+            " last_seen REAL NOT NULL, report TEXT)"
+        )
+        db.execute("INSERT INTO tokens VALUES (?, 'node', 1.0)", (hash_token("old"),))
+    with closing(Store(path)) as store:
+        assert [(t.id, t.role, t.expires_at, t.revoked_at) for t in store.tokens()] == [
+            (_token_id("old"), "node", None, None)
+        ]
+        assert store.node_token("any") is None
+        assert tokens.revoke(store, _token_id("old"), 2.0).revoked_at == 2.0
