@@ -37,9 +37,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     """Add `token create`, `token ls` and `token revoke` under `edge origin`."""
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument(
-        "--data", dest="token_data", help=f"work on this data directory (default {DEFAULT_DATA})"
+        "--data",
+        dest="token_data",
+        metavar="DIR",
+        help=f"work on this data directory (default {DEFAULT_DATA})",
     )
-    where.add_argument("--origin", help="use this origin's admin API instead (default $EDGE_ORIGIN)")
+    where.add_argument(
+        "--origin", metavar="URL", help="use this origin's admin API instead (default $EDGE_ORIGIN)"
+    )
     where.add_argument("--token", help="admin token for --origin (default $EDGE_TOKEN)")
     where.add_argument("--json", action="store_true", help="print JSON for scripts")
 
