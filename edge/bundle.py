@@ -34,6 +34,7 @@ __all__ = [
     "extract",
     "install_requirements",
     "pack",
+    "read_member",
     "remove_tree",
     "replace_tree",
     "seal",
@@ -250,6 +251,14 @@ def _archive_files(data: bytes, limits: Limits) -> Iterator[tuple[str, bytes | m
                 yield name, None if member.isdir() else view[member.offset_data : end]
     except (tarfile.TarError, EOFError) as exc:
         raise BundleError(f"bundle is not a valid tar.gz archive: {exc}") from None
+
+
+def read_member(data: bytes, name: str, limits: Limits = DEFAULT_LIMITS) -> bytes | None:
+    """The content of the file `name` in a bundle archive (None when it has none); raises BundleError."""
+    for member, content in _archive_files(data, limits):
+        if member == name and content is not None:
+            return bytes(content)
+    return None
 
 
 def _check_manifest(files: dict[str, bytes], default_name: str) -> Manifest:

@@ -57,6 +57,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=DEFAULT_LIMITS.max_unpacked_bytes,
         help=f"largest bundle accepted, unpacked (default {DEFAULT_LIMITS.max_unpacked_bytes})",
     )
+    parser.add_argument(
+        "--jwks-refresh",
+        type=_refresh_seconds,
+        default=3600.0,
+        help="seconds between fetches of every [auth] jwks_url in use; 0: only at deploy (default 3600)",
+    )
     parser.add_argument("--log-level", choices=_LOG_LEVELS, default="warning", help="granian's log level")
     parser.set_defaults(func=_serve)
     commands = parser.add_subparsers(dest="origin_command", metavar="COMMAND")
@@ -68,6 +74,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--data", dest="token_data", default=None, help=f"data directory (default {DEFAULT_DATA})"
     )
     create.set_defaults(func=_token_create)
+
+
+def _refresh_seconds(value: str) -> float:
+    """0 (never) or a number of seconds above zero."""
+    return 0.0 if value.strip() in ("0", "0.0") else seconds(value)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -82,6 +93,7 @@ def _serve(args: argparse.Namespace) -> int:
         heartbeat_interval_s=args.heartbeat_interval,
         live_intervals=args.live_intervals,
         limits=Limits(max_bytes=args.max_bundle_bytes, max_unpacked_bytes=args.max_unpacked_bytes),
+        jwks_refresh_s=args.jwks_refresh,
     )
     _check_port(args.host, args.port)
     try:

@@ -11,17 +11,15 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
+from jwt_keys import ISSUER, jwks, new_key, unsigned
+from jwt_keys import token as signed_token
 from node_harness import Node, Reply, request, write_function
 
 from loadtest._servers import Server, free_port
 
 KEY = "k3y-0123456789abcdef"
 KEY_HASH = hashlib.sha256(KEY.encode()).hexdigest()
-ISSUER = "https://id.test"
 
 # Counts the requests it answers; the public path tells the count without counting itself.
 COUNTING = """
@@ -42,35 +40,12 @@ COUNTING = """
         return (json.dumps(identity), 200, {"x-total": str(calls), "access-control-allow-origin": "evil"})
 """
 
-SIGNING = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-OTHER = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def jwks(*keys: tuple[str, Any]) -> str:
-    """A JWKS document with the public halves of `keys` ((kid, private key) pairs)."""
-    found = []
-    for kid, key in keys:
-        jwk = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
-        found.append({**jwk, "kid": kid, "use": "sig", "alg": "RS256"})
-    return json.dumps({"keys": found})
+SIGNING = new_key()
+OTHER = new_key()
 
 
 def token(key: Any = SIGNING, kid: str = "k1", **claims: Any) -> str:
-    """A signed JWT: a valid one for the `jwt` function unless `claims` change it."""
-    now = int(time.time())
-    payload = {"iss": ISSUER, "aud": "api", "sub": "user-7", "exp": now + 600, "iat": now, **claims}
-    payload = {name: value for name, value in payload.items() if value is not None}
-    return jwt.encode(payload, key, algorithm="RS256", headers={"kid": kid})
-
-
-def unsigned(**claims: Any) -> str:
-    """An `alg: none` token (no signature at all)."""
-
-    def part(value: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
-
-    payload = {"iss": ISSUER, "aud": "api", "sub": "user-7", "exp": int(time.time()) + 600, **claims}
-    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(payload)}."
+    return signed_token(key, kid, **claims)
 
 
 @pytest.fixture(scope="module")
