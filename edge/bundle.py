@@ -35,6 +35,7 @@ __all__ = [
     "extract",
     "install_requirements",
     "pack",
+    "read_member",
     "remove_tree",
     "replace_tree",
     "seal",
@@ -298,6 +299,14 @@ def _check_bounds(manifest: Manifest, bounds: ManifestBounds) -> None:
             " - at `$.routes`; route a shared prefix instead of each path (or raise the origin's"
             " --max-routes)"
         )
+
+
+def read_member(data: bytes, name: str, limits: Limits = DEFAULT_LIMITS) -> bytes | None:
+    """The content of the file `name` in a bundle archive (None when it has none); raises BundleError."""
+    for member, content in _archive_files(data, limits):
+        if member == name and content is not None:
+            return bytes(content)
+    return None
 
 
 def _check_manifest(

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import msgspec
 
+from isolates.access import AuthPolicy, CorsPolicy, check_access
+
 __all__ = [
     "HANDLER_KINDS",
     "ISOLATION_LEVELS",
@@ -83,6 +85,9 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Process isolation: the child's memory limit in MiB (0: the node's default, `process_memory_mb`).
     memory_mb: int = 0
     permissions: Permissions = Permissions()
+    # Who may call the function and which web pages may (isolates/access.py, docs/auth.md).
+    auth: AuthPolicy | None = None
+    cors: CorsPolicy | None = None
 
     @property
     def module(self) -> str:
@@ -136,6 +141,7 @@ def _check(manifest: Manifest, source: str) -> None:
             source, "`int` from 0 (the node's default) to 1048576 MiB", manifest.memory_mb, "$.memory_mb"
         )
     _check_permissions(manifest.permissions, source)
+    check_access(manifest.auth, manifest.cors, lambda *fault: _fail(source, *fault))
 
 
 def _check_permissions(permissions: Permissions, source: str) -> None:

@@ -20,6 +20,7 @@ _GROUPS = (
     "edge.cli.invoke",
     "edge.cli.logs",
     "edge.cli.dev",
+    "edge.cli.auth",
 )
 
 DISTRIBUTION = "edge-functions"

@@ -76,10 +76,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=bounds.max_routes,
         help=f"most routes one function may have (default {bounds.max_routes})",
     )
+    parser.add_argument(
+        "--jwks-refresh",
+        type=_refresh_seconds,
+        default=3600.0,
+        help="seconds between fetches of every [auth] jwks_url in use; 0: only at deploy (default 3600)",
+    )
     parser.add_argument("--log-level", choices=_LOG_LEVELS, default="warning", help="granian's log level")
     parser.set_defaults(func=_serve)
     commands = parser.add_subparsers(dest="origin_command", metavar="COMMAND")
     tokens.register(commands)
+
+
+def _refresh_seconds(value: str) -> float:
+    """0 (never) or a number of seconds above zero."""
+    return 0.0 if value.strip() in ("0", "0.0") else seconds(value)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -99,6 +110,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_env_bytes=args.max_env_bytes,
             max_routes=args.max_routes,
         ),
+        jwks_refresh_s=args.jwks_refresh,
     )
     _check_port(args.host, args.port)
     try:

@@ -77,6 +77,8 @@ class FunctionState(msgspec.Struct, kw_only=True):
     env: dict[str, str]
     cache_ttl: int
     releases: list[Release]
+    # `[auth] jwks_url` -> the key set the origin fetched from it (nodes never fetch keys).
+    jwks: dict[str, str] = {}
 
 
 class PurgeOrder(msgspec.Struct, kw_only=True):

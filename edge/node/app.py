@@ -19,6 +19,7 @@ from cache import PASS, CachedRequest, CacheResult, HttpCache, Streamed
 from edge.control.messages import FunctionStats
 from edge.node import logship
 from edge.node.accesslog import AccessLine, AccessLog
+from edge.node.guard import Answer, Guard, with_headers
 from edge.node.metrics import SAMPLE_INTERVAL_S, Counters, WorkerMetrics, WorkerSample, metrics_directory
 from edge.node.recycling import RUNTIME_DIR_VARIABLE, FailingMarks, WorkerWatch, recycle_by_sighup
 from edge.node.routing import RESERVED_PREFIX, Router
@@ -100,6 +101,8 @@ class NodeApp:
         self.cache = HttpCache(settings.cache, timer=clock) if settings.cache.enabled else None
         # Seconds a function's responses stay fresh when they say nothing (manifest `[cache] ttl`).
         self.cache_ttls: dict[str, int] = {}
+        # Version -> its [auth]/[cors] (edge/node/guard.py); only versions that have either.
+        self.guards: dict[str, Guard] = {}
         self._pool: IsolatePool | None = None
         self._ids = count(1)
         # Requests refused because their body was cut off or malformed (in /_edge/metrics).
@@ -248,6 +251,15 @@ class NodeApp:
         if isolate is None:
             await _send_error(send, 503, function.error or f"function {name} is not serving", line)
             return counters
+        guard = self.guards.get(isolate.spec.version)
+        if guard is not None:  # before the cache and the body: a hit never skips auth
+            checked = guard.check(method, path, scope["headers"], named, line.request_id)
+            if isinstance(checked, Answer):
+                await _send_answer(send, checked, line)
+                return counters
+            scope["headers"] = checked.headers
+            if checked.cors is not None:
+                send = with_headers(send, checked.cors)
         cache = self.cache
         if invoked is not None:
             if isolate.spec.kind != "lambda":
@@ -604,6 +616,13 @@ async def _send_json(send: Send, status: int, payload: dict[str, Any], request_i
     headers = [_JSON, (b"x-request-id", request_id.encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": msgspec.json.encode(payload)})
+
+
+async def _send_answer(send: Send, answer: Answer, line: AccessLine) -> None:
+    line.status, line.bytes = answer.status, len(answer.body)
+    headers = [*answer.headers, (b"x-request-id", line.request_id.encode())]
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
 
 
 async def _send_error(send: Send, status: int, message: str, line: AccessLine) -> None:

@@ -25,9 +25,10 @@ from typing import Any, NamedTuple
 
 from edge.bundle import DEPS_DIR, BundleError, install_requirements, remove_tree
 from edge.node.functions import FunctionDir, content_version, isolate_spec, scan_functions
+from edge.node.guard import build_guard
 from edge.node.source import NodeControl
 from isolates.backends import IsolateSpec, LoadError
-from isolates.manifest import MANIFEST_NAME, ManifestError, load_manifest
+from isolates.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
 
 __all__ = ["LocalSource", "function_dirs", "read_function", "sync_requirements"]
 
@@ -109,6 +110,19 @@ def sync_requirements(directory: Path) -> bool:
     return True
 
 
+def _guard(app: NodeControl, directory: Path, manifest: Manifest, version: str) -> bool:
+    """Set the version's [auth]/[cors] guard before it serves; False (the function fails) when unusable."""
+    try:
+        guard = build_guard(manifest, directory, {}, str(directory / MANIFEST_NAME))
+    except ManifestError as exc:
+        log.error("function %s: %s", manifest.name, exc)
+        app.pool.fail(manifest.name, str(exc))
+        return False
+    if guard is not None:
+        app.guards[version] = guard
+    return True
+
+
 class _Watched(NamedTuple):
     """What watch mode last loaded from one function directory."""
 
@@ -161,6 +175,8 @@ class LocalSource:
             routes.extend((route, found.name) for route in found.manifest.routes)
             app.cache_ttls[found.name] = found.manifest.cache.ttl
             spec = isolate_spec(found.directory, found.manifest, content_version(found.directory))
+            if not _guard(app, found.directory, found.manifest, spec.version):
+                continue
             if app.settings.preload:
                 launches.append(self._launch(app, spec.name, spec))
             else:
@@ -243,7 +259,13 @@ class LocalSource:
         _clear_bytecode(directory)
         app.cache_ttls[found.name] = found.manifest.cache.ttl
         spec = isolate_spec(directory, found.manifest, content_version(directory))
+        if not _guard(app, directory, found.manifest, spec.version):
+            await app.pool.remove(found.name)
+            return
         await self._launch(app, found.name, spec)
+        serving = {version for function in app.pool.functions.values() for version in function.versions}
+        for version in [version for version in app.guards if version not in serving]:
+            del app.guards[version]  # an edited version's guard goes once the pool switched away
 
     def _set_routes(self) -> None:
         routes: list[tuple[str, str]] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from edge.control.messages import FunctionStats
+from edge.node.guard import Guard
 from edge.node.settings import NodeSettings
 from isolates.pool import IsolatePool
 
@@ -21,6 +22,8 @@ class NodeControl(Protocol):
     settings: NodeSettings
     # Seconds a function's responses stay fresh when they say nothing (manifest `[cache] ttl`).
     cache_ttls: dict[str, int]
+    # Version -> its [auth]/[cors]; set before the version serves (edge/node/guard.py).
+    guards: dict[str, Guard]
     # True once start-up finished (every initial function was tried).
     ready: bool
 

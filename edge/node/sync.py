@@ -37,6 +37,7 @@ from edge.control.messages import DesiredState, FunctionState, FunctionStatus, N
 from edge.control.poll import Poller
 from edge.control.signing import SignatureError, open_state
 from edge.node.functions import isolate_spec
+from edge.node.guard import build_guard
 from edge.node.nodeinfo import node_info
 from edge.node.settings import NodeSettings
 from edge.node.source import NodeControl
@@ -349,6 +350,9 @@ class OriginSource:
             self.effective.pop(name, None)
             self.statuses.pop(name, None)
             await app.pool.remove(name)
+        serving = {version for function in app.pool.functions.values() for version in function.versions}
+        for version in [version for version in app.guards if version not in serving]:
+            del app.guards[version]
         for order in state.purges:
             if order.id > self.purge_id:
                 self._purge(order)
@@ -425,6 +429,9 @@ class OriginSource:
     async def _spec(self, function: FunctionState, version: str) -> IsolateSpec:
         directory = await self._bundle(function.name, version)
         manifest = load_manifest(directory, function.name)
+        guard = build_guard(manifest, directory, function.jwks)  # raises ManifestError
+        if guard is not None:
+            self._require_app().guards[version] = guard  # before the version can serve
         # The desired state's name, timeout and env win over the bundle's manifest.
         return msgspec.structs.replace(
             isolate_spec(directory, manifest, version),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 from edge.control.signing import Signer
-from edge.origin import dashboard, logs, tokens
+from edge.origin import dashboard, keysets, logs, tokens
 from edge.origin.blobs import BlobStore
 from edge.origin.datadir import DataDir
 from edge.origin.http import (
@@ -36,6 +37,7 @@ class OriginApp:
             routes = [*ROUTES, *logs.ROUTES, *dashboard.ROUTES]
         self.origin = origin
         self.routes = routes
+        self._refreshing: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -95,8 +97,15 @@ class OriginApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                interval = self.origin.settings.jwks_refresh_s
+                if interval > 0:
+                    self._refreshing = asyncio.get_running_loop().create_task(
+                        keysets.refresh_forever(self.origin, interval)
+                    )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._refreshing is not None:
+                    self._refreshing.cancel()
                 self.origin.store.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

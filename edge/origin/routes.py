@@ -12,7 +12,7 @@ from pathlib import Path
 from edge import bundle
 from edge.control.admin import Health, PurgeRequest, RollbackRequest, TokenRequest
 from edge.control.messages import NodeInfo, NodeReport, PublicKey
-from edge.origin import tokens
+from edge.origin import keysets, tokens
 from edge.origin.blobs import is_digest
 from edge.origin.datadir import Role
 from edge.origin.http import Request, Response, json_response
@@ -216,12 +216,16 @@ async def deploy(origin: Origin, request: Request) -> Response:
                 f"edge.toml: Expected the name `{name}` the bundle is deployed as, got {manifest.name!r}"
                 " - at `$.name`",
             )
+        try:
+            jwks = await asyncio.to_thread(keysets.check_upload, upload.path, manifest, limits)
+        except bundle.BundleError as exc:
+            raise ApiError(400, str(exc)) from None
     except BaseException:
         upload.discard()
         raise
     origin.blobs.commit(upload, version)
     try:
-        result = origin.deploy(name, version, upload.size, manifest, canary, force=force == "1")
+        result = origin.deploy(name, version, upload.size, manifest, canary, force=force == "1", jwks=jwks)
     except BaseException:
         origin.collect_blobs()
         raise

@@ -115,8 +115,10 @@ class Origin:
             for route in claimed_routes(name, manifest):
                 owners[route] = max(owners.get(route, (-1.0, "")), (deployed.get(name, 0.0), name))
         functions = []
+        keysets = self.store.jwks()
         for record in self.store.functions():
             manifest = manifests[record.name]
+            urls = self._jwks_urls(record)
             functions.append(
                 FunctionState(
                     name=record.name,
@@ -125,11 +127,35 @@ class Origin:
                     env=manifest.env,
                     cache_ttl=manifest.cache.ttl,
                     releases=record.releases,
+                    jwks={url: keysets[url] for url in urls if url in keysets},
                 )
             )
         return DesiredState(
             revision=self.revision, issued_at=self.clock(), functions=functions, purges=self.store.purges()
         )
+
+    def _jwks_urls(self, record: FunctionRecord) -> set[str]:
+        """The `[auth] jwks_url` of every version the function releases."""
+        urls = set()
+        for release in record.releases:
+            version = self.store.version(record.name, release.version)
+            auth = version.manifest.auth if version is not None else None
+            if auth is not None and auth.jwks_url:
+                urls.add(auth.jwks_url)
+        return urls
+
+    def jwks_urls(self) -> set[str]:
+        """Every `[auth] jwks_url` some released version names (edge/origin/keysets.py refreshes them)."""
+        return {url for record in self.store.functions() for url in self._jwks_urls(record)}
+
+    def update_jwks(self, url: str, body: str) -> bool:
+        """Store a key set fetched again; True (and a new revision) when it changed."""
+        with self.store.transaction():
+            if self.store.jwks().get(url) == body:
+                return False
+            self.store.put_jwks(url, body, self.clock())
+            self._bumped()
+        return True
 
     def signed_state(self) -> SignedState:
         """The signed desired state of the current revision (built once per revision)."""
@@ -192,6 +218,7 @@ class Origin:
         manifest: Manifest,
         canary: int | None,
         force: bool = False,
+        jwks: tuple[str, str] | None = None,
     ) -> ReleaseResult:
         """Record an uploaded (already stored and validated) version and release it.
 
@@ -223,6 +250,8 @@ class Origin:
             self.store.put_version(
                 VersionRecord(name=name, version=version, created_at=now, size=size, manifest=manifest)
             )
+            if jwks is not None:  # (jwks_url, the key set fetched at upload)
+                self.store.put_jwks(*jwks, now)
             result = self._save(record, track, version)
         result.took = [f"{route} from {other}" for route, other in conflicts]
         self.collect_blobs()

@@ -27,6 +27,8 @@ class OriginSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     default_poll_s: float = 25.0
     limits: Limits = Limits()
     bounds: ManifestBounds = ManifestBounds()
+    # Seconds between fetches of every `[auth] jwks_url` in use (0: only when a version is deployed).
+    jwks_refresh_s: float = 3600.0
 
     @property
     def data(self) -> Path:

@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS nodes (
 CREATE TABLE IF NOT EXISTS failures (
     name TEXT NOT NULL, version TEXT NOT NULL, node_id TEXT NOT NULL, error TEXT NOT NULL,
     at REAL NOT NULL, PRIMARY KEY (name, version, node_id));
+CREATE TABLE IF NOT EXISTS jwks (
+    url TEXT PRIMARY KEY, body TEXT NOT NULL, fetched_at REAL NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0);
 """
 # Columns added after the first release: (table, column, type), added to older databases on open.
@@ -268,6 +270,16 @@ class Store:
     def referenced_blobs(self) -> set[str]:
         """Every digest some kept version still refers to."""
         return {str(row[0]) for row in self._db.execute("SELECT DISTINCT version FROM versions")}
+
+    # Key sets fetched from `[auth] jwks_url` (edge/origin/keysets.py).
+
+    def put_jwks(self, url: str, body: str, now: float) -> None:
+        """Store the key set fetched from `url`."""
+        self._db.execute("INSERT OR REPLACE INTO jwks VALUES (?, ?, ?)", (url, body, now))
+
+    def jwks(self) -> dict[str, str]:
+        """Every stored key set by URL."""
+        return {str(url): str(body) for url, body in self._db.execute("SELECT url, body FROM jwks")}
 
     # Purge orders.
 
