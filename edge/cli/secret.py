@@ -38,8 +38,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     group = subparsers.add_parser(
         "secret", help="set, list and remove functions' secrets (given to them as environment variables)"
     )
-    group.set_defaults(func=lambda args: _usage(group))
-    commands = group.add_subparsers(dest="secret_command", metavar="COMMAND")
+    commands = group.add_subparsers(dest="secret_command", metavar="COMMAND", required=True)
     set_ = commands.add_parser(
         "set",
         parents=[common, waiting],
@@ -63,11 +62,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     forget.add_argument("node_id")
     forget.set_defaults(func=_forget_node)
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def _client(args: argparse.Namespace) -> OriginClient:

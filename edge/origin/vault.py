@@ -144,6 +144,8 @@ class Secrets:
         self._clock = clock
         # node id -> (revision, what was sealed for it): one seal per node and revision.
         self._sealed: dict[str, tuple[int, SealedSecrets | None]] = {}
+        # (revision, values) last decrypted: every node's seal at that revision uses them.
+        self._decrypted: tuple[int, dict[str, dict[str, str]]] | None = None
 
     def set(self, name: str, key: str, value: bytes, env: Iterable[str] = ()) -> SecretChanged:
         """Store (or replace) a secret and bump the revision; `env` is the stable version's [env] keys."""
@@ -203,6 +205,20 @@ class Secrets:
         if cached is not None and cached[0] == revision:
             return cached[1]
         node = self.store.node(node_id)
+        sealed = None
+        values = self._values(revision, functions) if node is not None and node.info.public_key else {}
+        if node is not None and values:
+            secrets = NodeSecrets(node_id=node_id, revision=revision, functions=values)
+            sealed = seal_secrets(secrets, node.info.public_key, self.signer)
+        if len(self._sealed) >= _CACHE_NODES:
+            self._sealed.clear()
+        self._sealed[node_id] = (revision, sealed)
+        return sealed
+
+    def _values(self, revision: int, functions: Iterable[str]) -> dict[str, dict[str, str]]:
+        """The decrypted secrets of `functions` at `revision` (decrypted once per revision, for all nodes)."""
+        if self._decrypted is not None and self._decrypted[0] == revision:
+            return self._decrypted[1]
         wanted = set(functions)
         values: dict[str, dict[str, str]] = {}
         for record in self.store.secrets():
@@ -212,14 +228,8 @@ class Secrets:
                 values.setdefault(record.function, {})[record.key] = self.vault.decrypt(record)
             except ValueError as exc:  # left out: that function fails to switch on the node, not the sync
                 log.error("%s", exc)
-        sealed = None
-        if node is not None and node.info.public_key and values:
-            secrets = NodeSecrets(node_id=node_id, revision=revision, functions=values)
-            sealed = seal_secrets(secrets, node.info.public_key, self.signer)
-        if len(self._sealed) >= _CACHE_NODES:
-            self._sealed.clear()
-        self._sealed[node_id] = (revision, sealed)
-        return sealed
+        self._decrypted = (revision, values)
+        return values
 
     def registering(self, info: NodeInfo) -> NodeInfo:
         """What to store for a node that registers: its key is pinned once registered.
