@@ -17,6 +17,7 @@ from edge.control.admin import (
     FunctionInfo,
     Health,
     KeyForgotten,
+    NewToken,
     NodesList,
     PurgeRequest,
     PurgeResult,
@@ -25,6 +26,8 @@ from edge.control.admin import (
     RollbackRequest,
     SecretChanged,
     SecretList,
+    TokenInfo,
+    TokenRequest,
 )
 from edge.control.messages import NodeInfo, NodeReport, PublicKey, PurgeKind, Registered, SignedState
 
@@ -67,6 +70,8 @@ class OriginError(ControlError):
     def __init__(self, status: int, message: str) -> None:
         reason = http.client.responses.get(status, "error").lower()
         fix = _TOKEN_FIXES.get(status)
+        if status == 403 and "this token has" not in message:  # not a role refusal (node binding)
+            fix = None
         super().__init__(f"{status} {reason}: {message}" + (f"; {fix}" if fix else ""))
         self.status = status
         self.message = message
@@ -253,6 +258,21 @@ class OriginClient:
     def forget_node_key(self, node_id: str) -> KeyForgotten:
         """Forget the public key a node registered (it may then register a new one)."""
         return self._call("DELETE", f"/v1/nodes/{_quote(node_id)}/key", KeyForgotten)
+
+    def tokens(self) -> list[TokenInfo]:
+        """Every token (by id, never the token itself), oldest first."""
+        return self._call("GET", "/v1/tokens", list[TokenInfo])
+
+    def create_token(
+        self, role: str, expires_in_s: float | None = None, node_id: str | None = None
+    ) -> NewToken:
+        """Mint a token with `role`, expiring in `expires_in_s` seconds, bound to `node_id`."""
+        request = TokenRequest(role=role, expires_in_s=expires_in_s, node_id=node_id)
+        return self._call("POST", "/v1/tokens", NewToken, request)
+
+    def revoke_token(self, token_id: str) -> TokenInfo:
+        """Revoke the token with this id; refused from its next request on."""
+        return self._call("POST", f"/v1/tokens/{_quote(token_id)}/revoke", TokenInfo)
 
 
 def _quote(segment: str) -> str:

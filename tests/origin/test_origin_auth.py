@@ -11,7 +11,7 @@ from origin_harness import Origin
 from edge.origin import secrets
 from edge.origin.routes import ADMIN, NODE, ROUTES, Route
 
-PARAMS = {"name": "authfn", "digest": "0" * 64, "node_id": "node-auth", "key": "AUTH_KEY"}
+PARAMS = {"name": "authfn", "digest": "0" * 64, "node_id": "node-auth", "id": "0" * 12, "key": "AUTH_KEY"}
 QUERIES = {"/v1/sync": "?revision=999999&timeout=0"}
 
 
