@@ -15,6 +15,7 @@ _GROUPS = (
     "edge.cli.node",
     "edge.cli.origin",
     "edge.cli.deploy",
+    "edge.cli.secret",
     "edge.cli.up",
     "edge.cli.init",
     "edge.cli.invoke",

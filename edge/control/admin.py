@@ -10,6 +10,7 @@ __all__ = [
     "FunctionDetail",
     "FunctionInfo",
     "Health",
+    "KeyForgotten",
     "NewToken",
     "NodeStatus",
     "NodesList",
@@ -18,6 +19,9 @@ __all__ = [
     "ReleaseResult",
     "Removed",
     "RollbackRequest",
+    "SecretChanged",
+    "SecretInfo",
+    "SecretList",
     "TokenInfo",
     "TokenRequest",
     "VersionInfo",
@@ -125,6 +129,43 @@ class NodesList(msgspec.Struct, kw_only=True):
     nodes: list[NodeStatus]
     # The origin's clock when it answered: `now - last_seen` is how long ago a node was seen.
     now: float = 0.0
+
+
+class SecretInfo(msgspec.Struct, kw_only=True):
+    """One secret of a function as `edge secret ls` shows it: never its value."""
+
+    key: str
+    size: int
+    updated_at: float
+    # The stable version's edge.toml has this key in [env] too: the secret wins.
+    overrides_env: bool = False
+
+
+class SecretList(msgspec.Struct, kw_only=True):
+    """`GET /v1/functions/<name>/secrets`: the keys, and the nodes that cannot get them (no key)."""
+
+    name: str
+    secrets: list[SecretInfo]
+    # Registered nodes without a public key (a node version from before secrets): they get none.
+    nodes_without_key: list[str] = []
+
+
+class SecretChanged(msgspec.Struct, kw_only=True):
+    """The answer to setting or removing a secret: the revision that carries the change."""
+
+    name: str
+    key: str
+    revision: int
+    size: int = 0
+    removed: bool = False
+    overrides_env: bool = False
+
+
+class KeyForgotten(msgspec.Struct, kw_only=True):
+    """`DELETE /v1/nodes/<node_id>/key`: the public key the origin no longer holds the node to."""
+
+    node_id: str
+    public_key: str
 
 
 class TokenInfo(msgspec.Struct, kw_only=True):

@@ -16,6 +16,7 @@ from edge.control.admin import (
     FunctionDetail,
     FunctionInfo,
     Health,
+    KeyForgotten,
     NewToken,
     NodesList,
     PurgeRequest,
@@ -23,6 +24,8 @@ from edge.control.admin import (
     ReleaseResult,
     Removed,
     RollbackRequest,
+    SecretChanged,
+    SecretList,
     TokenInfo,
     TokenRequest,
 )
@@ -237,6 +240,24 @@ class OriginClient:
     def nodes(self) -> NodesList:
         """Every registered node with its last report."""
         return self._call("GET", "/v1/nodes", NodesList)
+
+    def secrets(self, name: str) -> SecretList:
+        """The keys, sizes and update times of a function's secrets (never values)."""
+        return self._call("GET", f"/v1/functions/{_quote(name)}/secrets", SecretList)
+
+    def set_secret(self, name: str, key: str, value: bytes) -> SecretChanged:
+        """Set one secret of `name` to `value` (sent as the body, never in the URL)."""
+        path = f"/v1/functions/{_quote(name)}/secrets/{_quote(key)}"
+        _, data = self.request("PUT", path, value, content_type="application/octet-stream")
+        return _decode(data, SecretChanged, f"PUT {path}")
+
+    def remove_secret(self, name: str, key: str) -> SecretChanged:
+        """Remove one secret of `name`."""
+        return self._call("DELETE", f"/v1/functions/{_quote(name)}/secrets/{_quote(key)}", SecretChanged)
+
+    def forget_node_key(self, node_id: str) -> KeyForgotten:
+        """Forget the public key a node registered (it may then register a new one)."""
+        return self._call("DELETE", f"/v1/nodes/{_quote(node_id)}/key", KeyForgotten)
 
     def tokens(self) -> list[TokenInfo]:
         """Every token (by id, never the token itself), oldest first."""

@@ -15,11 +15,13 @@ __all__ = [
     "Interface",
     "NodeInfo",
     "NodeReport",
+    "NodeSecrets",
     "PublicKey",
     "PurgeKind",
     "PurgeOrder",
     "Registered",
     "Release",
+    "SealedSecrets",
     "SignedState",
 ]
 
@@ -46,6 +48,8 @@ class NodeInfo(msgspec.Struct, kw_only=True):
     memory_bytes: int
     interfaces: list[Interface] = []
     labels: dict[str, str] = {}
+    # The node's X25519 public key (base64 of the raw 32 bytes): secrets are sealed to it.
+    public_key: str = ""
 
 
 class Registered(msgspec.Struct, kw_only=True):
@@ -79,6 +83,8 @@ class FunctionState(msgspec.Struct, kw_only=True):
     releases: list[Release]
     # `[auth] jwks_url` -> the key set the origin fetched from it (nodes never fetch keys).
     jwks: dict[str, str] = {}
+    # The names of the function's secrets (never values: those come sealed, see SealedSecrets).
+    secrets: list[str] = []
 
 
 class PurgeOrder(msgspec.Struct, kw_only=True):
@@ -99,12 +105,32 @@ class DesiredState(msgspec.Struct, kw_only=True):
     purges: list[PurgeOrder]
 
 
+class NodeSecrets(msgspec.Struct, kw_only=True):
+    """What a sealed box holds: every function's secrets (name -> key -> value) for one node at
+    one revision."""
+
+    node_id: str
+    revision: int
+    functions: dict[str, dict[str, str]] = {}
+
+
+class SealedSecrets(msgspec.Struct, kw_only=True):
+    """A `NodeSecrets` sealed to one node's public key (base64 `box`) and the origin's ed25519
+    signature over the sealed bytes (edge/control/sealing.py)."""
+
+    node_id: str
+    box: str
+    signature: str
+
+
 class SignedState(msgspec.Struct, kw_only=True):
-    """`GET /v1/sync`: base64 of the JSON DesiredState bytes, its ed25519 signature and the key."""
+    """`GET /v1/sync`: base64 of the JSON DesiredState bytes, its ed25519 signature and the key;
+    with `node_id` of a node with a registered key, that node's secrets, sealed to it."""
 
     payload: str
     signature: str
     key: str
+    secrets: SealedSecrets | None = None
 
 
 class FunctionStatus(msgspec.Struct, kw_only=True):

@@ -50,8 +50,8 @@ def _memory_bytes() -> int:
         return 0
 
 
-def node_info(node_id: str, labels: dict[str, str] | None = None) -> NodeInfo:
-    """This machine, as the origin's `edge nodes` shows it."""
+def node_info(node_id: str, labels: dict[str, str] | None = None, public_key: str = "") -> NodeInfo:
+    """This machine, as the origin's `edge nodes` shows it, and the key its secrets are sealed to."""
     return NodeInfo(
         node_id=node_id,
         hostname=socket.gethostname(),
@@ -61,4 +61,5 @@ def node_info(node_id: str, labels: dict[str, str] | None = None) -> NodeInfo:
         memory_bytes=_memory_bytes(),
         interfaces=interfaces(),
         labels=labels or {},
+        public_key=public_key,
     )

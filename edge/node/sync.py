@@ -33,12 +33,21 @@ import msgspec
 
 from edge.bundle import BundleError, clear_bytecode, digest, extract, replace_tree, seal, verify_tree
 from edge.control.client import ControlError, OriginClient, OriginError
-from edge.control.messages import DesiredState, FunctionState, FunctionStatus, NodeReport, PurgeOrder
+from edge.control.messages import (
+    DesiredState,
+    FunctionState,
+    FunctionStatus,
+    NodeReport,
+    PurgeOrder,
+    SealedSecrets,
+)
 from edge.control.poll import Poller
+from edge.control.sealing import SealError
 from edge.control.signing import SignatureError, open_state
 from edge.node.functions import isolate_spec
 from edge.node.guard import build_guard
 from edge.node.nodeinfo import node_info
+from edge.node.secrets import MissingSecrets, NodeSecrets
 from edge.node.settings import NodeSettings
 from edge.node.source import NodeControl
 from isolates.backends import IsolateSpec, LoadError
@@ -55,6 +64,8 @@ class AppliedState(msgspec.Struct, kw_only=True):
     revision: int = 0
     purge_id: int = 0
     functions: list[FunctionState] = []
+    # The functions' secrets of `revision`, sealed to this node's key: never their values.
+    sealed_secrets: SealedSecrets | None = None
 
 
 @contextlib.contextmanager
@@ -135,6 +146,10 @@ class OriginSource:
         # logged again) while the desired state keeps asking for it; forgotten once a revision
         # no longer lists it, so deploying it again, or restarting the node, retries it.
         self._failed: dict[tuple[str, str], str] = {}
+        # The key, and the secrets held in memory (made in `start`, once the data directory exists).
+        self.secrets: NodeSecrets
+        # Function name -> the secrets its serving isolates were started with.
+        self._running_secrets: dict[str, dict[str, str]] = {}
 
     # Start-up and shutdown.
 
@@ -147,12 +162,17 @@ class OriginSource:
         (self.data / "blobs").chmod(0o700)
         self.node_id = self._node_id()
         self.key = self._pinned_key()
+        self.secrets = NodeSecrets(self.data)
         applied = self._load_applied()
+        self._hold_applied_secrets(applied)
         if applied.functions:
             log.info("serving last-known-good revision %d from %s", applied.revision, self.data)
         await asyncio.gather(*(self._apply_function(function) for function in applied.functions))
         self._retry = [function for function in applied.functions if function.name not in self.effective]
         self.revision, self.purge_id = applied.revision, applied.purge_id
+        if any(function.secrets for function in self._retry):
+            # Secrets it could not open: ask for the whole state again, which brings them sealed.
+            self.revision = 0
         self._set_routes()
         self._tasks = [
             asyncio.get_running_loop().create_task(self._sync_forever()),
@@ -220,9 +240,23 @@ class OriginSource:
             log.error("%s: cannot use the last applied state: %s", path, exc)
             return AppliedState()
 
+    def _hold_applied_secrets(self, applied: AppliedState) -> None:
+        """Open the secrets kept with the last applied state (sealed to this node's key)."""
+        try:
+            values = self.secrets.open(applied.sealed_secrets, self.key, applied.revision, None)
+        except (SignatureError, SealError) as exc:
+            log.error(
+                "%s: cannot use the sealed secrets of revision %d: %s", self.data, applied.revision, exc
+            )
+            return
+        self.secrets.take(applied.sealed_secrets, values)
+
     def _save_applied(self) -> None:
         state = AppliedState(
-            revision=self.revision, purge_id=self.purge_id, functions=list(self.effective.values())
+            revision=self.revision,
+            purge_id=self.purge_id,
+            functions=list(self.effective.values()),
+            sealed_secrets=self.secrets.sealed,
         )
         _write_atomic(self.data / "applied.json", msgspec.json.encode(state))
 
@@ -241,8 +275,8 @@ class OriginSource:
                 delay = await self._sync_once(poller)
             except asyncio.CancelledError:
                 raise
-            except (ControlError, SignatureError) as exc:
-                self.connected = isinstance(exc, SignatureError | OriginError)
+            except (ControlError, SignatureError, SealError) as exc:
+                self.connected = isinstance(exc, SignatureError | SealError | OriginError)
                 delay = await self._sync_failed(poller, f"sync: {exc}")
             except Exception as exc:  # a bug here must not stop syncing for good
                 log.exception("sync failed")
@@ -262,7 +296,7 @@ class OriginSource:
     async def _sync_once(self, poller: Poller) -> float:
         await self._ensure_key()
         if not self._registered:
-            info = await _blocking(node_info, self.node_id, self.settings.labels)
+            info = await _blocking(node_info, self.node_id, self.settings.labels, self.secrets.key.public_key)
             registered = await _blocking(self.client.register, info)
             self.heartbeat = registered.heartbeat_interval_s
             self._registered = True
@@ -284,10 +318,11 @@ class OriginSource:
             await self._retry_failed()
             return poller.on_unchanged()
         state = open_state(signed, self.key)
+        values = self.secrets.open(signed.secrets, self.key, state.revision, self.node_id)
         self._recovered()
         if state.revision > self.revision:
             self._retry = []  # applying tries every function that does not serve
-            await self.apply(state)
+            await self.apply(state, signed.secrets, values)
         else:
             await self._retry_failed()
         return poller.on_state(state.revision)
@@ -339,16 +374,27 @@ class OriginSource:
 
     # Applying a desired state.
 
-    async def apply(self, state: DesiredState) -> None:
-        """Warm and switch every function that changed, drop removed ones, purge, persist, report."""
+    async def apply(
+        self,
+        state: DesiredState,
+        sealed: SealedSecrets | None = None,
+        secrets: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        """Warm and switch every function that changed (code, config or secrets), drop removed
+        ones, purge, persist, report. `secrets` were opened from `sealed`, which came with `state`."""
         app = self._require_app()
         wanted = {function.name: function for function in state.functions}
         asked = {(f.name, release.version) for f in state.functions for release in f.releases}
-        self._failed = {key: error for key, error in self._failed.items() if key in asked}
+        # New secrets may be what a version that failed to load was missing: try it again.
+        rotated = self.secrets.take(sealed, secrets or {})
+        self._failed = {
+            key: error for key, error in self._failed.items() if key in asked and key[0] not in rotated
+        }
         await asyncio.gather(*(self._apply_function(function) for function in state.functions))
         for name in [name for name in (*self.effective, *self.statuses) if name not in wanted]:
             self.effective.pop(name, None)
             self.statuses.pop(name, None)
+            self._running_secrets.pop(name, None)
             await app.pool.remove(name)
         serving = {version for function in app.pool.functions.values() for version in function.versions}
         for version in [version for version in app.guards if version not in serving]:
@@ -366,7 +412,12 @@ class OriginSource:
     async def _apply_function(self, function: FunctionState) -> None:
         current = self.effective.get(function.name)
         versions = [release.version for release in function.releases]
-        if current == function:
+        try:
+            secrets = self.secrets.of(function)
+        except MissingSecrets as exc:
+            self._failed_to_load(function, current, versions, str(exc))
+            return
+        if current == function and self._running_secrets.get(function.name, {}) == secrets:
             # Serving what is asked (e.g. after a rollback): an error about another version is over.
             self.statuses[function.name] = FunctionStatus(name=function.name, versions=versions)
             return
@@ -392,6 +443,7 @@ class OriginSource:
             self._failed_to_load(function, current, versions, str(exc))
             return
         self.effective[function.name] = function
+        self._running_secrets[function.name] = secrets
         self._require_app().cache_ttls[function.name] = function.cache_ttl
         self.statuses[function.name] = FunctionStatus(name=function.name, versions=versions, state="serving")
 
@@ -432,12 +484,12 @@ class OriginSource:
         guard = build_guard(manifest, directory, function.jwks)  # raises ManifestError
         if guard is not None:
             self._require_app().guards[version] = guard  # before the version can serve
-        # The desired state's name, timeout and env win over the bundle's manifest.
+        # The desired state's name, timeout and env (with the secrets) win over the bundle's manifest.
         return msgspec.structs.replace(
             isolate_spec(directory, manifest, version),
             name=function.name,
             timeout_ms=function.timeout_ms,
-            env=tuple(sorted(function.env.items())),
+            env=self.secrets.environment(function),
         )
 
     async def _bundle(self, name: str, version: str) -> Path:

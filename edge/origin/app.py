@@ -7,7 +7,7 @@ import logging
 import time
 
 from edge.control.signing import Signer
-from edge.origin import dashboard, keysets, logs, tokens
+from edge.origin import dashboard, keysets, logs, secrets, tokens
 from edge.origin.blobs import BlobStore
 from edge.origin.datadir import DataDir
 from edge.origin.http import (
@@ -23,6 +23,7 @@ from edge.origin.http import (
 from edge.origin.routes import ROUTES, Route
 from edge.origin.service import ApiError, Clock, Origin
 from edge.origin.settings import OriginSettings, settings_from_env
+from edge.origin.vault import Vault
 
 __all__ = ["OriginApp", "build_origin", "create_app"]
 
@@ -34,7 +35,7 @@ class OriginApp:
 
     def __init__(self, origin: Origin, routes: list[Route] | None = None) -> None:
         if routes is None:
-            routes = [*ROUTES, *logs.ROUTES, *dashboard.ROUTES]
+            routes = [*ROUTES, *logs.ROUTES, *dashboard.ROUTES, *secrets.ROUTES]
         self.origin = origin
         self.routes = routes
         self._refreshing: asyncio.Task[None] | None = None
@@ -117,7 +118,8 @@ def build_origin(settings: OriginSettings, clock: Clock = time.time) -> Origin:
     data.initialize()
     blobs = BlobStore(data.blobs)
     blobs.clear_uploads()
-    origin = Origin(settings, data.open_store(), blobs, Signer.from_file(data.signing_key), clock)
+    vault = Vault.load_or_create(data.secrets_key)
+    origin = Origin(settings, data.open_store(), blobs, Signer.from_file(data.signing_key), clock, vault)
     origin.collect_blobs()
     return origin
 

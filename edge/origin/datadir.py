@@ -37,13 +37,15 @@ def new_token(
 
 
 class DataDir:
-    """The layout of `--data`: `origin.db`, `blobs/`, `signing-key.pem`, `admin-token`."""
+    """The layout of `--data`: `origin.db`, `blobs/`, `signing-key.pem`, `secrets-key`, `admin-token`."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.database = root / "origin.db"
         self.blobs = root / "blobs"
         self.signing_key = root / "signing-key.pem"
+        # Encrypts functions' secrets at rest (edge/origin/vault.py); made on first start.
+        self.secrets_key = root / "secrets-key"
         self.admin_token = root / "admin-token"
 
     def initialize(self, now: float | None = None) -> bool:

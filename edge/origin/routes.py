@@ -128,7 +128,7 @@ async def sync(origin: Origin, request: Request) -> Response:
         origin.seen(node_id, token_hash=owner)
     if not newer:
         return Response(204)
-    return json_response(origin.signed_state())
+    return json_response(origin.signed_state(node_id))
 
 
 async def blob(origin: Origin, request: Request) -> Response:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import msgspec
+
 from edge.control.admin import (
     FunctionDetail,
     FunctionInfo,
@@ -30,6 +32,7 @@ from edge.origin.blobs import BlobStore
 from edge.origin.releases import ReleaseError, Track
 from edge.origin.settings import OriginSettings
 from edge.origin.store import FunctionRecord, Store, VersionRecord
+from edge.origin.vault import Secrets, SecretsRefused, Vault
 from isolates.manifest import Manifest
 
 __all__ = ["ApiError", "Clock", "Origin", "claimed_routes"]
@@ -62,7 +65,13 @@ class Origin:
     """One origin: the store, the blobs and the signer, plus the wake-up for long polls."""
 
     def __init__(
-        self, settings: OriginSettings, store: Store, blobs: BlobStore, signer: Signer, clock: Clock
+        self,
+        settings: OriginSettings,
+        store: Store,
+        blobs: BlobStore,
+        signer: Signer,
+        clock: Clock,
+        vault: Vault,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -72,6 +81,7 @@ class Origin:
         self._changed = asyncio.Event()
         self._sealed: SignedState | None = None
         self._sealed_revision = -1
+        self.secrets = Secrets(store, vault, signer, self._bumped, clock)
 
     @property
     def revision(self) -> int:
@@ -116,6 +126,7 @@ class Origin:
                 owners[route] = max(owners.get(route, (-1.0, "")), (deployed.get(name, 0.0), name))
         functions = []
         keysets = self.store.jwks()
+        secrets = self.secrets.names()
         for record in self.store.functions():
             manifest = manifests[record.name]
             urls = self._jwks_urls(record)
@@ -128,6 +139,7 @@ class Origin:
                     cache_ttl=manifest.cache.ttl,
                     releases=record.releases,
                     jwks={url: keysets[url] for url in urls if url in keysets},
+                    secrets=secrets.get(record.name, []),
                 )
             )
         return DesiredState(
@@ -157,13 +169,24 @@ class Origin:
             self._bumped()
         return True
 
-    def signed_state(self) -> SignedState:
-        """The signed desired state of the current revision (built once per revision)."""
+    def signed_state(self, node_id: str | None = None) -> SignedState:
+        """The signed desired state of the current revision (built once per revision); for a node
+        id, with that node's secrets sealed to its registered key."""
         revision = self.revision
         if self._sealed is None or self._sealed_revision != revision:
             self._sealed = seal_state(self.desired_state(), self.signer)
             self._sealed_revision = revision
-        return self._sealed
+        if node_id is None:
+            return self._sealed
+        names = [record.name for record in self.store.functions()]
+        sealed = self.secrets.sealed_for(node_id, revision, names)
+        return self._sealed if sealed is None else msgspec.structs.replace(self._sealed, secrets=sealed)
+
+    def env_keys(self, name: str) -> list[str]:
+        """The [env] keys of a function's stable version (none when it is not deployed)."""
+        record = self.store.function(name)
+        stable = self.store.version(name, record.releases[0].version) if record and record.releases else None
+        return list(stable.manifest.env) if stable is not None else []
 
     # Functions and releases.
 
@@ -366,8 +389,13 @@ class Origin:
     # Nodes.
 
     def register(self, info: NodeInfo, token_hash: str | None = None) -> Registered:
-        """Store what a node sent about itself; with `token_hash`, the node belongs to that token."""
+        """Store what a node sent about itself; with `token_hash`, the node belongs to that token.
+        Its public key is pinned once registered (409 for another)."""
         with self.store.transaction():
+            try:
+                info = self.secrets.registering(info)
+            except SecretsRefused as exc:
+                raise ApiError(exc.status, exc.message) from None
             self.store.put_node(info, self.clock(), token_hash)
         return Registered(node_id=info.node_id, heartbeat_interval_s=self.settings.heartbeat_interval_s)
 

@@ -1,5 +1,5 @@
 """The origin's metadata in SQLite: tokens, functions, versions, purge orders, nodes, the revision,
-and which node reported which version failing to load."""
+which node reported which version failing to load, and functions' secrets (encrypted by the caller)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import msgspec
 from edge.control.messages import NodeInfo, NodeReport, PurgeKind, PurgeOrder, Release
 from isolates.manifest import Manifest
 
-__all__ = ["FunctionRecord", "NodeRecord", "Store", "TokenRecord", "VersionRecord"]
+__all__ = ["FunctionRecord", "NodeRecord", "SecretRecord", "Store", "TokenRecord", "VersionRecord"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS failures (
 CREATE TABLE IF NOT EXISTS jwks (
     url TEXT PRIMARY KEY, body TEXT NOT NULL, fetched_at REAL NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0);
+CREATE TABLE IF NOT EXISTS secrets (
+    function TEXT NOT NULL, key TEXT NOT NULL, sealed BLOB NOT NULL, size INTEGER NOT NULL,
+    updated_at REAL NOT NULL, PRIMARY KEY (function, key));
 """
 # Columns added after the first release: (table, column, type), added to older databases on open.
 _ADDED_COLUMNS = (
@@ -68,6 +71,16 @@ class VersionRecord(msgspec.Struct, kw_only=True):
     created_at: float
     size: int
     manifest: Manifest
+
+
+class SecretRecord(msgspec.Struct, kw_only=True):
+    """One secret of a function: `sealed` is its value encrypted at rest, `size` the value's bytes."""
+
+    function: str
+    key: str
+    sealed: bytes
+    size: int
+    updated_at: float
 
 
 class TokenRecord(msgspec.Struct, kw_only=True):
@@ -234,6 +247,7 @@ class Store:
         self._db.execute("DELETE FROM functions WHERE name = ?", (name,))
         self._db.execute("DELETE FROM versions WHERE name = ?", (name,))
         self._db.execute("DELETE FROM failures WHERE name = ?", (name,))
+        self._db.execute("DELETE FROM secrets WHERE function = ?", (name,))
 
     def version(self, name: str, version: str) -> VersionRecord | None:
         """One version of a function, or None."""
@@ -368,6 +382,47 @@ class Store:
                 last_seen=row[2],
                 report=None if row[3] is None else _report.decode(row[3]),
             )
+            for row in rows
+        ]
+
+    def node(self, node_id: str) -> NodeRecord | None:
+        """One registered node, or None."""
+        row = self._db.execute(
+            "SELECT info, registered_at, last_seen, report FROM nodes WHERE node_id = ?", (node_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        report = None if row[3] is None else _report.decode(row[3])
+        return NodeRecord(info=_info.decode(row[0]), registered_at=row[1], last_seen=row[2], report=report)
+
+    def set_node_info(self, info: NodeInfo) -> None:
+        """Replace what a registered node sent (e.g. without its public key), leaving its times."""
+        self._db.execute("UPDATE nodes SET info = ? WHERE node_id = ?", (_json(info), info.node_id))
+
+    # Secrets (values arrive and leave encrypted: see edge/origin/vault.py).
+
+    def put_secret(self, record: SecretRecord) -> None:
+        """Insert or replace one secret of a function."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO secrets VALUES (?, ?, ?, ?, ?)",
+            (record.function, record.key, record.sealed, record.size, record.updated_at),
+        )
+
+    def delete_secret(self, function: str, key: str) -> bool:
+        """Delete one secret; False when there was none."""
+        cursor = self._db.execute("DELETE FROM secrets WHERE function = ? AND key = ?", (function, key))
+        return cursor.rowcount > 0
+
+    def secrets(self, function: str | None = None) -> list[SecretRecord]:
+        """The secrets of one function, or of all, by function and key."""
+        query = "SELECT function, key, sealed, size, updated_at FROM secrets"
+        rows = self._db.execute(
+            query
+            + (" WHERE function = ? ORDER BY key" if function is not None else " ORDER BY function, key"),
+            (function,) if function is not None else (),
+        )
+        return [
+            SecretRecord(function=row[0], key=row[1], sealed=bytes(row[2]), size=row[3], updated_at=row[4])
             for row in rows
         ]
 

@@ -8,12 +8,15 @@ from edge.control.messages import FunctionStatus, NodeInfo, NodeReport, Register
 
 
 def test_node_info_wire_form() -> None:
-    raw = (
+    old = (
         b'{"node_id":"n1","hostname":"pi","arch":"aarch64","python":"3.13.1","cpus":4,'
-        b'"memory_bytes":1024,"interfaces":[{"name":"eth0","addresses":["10.0.0.2/24"]}],"labels":{}}'
+        b'"memory_bytes":1024,"interfaces":[{"name":"eth0","addresses":["10.0.0.2/24"]}],"labels":{}'
     )
+    raw = old + b',"public_key":"AAAA"}'
     info = msgspec.json.decode(raw, type=NodeInfo)
     assert msgspec.json.encode(info) == raw
+    # A node from before secrets sends no key.
+    assert msgspec.json.decode(old + b"}", type=NodeInfo).public_key == ""
 
 
 def test_report_defaults() -> None:

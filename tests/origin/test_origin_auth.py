@@ -8,9 +8,10 @@ import json
 import pytest
 from origin_harness import Origin
 
+from edge.origin import secrets
 from edge.origin.routes import ADMIN, NODE, ROUTES, Route
 
-PARAMS = {"name": "authfn", "digest": "0" * 64, "node_id": "node-auth", "id": "0" * 12}
+PARAMS = {"name": "authfn", "digest": "0" * 64, "node_id": "node-auth", "id": "0" * 12, "key": "AUTH_KEY"}
 QUERIES = {"/v1/sync": "?revision=999999&timeout=0"}
 
 
@@ -67,7 +68,7 @@ def test_health_needs_no_token(origin: Origin) -> None:
 
 
 @pytest.mark.parametrize(
-    "route", [r for r in ROUTES if not r.public], ids=lambda r: f"{r.method} {r.pattern}"
+    "route", [r for r in [*ROUTES, *secrets.ROUTES] if not r.public], ids=lambda r: f"{r.method} {r.pattern}"
 )
 def test_auth_matrix(origin: Origin, tokens: dict[str, str], route: Route) -> None:
     assert _call(origin, route, None) == (401, {"error": "missing bearer token"})
@@ -90,6 +91,7 @@ def test_roles_by_route() -> None:
     for read in [("GET", "/v1/key"), ("GET", "/v1/sync"), ("GET", "/v1/blobs/{digest}")]:
         assert by_role.pop(read) == NODE | ADMIN
     assert set(by_role.values()) == {ADMIN}
+    assert {r.roles for r in secrets.ROUTES} == {ADMIN}  # nodes get secrets only sealed, with the state
 
 
 def test_unknown_route_and_method(origin: Origin) -> None:
