@@ -68,7 +68,12 @@ class LogShipper:
         self._lines: deque[LogLine] = deque(maxlen=max_lines)
         # Lines pushed out of the full buffer and not yet reported to the origin.
         self.dropped = 0
-        self._client = OriginClient(settings.origin, settings.token or None, timeout=POST_TIMEOUT_S)
+        self._client = OriginClient(
+            settings.origin,
+            settings.token or None,
+            timeout=POST_TIMEOUT_S,
+            ca_file=settings.origin_ca or None,
+        )
         self._path = f"/v1/nodes/{urllib.parse.quote(node_id, safe='')}/logs"
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
