@@ -4,6 +4,8 @@ in a worker with a bare OpenSSL message); docs/tls.md explains them."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import re
 from pathlib import Path
 
 from edge.cli._abort import abort
@@ -19,7 +21,9 @@ from edge.control.tls import (
     self_signed,
 )
 
-__all__ = ["add_origin_tls_options", "origin_tls", "server_pair"]
+__all__ = ["add_origin_tls_options", "check_origin_tls_options", "origin_tls", "server_pair"]
+
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def add_origin_tls_options(parser: argparse.ArgumentParser) -> None:
@@ -35,8 +39,23 @@ def add_origin_tls_options(parser: argparse.ArgumentParser) -> None:
         "--tls-san",
         metavar="NAME",
         action="append",
+        type=_host_name,
         default=[],
         help="another host name or address the self-signed certificate is for (repeatable)",
+    )
+
+
+def _host_name(value: str) -> str:
+    """A DNS name (a leading `*.` allowed) or an IP address, for --tls-san."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    labels = value.lower().removeprefix("*.").rstrip(".").split(".")
+    if len(value) <= 253 and all(_LABEL.fullmatch(label) for label in labels):
+        return value.lower().rstrip(".")
+    raise argparse.ArgumentTypeError(
+        f"Expected a host name or an IP address (e.g. origin.example or 10.0.0.5), got {value!r}"
     )
 
 
@@ -54,13 +73,20 @@ def server_pair(cert: Path | None, key: Path | None) -> tuple[Path, Path] | None
     return cert.resolve(), key.resolve()
 
 
-def origin_tls(args: argparse.Namespace, data: Path) -> tuple[Path, Path] | None:
-    """The origin's (cert, key): given, or self-signed in `data` (made now when missing); prints the
-    certificate's path and fingerprint, which nodes and the CLI need."""
+def check_origin_tls_options(args: argparse.Namespace) -> None:
+    """Abort on TLS options that contradict each other (before anything is written)."""
     if args.tls_self_signed and (args.tls_cert or args.tls_key):
         abort("--tls-self-signed makes its own certificate: give it, or --tls-cert/--tls-key, not both", 2)
     if args.tls_san and not args.tls_self_signed:
         abort("--tls-san names the hosts of the self-signed certificate: it needs --tls-self-signed", 2)
+    if not args.tls_self_signed:
+        server_pair(args.tls_cert, args.tls_key)
+
+
+def origin_tls(args: argparse.Namespace, data: Path) -> tuple[Path, Path] | None:
+    """The origin's (cert, key): given, or self-signed in `data` (made now when missing); prints the
+    certificate's path and fingerprint, which nodes and the CLI need."""
+    check_origin_tls_options(args)
     if not args.tls_self_signed:
         pair = server_pair(args.tls_cert, args.tls_key)
         if pair is not None:

@@ -15,7 +15,7 @@ import msgspec
 from edge.bundle import DEFAULT_LIMITS, Limits
 from edge.cli._abort import abort
 from edge.cli._args import count, seconds
-from edge.cli._tls import add_origin_tls_options, origin_tls
+from edge.cli._tls import add_origin_tls_options, check_origin_tls_options, origin_tls
 from edge.control.signing import SignatureError
 from edge.origin.datadir import ROLES, DataDir, Role, new_token
 from edge.origin.settings import SETTINGS_ENV, OriginSettings
@@ -86,6 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
         limits=Limits(max_bytes=args.max_bundle_bytes, max_unpacked_bytes=args.max_unpacked_bytes),
     )
     _check_port(args.host, args.port)
+    check_origin_tls_options(args)
     try:
         data.root.mkdir(parents=True, exist_ok=True)
         lock = _lock(data)

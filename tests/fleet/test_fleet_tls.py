@@ -217,3 +217,37 @@ def test_an_https_url_for_a_plain_origin_says_so(fleet: Fleet) -> None:
         f"error: cannot reach the origin at {url}: it does not answer in TLS (WRONG_VERSION_NUMBER); start"
         " it with --tls-cert/--tls-key (or --tls-self-signed), or use an http:// URL\n",
     )
+
+
+def test_origin_tls_options_that_cannot_work_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    self_signed(cert, key, ["127.0.0.1"])
+    base = ["origin", "--data", str(data), "--port", "0"]
+    result = run_edge(*base, "--tls-self-signed", "--tls-cert", str(cert), "--tls-key", str(key))
+    assert (result.returncode, result.stderr) == (
+        2,
+        "error: --tls-self-signed makes its own certificate: give it, or --tls-cert/--tls-key, not both\n",
+    )
+    result = run_edge(*base, "--tls-san", "origin.example")
+    assert (result.returncode, result.stderr) == (
+        2,
+        "error: --tls-san names the hosts of the self-signed certificate: it needs --tls-self-signed\n",
+    )
+    result = run_edge(*base, "--tls-self-signed", "--tls-san", "https://origin.example")
+    assert result.returncode == 2
+    assert result.stderr.endswith(
+        "edge origin: error: argument --tls-san: Expected a host name or an IP address (e.g. origin.example"
+        " or 10.0.0.5), got 'https://origin.example'\n"
+    )
+    assert not data.exists()
+    # A self-signed pair from an earlier start that lacks a name asked for now.
+    data.mkdir()
+    self_signed(data / CERT_FILE, data / KEY_FILE, ["127.0.0.1"])
+    result = run_edge(*base, "--tls-self-signed", "--tls-san", "Origin.Example")
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"error: {data / CERT_FILE}: the self-signed certificate is not for origin.example; remove"
+        f" {data / CERT_FILE} and {data / KEY_FILE} and start again to make one that is (every node and"
+        " CLI then needs the new certificate)\n",
+    )
