@@ -28,6 +28,7 @@ __all__ = [
     "DEPS_DIR",
     "BundleError",
     "Limits",
+    "ManifestBounds",
     "build",
     "clear_bytecode",
     "digest",
@@ -63,6 +64,15 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
 
 
 DEFAULT_LIMITS = Limits()
+
+
+class ManifestBounds(msgspec.Struct, frozen=True, kw_only=True):
+    """What one `edge.toml` may carry (checked at the origin's upload: nodes get it in every state)."""
+
+    max_manifest_bytes: int = 256 * 1024
+    # Names and values of `[env]` together, UTF-8 bytes.
+    max_env_bytes: int = 64 * 1024
+    max_routes: int = 1000
 
 
 def digest(data: bytes) -> str:
@@ -197,6 +207,25 @@ def _compile_error(name: str, source: bytes) -> str | None:
     return None
 
 
+def _check_collision(name: str, is_dir: bool, files: set[str], directories: dict[str, str]) -> None:
+    """Refuse a member that makes a file a directory, or a directory a file (no node could unpack
+    both `a` and `a/b`); records the directories `name` needs."""
+    parts = name.split("/") if name else []
+    needed = ["/".join(parts[:i]) for i in range(1, len(parts) + (1 if is_dir else 0))]
+    for directory in needed:
+        if directory in files:
+            raise BundleError(
+                f"{name}: collides with the file {directory}: a bundle cannot hold both a file"
+                f" {directory} and a member under {directory}/; rename one of them"
+            )
+        directories.setdefault(directory, name)
+    if not is_dir and name in directories:
+        raise BundleError(
+            f"{name}: collides with {directories[name]}: a bundle cannot hold both a file {name}"
+            f" and a member under {name}/; rename one of them"
+        )
+
+
 def _members(data: bytes, limits: Limits) -> Iterator[tuple[str, tarfile.TarInfo, bytes | None]]:
     """Each checked member as (name, info, content for files); raises BundleError."""
     if len(data) > limits.max_bytes:
@@ -204,12 +233,15 @@ def _members(data: bytes, limits: Limits) -> Iterator[tuple[str, tarfile.TarInfo
     gz = gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb")
     stream = io.BufferedReader(_Bounded(gz, limits.max_unpacked_bytes), _CHUNK)
     seen: set[str] = set()
+    # Every directory a member is or lies in -> the first member that made it one.
+    directories: dict[str, str] = {}
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for count, member in enumerate(tar, start=1):
                 if count > limits.max_members:
                     raise BundleError(f"bundle has more than {limits.max_members} members; that is the limit")
                 name = _member_name(member)
+                _check_collision(name, member.isdir(), seen, directories)
                 if member.isdir():
                     yield name, member, None
                     continue
@@ -252,13 +284,39 @@ def _archive_files(data: bytes, limits: Limits) -> Iterator[tuple[str, bytes | m
         raise BundleError(f"bundle is not a valid tar.gz archive: {exc}") from None
 
 
-def _check_manifest(files: dict[str, bytes], default_name: str) -> Manifest:
+def _check_bounds(manifest: Manifest, bounds: ManifestBounds) -> None:
+    env_bytes = sum(len(key.encode()) + len(value.encode()) for key, value in manifest.env.items())
+    if env_bytes > bounds.max_env_bytes:
+        raise BundleError(
+            f"{MANIFEST_NAME}: Expected [env] names and values of at most {bounds.max_env_bytes} bytes"
+            f" together, got {env_bytes} bytes - at `$.env`; keep large values in files of the bundle"
+            " (or raise the origin's --max-env-bytes)"
+        )
+    if len(manifest.routes) > bounds.max_routes:
+        raise BundleError(
+            f"{MANIFEST_NAME}: Expected at most {bounds.max_routes} routes, got {len(manifest.routes)}"
+            " - at `$.routes`; route a shared prefix instead of each path (or raise the origin's"
+            " --max-routes)"
+        )
+
+
+def _check_manifest(
+    files: dict[str, bytes], default_name: str, bounds: ManifestBounds | None = None
+) -> Manifest:
     if MANIFEST_NAME not in files:
         raise BundleError(f"{MANIFEST_NAME}: missing; a bundle needs a manifest at its top level")
+    size = len(files[MANIFEST_NAME])
+    if bounds is not None and size > bounds.max_manifest_bytes:  # before decoding it
+        raise BundleError(
+            f"{MANIFEST_NAME}: Expected at most {bounds.max_manifest_bytes} bytes, got {size} bytes;"
+            " keep large data in files of the bundle (or raise the origin's --max-manifest-bytes)"
+        )
     try:
         manifest = decode_manifest(files[MANIFEST_NAME], MANIFEST_NAME, default_name)
     except ManifestError as exc:
         raise BundleError(str(exc)) from None
+    if bounds is not None:
+        _check_bounds(manifest, bounds)
     module = manifest.module.replace(".", "/")
     path = f"{module}.py" if f"{module}.py" in files else f"{module}/__init__.py"
     if path not in files:
@@ -272,7 +330,9 @@ def _check_manifest(files: dict[str, bytes], default_name: str) -> Manifest:
     return manifest
 
 
-def validate(data: bytes, default_name: str, limits: Limits = DEFAULT_LIMITS) -> Manifest:
+def validate(
+    data: bytes, default_name: str, limits: Limits = DEFAULT_LIMITS, bounds: ManifestBounds | None = None
+) -> Manifest:
     """Check a bundle and return its manifest; raises BundleError naming the bad member.
 
     Parameters
@@ -280,6 +340,7 @@ def validate(data: bytes, default_name: str, limits: Limits = DEFAULT_LIMITS) ->
     data: the tar.gz bytes.
     default_name: the function name when `edge.toml` has none (as `decode_manifest` takes it).
     limits: the size and member-count limits.
+    bounds: what the manifest may carry (the origin's upload checks them; None: not checked).
 
     Python files outside `.deps/` must compile; manifest errors are reported against `edge.toml`,
     and so is an entrypoint that surely does not fit its kind (read, never run: entrypoint_check).
@@ -295,7 +356,7 @@ def validate(data: bytes, default_name: str, limits: Limits = DEFAULT_LIMITS) ->
             problem = _compile_error(name, content)
             if problem is not None:
                 raise BundleError(problem)
-    return _check_manifest(files, default_name)
+    return _check_manifest(files, default_name, bounds)
 
 
 def _unpack(data: bytes, dest: Path, limits: Limits) -> Path:

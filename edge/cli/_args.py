@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import re
 
-__all__ = ["count", "percent", "seconds"]
+__all__ = ["count", "duration", "percent", "seconds"]
+
+_DURATION = re.compile(r"([1-9][0-9]{0,6})([mhd])")
+_UNIT_S = {"m": 60, "h": 3600, "d": 86400}
 
 
 def percent(value: str) -> int:
@@ -30,3 +34,13 @@ def count(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"Expected an integer >= 1, got {value!r}")
     return int(value)
+
+
+def duration(value: str) -> float:
+    """A lifetime such as 90m, 12h or 30d (whole minutes, hours or days), in seconds."""
+    found = _DURATION.fullmatch(value)
+    if found is None:
+        raise argparse.ArgumentTypeError(
+            f"Expected a whole number of minutes, hours or days such as 90m, 12h or 30d, got {value!r}"
+        )
+    return float(int(found[1]) * _UNIT_S[found[2]])

@@ -1,4 +1,4 @@
-"""`edge origin`: run the origin under granian; `edge origin token create`: mint a token."""
+"""`edge origin`: run the origin under granian (`edge origin token ...` is in tokens.py)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,18 @@ import argparse
 import fcntl
 import os
 import socket
-import time
 from pathlib import Path
 from typing import IO
 
 import msgspec
 
-from edge.bundle import DEFAULT_LIMITS, Limits
+from edge.bundle import DEFAULT_LIMITS, Limits, ManifestBounds
+from edge.cli import tokens
 from edge.cli._abort import abort
 from edge.cli._args import count, seconds
 from edge.cli._tls import add_origin_tls_options, check_origin_tls_options, origin_tls
 from edge.control.signing import SignatureError
-from edge.origin.datadir import ROLES, DataDir, Role, new_token
+from edge.origin.datadir import DataDir
 from edge.origin.settings import SETTINGS_ENV, OriginSettings
 
 __all__ = ["register"]
@@ -29,11 +29,11 @@ _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `origin` and `origin token create`."""
+    """Add `origin` and `origin token create | ls | revoke`."""
     parser = subparsers.add_parser("origin", help="run the origin that stores versions and drives nodes")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    parser.add_argument("--data", default=DEFAULT_DATA, help=f"data directory (default {DEFAULT_DATA})")
+    parser.add_argument("--data", default=None, help=f"data directory (default {DEFAULT_DATA})")
     parser.add_argument(
         "--keep-versions", type=count, default=10, help="versions kept per function (default 10)"
     )
@@ -58,18 +58,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=DEFAULT_LIMITS.max_unpacked_bytes,
         help=f"largest bundle accepted, unpacked (default {DEFAULT_LIMITS.max_unpacked_bytes})",
     )
+    bounds = ManifestBounds()
+    parser.add_argument(
+        "--max-manifest-bytes",
+        type=count,
+        default=bounds.max_manifest_bytes,
+        help=f"largest edge.toml accepted (default {bounds.max_manifest_bytes})",
+    )
+    parser.add_argument(
+        "--max-env-bytes",
+        type=count,
+        default=bounds.max_env_bytes,
+        help=f"largest [env] accepted, names and values together (default {bounds.max_env_bytes})",
+    )
+    parser.add_argument(
+        "--max-routes",
+        type=count,
+        default=bounds.max_routes,
+        help=f"most routes one function may have (default {bounds.max_routes})",
+    )
     parser.add_argument("--log-level", choices=_LOG_LEVELS, default="warning", help="granian's log level")
     add_origin_tls_options(parser)
     parser.set_defaults(func=_serve)
     commands = parser.add_subparsers(dest="origin_command", metavar="COMMAND")
-    token = commands.add_parser("token", help="manage access tokens")
-    token_commands = token.add_subparsers(dest="token_command", metavar="COMMAND", required=True)
-    create = token_commands.add_parser("create", help="print a new token (stored hashed)")
-    create.add_argument("--role", choices=ROLES, required=True, help="admin: deploy API; node: sync API")
-    create.add_argument(
-        "--data", dest="token_data", default=None, help=f"data directory (default {DEFAULT_DATA})"
-    )
-    create.set_defaults(func=_token_create)
+    tokens.register(commands)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -77,13 +89,18 @@ def _serve(args: argparse.Namespace) -> int:
     from granian.constants import Interfaces, Loops
     from granian.log import LogLevels
 
-    data = DataDir(Path(args.data).resolve())
+    data = DataDir(Path(args.data or DEFAULT_DATA).resolve())
     settings = OriginSettings(
         data_dir=str(data.root),
         keep_versions=args.keep_versions,
         heartbeat_interval_s=args.heartbeat_interval,
         live_intervals=args.live_intervals,
         limits=Limits(max_bytes=args.max_bundle_bytes, max_unpacked_bytes=args.max_unpacked_bytes),
+        bounds=ManifestBounds(
+            max_manifest_bytes=args.max_manifest_bytes,
+            max_env_bytes=args.max_env_bytes,
+            max_routes=args.max_routes,
+        ),
     )
     _check_port(args.host, args.port)
     check_origin_tls_options(args)
@@ -140,17 +157,3 @@ def _check_port(host: str, port: int) -> None:
             probe.bind(address)
         except OSError as exc:
             abort(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-
-
-def _token_create(args: argparse.Namespace) -> int:
-    data = DataDir(Path(args.token_data or args.data or DEFAULT_DATA))
-    if not data.database.exists():
-        abort(f"{data.root}: no origin data here; start `edge origin --data {data.root}` once first")
-    role: Role = args.role
-    store = data.open_store()
-    try:
-        token = new_token(store, role, time.time())
-    finally:
-        store.close()
-    print(token)
-    return 0

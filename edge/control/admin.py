@@ -10,6 +10,7 @@ __all__ = [
     "FunctionDetail",
     "FunctionInfo",
     "Health",
+    "NewToken",
     "NodeStatus",
     "NodesList",
     "PurgeRequest",
@@ -17,6 +18,8 @@ __all__ = [
     "ReleaseResult",
     "Removed",
     "RollbackRequest",
+    "TokenInfo",
+    "TokenRequest",
     "VersionInfo",
 ]
 
@@ -122,3 +125,35 @@ class NodesList(msgspec.Struct, kw_only=True):
     nodes: list[NodeStatus]
     # The origin's clock when it answered: `now - last_seen` is how long ago a node was seen.
     now: float = 0.0
+
+
+class TokenInfo(msgspec.Struct, kw_only=True):
+    """One token as `edge origin token ls` shows it: its public id, never the token."""
+
+    # The first 12 hex digits of the token's sha256.
+    id: str
+    role: str
+    created_at: float
+    # The node id the token is bound to (`--node`), or None.
+    node_id: str | None = None
+    # The ids of the nodes that registered with this token (they belong to it).
+    nodes: list[str] = []
+    expires_at: float | None = None
+    # Written at most once a minute per token.
+    last_used: float | None = None
+    revoked_at: float | None = None
+
+
+class TokenRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """`POST /v1/tokens`: a new token's role, lifetime (None: no expiry) and node binding."""
+
+    role: str
+    expires_in_s: float | None = None
+    node_id: str | None = None
+
+
+class NewToken(msgspec.Struct, kw_only=True):
+    """The answer to `POST /v1/tokens`: the token (shown this once) and what is stored about it."""
+
+    token: str
+    info: TokenInfo

@@ -18,12 +18,15 @@ from edge.control.admin import (
     FunctionDetail,
     FunctionInfo,
     Health,
+    NewToken,
     NodesList,
     PurgeRequest,
     PurgeResult,
     ReleaseResult,
     Removed,
     RollbackRequest,
+    TokenInfo,
+    TokenRequest,
 )
 from edge.control.messages import NodeInfo, NodeReport, PublicKey, PurgeKind, Registered, SignedState
 from edge.control.tls import client_context
@@ -95,6 +98,8 @@ class OriginError(ControlError):
     def __init__(self, status: int, message: str) -> None:
         reason = http.client.responses.get(status, "error").lower()
         fix = _TOKEN_FIXES.get(status)
+        if status == 403 and "this token has" not in message:  # not a role refusal (node binding)
+            fix = None
         super().__init__(f"{status} {reason}: {message}" + (f"; {fix}" if fix else ""))
         self.status = status
         self.message = message
@@ -359,6 +364,21 @@ class OriginClient:
     def nodes(self) -> NodesList:
         """Every registered node with its last report."""
         return self._call("GET", "/v1/nodes", NodesList)
+
+    def tokens(self) -> list[TokenInfo]:
+        """Every token (by id, never the token itself), oldest first."""
+        return self._call("GET", "/v1/tokens", list[TokenInfo])
+
+    def create_token(
+        self, role: str, expires_in_s: float | None = None, node_id: str | None = None
+    ) -> NewToken:
+        """Mint a token with `role`, expiring in `expires_in_s` seconds, bound to `node_id`."""
+        request = TokenRequest(role=role, expires_in_s=expires_in_s, node_id=node_id)
+        return self._call("POST", "/v1/tokens", NewToken, request)
+
+    def revoke_token(self, token_id: str) -> TokenInfo:
+        """Revoke the token with this id; refused from its next request on."""
+        return self._call("POST", f"/v1/tokens/{_quote(token_id)}/revoke", TokenInfo)
 
 
 def _quote(segment: str) -> str:

@@ -6,9 +6,9 @@ import logging
 import time
 
 from edge.control.signing import Signer
-from edge.origin import dashboard, logs
+from edge.origin import dashboard, logs, tokens
 from edge.origin.blobs import BlobStore
-from edge.origin.datadir import DataDir, hash_token
+from edge.origin.datadir import DataDir
 from edge.origin.http import (
     Disconnected,
     Receive,
@@ -81,15 +81,15 @@ class OriginApp:
         token = request.bearer()
         if token is None:
             raise ApiError(401, "missing bearer token")
-        role = self.origin.store.token_role(hash_token(token))
-        if role is None:
-            raise ApiError(401, "unknown bearer token")
+        record = tokens.authenticate(self.origin, token)
+        role = record.role
         if role not in route.roles:
             wanted = " or ".join(sorted(route.roles))
             raise ApiError(
                 403, f"{route.method} {route.pattern} needs the {wanted} role; this token has {role}"
             )
         request.role = role
+        request.token = record
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

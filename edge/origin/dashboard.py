@@ -24,6 +24,7 @@ import msgspec
 
 from edge.control.admin import RollbackRequest
 from edge.control.messages import FunctionStats, NodeReport, Release
+from edge.origin import tokens
 from edge.origin.datadir import hash_token
 from edge.origin.http import Request, Response, json_response
 from edge.origin.routes import PUBLIC, Route
@@ -87,13 +88,14 @@ def _cookie_value(request: Request) -> str | None:
 
 
 def _session(origin: Origin, request: Request) -> Session | None:
-    """The request's session, if it has a live one whose admin token still exists."""
+    """The request's session, if it has a live one whose admin token is still valid (not revoked,
+    expired or deleted)."""
     cookie = _cookie_value(request)
     if cookie is None:
         return None
     sessions = sessions_of(origin)
     session = sessions.get(cookie)
-    if session is not None and origin.store.token_role(session.token_hash) != "admin":
+    if session is not None and not tokens.valid(origin.store.token(session.token_hash), origin.clock()):
         sessions.drop(cookie)
         return None
     return session
@@ -184,7 +186,11 @@ async def login(origin: Origin, request: Request) -> Response:
     if not token:
         return _login_page("Enter the origin's admin token.", 401)
     token_hash = hash_token(token)
-    role = origin.store.token_role(token_hash)
+    record = origin.store.token(token_hash)
+    refused = None if record is None else tokens.problem(record, origin.clock())
+    if refused is not None:
+        return _login_page(f"This token is refused: {refused}.", 401)
+    role = None if record is None else record.role
     if role is None:
         return _login_page(
             "Unknown token. Use an admin token: the first one is in the origin's data directory"

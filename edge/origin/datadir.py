@@ -23,13 +23,16 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def new_token(store: Store, role: Role, now: float) -> str:
-    """Create a token with `role`, store its hash and return the token (shown once)."""
+def new_token(
+    store: Store, role: Role, now: float, expires_at: float | None = None, node_id: str | None = None
+) -> str:
+    """Create a token with `role` (expiring at `expires_at`, bound to `node_id`), store its hash and
+    return the token (shown once)."""
     if role not in ROLES:
         raise ValueError(f"role: Expected one of {', '.join(ROLES)}, got {role!r}")
     token = f"edge_{role}_{secrets.token_urlsafe(32)}"
     with store.transaction():
-        store.add_token(hash_token(token), role, now)
+        store.add_token(hash_token(token), role, now, expires_at, node_id)
     return token
 
 

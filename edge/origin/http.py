@@ -11,6 +11,7 @@ import msgspec
 
 from edge.control.messages import ErrorBody
 from edge.origin.service import ApiError
+from edge.origin.store import TokenRecord
 
 __all__ = [
     "Disconnected",
@@ -51,6 +52,8 @@ class Request:
         }
         self.params: dict[str, str] = {}
         self.role: str | None = None
+        # The stored bearer token, once the app checked it.
+        self.token: TokenRecord | None = None
 
     def bearer(self) -> str | None:
         """The bearer token from `Authorization`, or None."""

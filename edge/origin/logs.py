@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from itertools import islice
 
 from edge.control.messages import LogBatch, LogLine, LogPage
+from edge.origin import tokens
 from edge.origin.http import Request, Response, json_response
 from edge.origin.routes import ADMIN, NODE, Route, _node_id
 from edge.origin.service import ApiError, Origin
@@ -166,6 +167,7 @@ async def ship(origin: Origin, request: Request) -> Response:
     batch = await request.json(LogBatch)
     if batch.dropped < 0:
         raise ApiError(400, f"request body: Expected `$.dropped` >= 0, got {batch.dropped}")
+    tokens.check_node(origin, request.token, node_id)
     buffer_of(origin).add(node_id, batch)
     return Response(204)
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge import bundle
-from edge.control.admin import Health, PurgeRequest, RollbackRequest
+from edge.control.admin import Health, PurgeRequest, RollbackRequest, TokenRequest
 from edge.control.messages import NodeInfo, NodeReport, PublicKey
+from edge.origin import tokens
 from edge.origin.blobs import is_digest
 from edge.origin.datadir import Role
 from edge.origin.http import Request, Response, json_response
@@ -103,7 +104,8 @@ async def register(origin: Origin, request: Request) -> Response:
     """A node says who it is."""
     info = await request.json(NodeInfo)
     _node_id(info.node_id, "request body: `$.node_id`")
-    return json_response(origin.register(info))
+    owner = tokens.check_node(origin, request.token, info.node_id)
+    return json_response(origin.register(info, owner))
 
 
 async def sync(origin: Origin, request: Request) -> Response:
@@ -115,11 +117,15 @@ async def sync(origin: Origin, request: Request) -> Response:
         _number(request, "timeout", origin.settings.default_poll_s) or 0.0, origin.settings.max_poll_s
     )
     node_id = request.query.get("node_id") or None
+    owner = None
     if node_id is not None:
-        origin.seen(_node_id(node_id, "query `node_id`"))
+        owner = tokens.check_node(origin, request.token, _node_id(node_id, "query `node_id`"))
+        origin.seen(node_id, token_hash=owner)
     newer = await origin.wait_newer(int(revision), timeout)
+    if request.token is not None:  # revoked or expired during the wait: nothing more for it
+        tokens.recheck(origin, request.token)
     if node_id is not None:
-        origin.seen(node_id)
+        origin.seen(node_id, token_hash=owner)
     if not newer:
         return Response(204)
     return json_response(origin.signed_state())
@@ -152,7 +158,7 @@ async def report(origin: Origin, request: Request) -> Response:
         raise ApiError(
             400, f"request body: Expected `$.node_id` {node_id!r} as in the URL, got {body.node_id!r}"
         )
-    origin.seen(node_id, body)
+    origin.seen(node_id, body, tokens.check_node(origin, request.token, node_id))
     return Response(204)
 
 
@@ -171,8 +177,8 @@ async def function(origin: Origin, request: Request) -> Response:
     return json_response(origin.function(_function_name(request)))
 
 
-def _validate_file(path: Path, name: str, limits: bundle.Limits) -> Manifest:
-    return bundle.validate(path.read_bytes(), name, limits)
+def _validate_file(path: Path, name: str, limits: bundle.Limits, bounds: bundle.ManifestBounds) -> Manifest:
+    return bundle.validate(path.read_bytes(), name, limits, bounds)
 
 
 async def deploy(origin: Origin, request: Request) -> Response:
@@ -199,7 +205,9 @@ async def deploy(origin: Origin, request: Request) -> Response:
                 raise ApiError(400, f"bundle is over {limits.max_bytes} bytes compressed; that is the limit")
         version = await asyncio.to_thread(upload.finish)
         try:
-            manifest = await asyncio.to_thread(_validate_file, upload.path, name, limits)
+            manifest = await asyncio.to_thread(
+                _validate_file, upload.path, name, limits, origin.settings.bounds
+            )
         except bundle.BundleError as exc:
             raise ApiError(400, str(exc)) from None
         if manifest.name != name:
@@ -243,6 +251,23 @@ async def purge(origin: Origin, request: Request) -> Response:
     return json_response(origin.purge(name, await request.json(PurgeRequest)), 201)
 
 
+async def token_list(origin: Origin, request: Request) -> Response:
+    """Every token by id, never the token itself."""
+    return json_response(tokens.listing(origin.store))
+
+
+async def token_create(origin: Origin, request: Request) -> Response:
+    """Mint a token; the answer carries it this once."""
+    body = await request.json(TokenRequest)
+    created = tokens.create(origin.store, body.role, origin.clock(), body.expires_in_s, body.node_id)
+    return json_response(created, 201)
+
+
+async def token_revoke(origin: Origin, request: Request) -> Response:
+    """Revoke a token: refused from its next request on."""
+    return json_response(tokens.revoke(origin.store, request.params["id"], origin.clock()))
+
+
 ROUTES: list[Route] = [
     Route("GET", "/v1/health", PUBLIC, health, public=True),
     Route("GET", "/v1/key", READ, key),
@@ -258,4 +283,7 @@ ROUTES: list[Route] = [
     Route("POST", "/v1/functions/{name}/promote", ADMIN, promote),
     Route("POST", "/v1/functions/{name}/rollback", ADMIN, rollback),
     Route("POST", "/v1/functions/{name}/purges", ADMIN, purge),
+    Route("GET", "/v1/tokens", ADMIN, token_list),
+    Route("POST", "/v1/tokens", ADMIN, token_create),
+    Route("POST", "/v1/tokens/{id}/revoke", ADMIN, token_revoke),
 ]

@@ -336,16 +336,17 @@ class Origin:
 
     # Nodes.
 
-    def register(self, info: NodeInfo) -> Registered:
-        """Store what a node sent about itself."""
+    def register(self, info: NodeInfo, token_hash: str | None = None) -> Registered:
+        """Store what a node sent about itself; with `token_hash`, the node belongs to that token."""
         with self.store.transaction():
-            self.store.put_node(info, self.clock())
+            self.store.put_node(info, self.clock(), token_hash)
         return Registered(node_id=info.node_id, heartbeat_interval_s=self.settings.heartbeat_interval_s)
 
-    def seen(self, node_id: str, report: NodeReport | None = None) -> None:
-        """A node polled or reported; raises ApiError 404 when it never registered."""
+    def seen(self, node_id: str, report: NodeReport | None = None, token_hash: str | None = None) -> None:
+        """A node polled or reported (with `token_hash`: the token it belongs to); raises ApiError 404
+        when it never registered."""
         with self.store.transaction():
-            known = self.store.touch_node(node_id, self.clock(), report)
+            known = self.store.touch_node(node_id, self.clock(), report, token_hash)
         if not known:
             raise ApiError(404, f"node `{node_id}` is not registered; POST /v1/nodes/register first")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import msgspec
 
-from edge.bundle import Limits
+from edge.bundle import Limits, ManifestBounds
 
 __all__ = ["SETTINGS_ENV", "OriginSettings", "settings_from_env"]
 
@@ -26,6 +26,7 @@ class OriginSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_poll_s: float = 60.0
     default_poll_s: float = 25.0
     limits: Limits = Limits()
+    bounds: ManifestBounds = ManifestBounds()
 
     @property
     def data(self) -> Path:

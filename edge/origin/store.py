@@ -14,7 +14,7 @@ import msgspec
 from edge.control.messages import NodeInfo, NodeReport, PurgeKind, PurgeOrder, Release
 from isolates.manifest import Manifest
 
-__all__ = ["FunctionRecord", "NodeRecord", "Store", "VersionRecord"]
+__all__ = ["FunctionRecord", "NodeRecord", "Store", "TokenRecord", "VersionRecord"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -37,6 +37,15 @@ CREATE TABLE IF NOT EXISTS failures (
     at REAL NOT NULL, PRIMARY KEY (name, version, node_id));
 INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0);
 """
+# Columns added after the first release: (table, column, type), added to older databases on open.
+_ADDED_COLUMNS = (
+    ("tokens", "node_id", "TEXT"),
+    ("tokens", "expires_at", "REAL"),
+    ("tokens", "last_used", "REAL"),
+    ("tokens", "revoked_at", "REAL"),
+    ("nodes", "token_hash", "TEXT"),
+)
+_TOKEN_COLUMNS = "hash, role, created_at, node_id, expires_at, last_used, revoked_at"
 
 
 class FunctionRecord(msgspec.Struct, kw_only=True):
@@ -57,6 +66,23 @@ class VersionRecord(msgspec.Struct, kw_only=True):
     created_at: float
     size: int
     manifest: Manifest
+
+
+class TokenRecord(msgspec.Struct, kw_only=True):
+    """A stored token (its hash, never the token), its role, node binding, expiry, use and revocation."""
+
+    hash: str
+    role: str
+    created_at: float
+    node_id: str | None = None
+    expires_at: float | None = None
+    last_used: float | None = None
+    revoked_at: float | None = None
+
+    @property
+    def id(self) -> str:
+        """The public id: the first 12 hex digits of the hash (says nothing about the token)."""
+        return self.hash[:12]
 
 
 class NodeRecord(msgspec.Struct, kw_only=True):
@@ -85,6 +111,10 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        for table, column, kind in _ADDED_COLUMNS:
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         """Close the database."""
@@ -113,19 +143,65 @@ class Store:
 
     # Tokens.
 
-    def add_token(self, token_hash: str, role: str, now: float) -> None:
-        """Store a token's hash with its role."""
-        self._db.execute("INSERT INTO tokens VALUES (?, ?, ?)", (token_hash, role, now))
+    def add_token(
+        self,
+        token_hash: str,
+        role: str,
+        now: float,
+        expires_at: float | None = None,
+        node_id: str | None = None,
+    ) -> None:
+        """Store a token's hash with its role, expiry and the node it is bound to."""
+        self._db.execute(
+            "INSERT INTO tokens (hash, role, created_at, node_id, expires_at) VALUES (?, ?, ?, ?, ?)",
+            (token_hash, role, now, node_id, expires_at),
+        )
 
-    def token_role(self, token_hash: str) -> str | None:
-        """The role of the token with this hash, or None."""
-        row = self._db.execute("SELECT role FROM tokens WHERE hash = ?", (token_hash,)).fetchone()
-        return None if row is None else str(row[0])
+    def token(self, token_hash: str) -> TokenRecord | None:
+        """The token with this hash, or None."""
+        row = self._db.execute(
+            f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE hash = ?", (token_hash,)
+        ).fetchone()
+        return None if row is None else _token(row)
+
+    def tokens(self, id_prefix: str = "") -> list[TokenRecord]:
+        """Every token (whose hash starts with `id_prefix`), oldest first."""
+        rows = self._db.execute(
+            f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE substr(hash, 1, ?) = ? ORDER BY created_at, hash",
+            (len(id_prefix), id_prefix),
+        )
+        return [_token(row) for row in rows]
 
     def count_tokens(self, role: str) -> int:
-        """How many tokens have this role."""
+        """How many tokens have this role (revoked and expired ones included)."""
         row = self._db.execute("SELECT count(*) FROM tokens WHERE role = ?", (role,)).fetchone()
         return int(row[0])
+
+    def revoke_token(self, token_hash: str, now: float) -> None:
+        """Mark a token revoked at `now` (kept, so `token ls` shows it)."""
+        self._db.execute(
+            "UPDATE tokens SET revoked_at = ? WHERE hash = ? AND revoked_at IS NULL", (now, token_hash)
+        )
+
+    def token_used(self, token_hash: str, now: float) -> None:
+        """Record when a token was last used (no revision bump: nodes need not hear of it)."""
+        self._db.execute("UPDATE tokens SET last_used = ? WHERE hash = ?", (now, token_hash))
+
+    def node_token(self, node_id: str) -> str | None:
+        """The hash of the token node `node_id` belongs to, or None (unknown, or registered before
+        tokens were bound)."""
+        row = self._db.execute("SELECT token_hash FROM nodes WHERE node_id = ?", (node_id,)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def token_nodes(self) -> dict[str, list[str]]:
+        """Token hash -> the ids of the nodes that belong to it, sorted."""
+        found: dict[str, list[str]] = {}
+        rows = self._db.execute(
+            "SELECT token_hash, node_id FROM nodes WHERE token_hash IS NOT NULL ORDER BY node_id"
+        )
+        for token_hash, node_id in rows:
+            found.setdefault(str(token_hash), []).append(str(node_id))
+        return found
 
     # Functions and versions.
 
@@ -218,24 +294,30 @@ class Store:
 
     # Nodes.
 
-    def put_node(self, info: NodeInfo, now: float) -> None:
-        """Register a node, or update what it sent; keeps its first registration time and report."""
+    def put_node(self, info: NodeInfo, now: float, token_hash: str | None = None) -> None:
+        """Register a node, or update what it sent; keeps its first registration time and report.
+
+        With `token_hash`, the node now belongs to that token (the caller checked it may).
+        """
         self._db.execute(
-            "INSERT INTO nodes (node_id, info, registered_at, last_seen) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (node_id) DO UPDATE SET info = excluded.info, last_seen = excluded.last_seen",
-            (info.node_id, _json(info), now, now),
+            "INSERT INTO nodes (node_id, info, registered_at, last_seen, token_hash) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (node_id) DO UPDATE SET info = excluded.info, last_seen = excluded.last_seen,"
+            " token_hash = coalesce(excluded.token_hash, token_hash)",
+            (info.node_id, _json(info), now, now, token_hash),
         )
 
-    def touch_node(self, node_id: str, now: float, report: NodeReport | None = None) -> bool:
-        """Mark a node seen (and store its report); False when it is not registered."""
-        if report is None:
-            cursor = self._db.execute("UPDATE nodes SET last_seen = ? WHERE node_id = ?", (now, node_id))
-        else:
-            cursor = self._db.execute(
-                "UPDATE nodes SET last_seen = ?, report = ? WHERE node_id = ?", (now, _json(report), node_id)
-            )
-            if cursor.rowcount > 0:
-                self.note_failures(report, now)
+    def touch_node(
+        self, node_id: str, now: float, report: NodeReport | None = None, token_hash: str | None = None
+    ) -> bool:
+        """Mark a node seen (and store its report; with `token_hash`, it belongs to that token now);
+        False when it is not registered."""
+        cursor = self._db.execute(
+            "UPDATE nodes SET last_seen = ?, report = coalesce(?, report),"
+            " token_hash = coalesce(?, token_hash) WHERE node_id = ?",
+            (now, None if report is None else _json(report), token_hash, node_id),
+        )
+        if report is not None and cursor.rowcount > 0:
+            self.note_failures(report, now)
         return cursor.rowcount > 0
 
     def note_failures(self, report: NodeReport, now: float) -> None:
@@ -276,6 +358,19 @@ class Store:
             )
             for row in rows
         ]
+
+
+def _token(row: tuple[Any, ...]) -> TokenRecord:
+    token_hash, role, created_at, node_id, expires_at, last_used, revoked_at = row
+    return TokenRecord(
+        hash=token_hash,
+        role=role,
+        created_at=created_at,
+        node_id=node_id,
+        expires_at=expires_at,
+        last_used=last_used,
+        revoked_at=revoked_at,
+    )
 
 
 def _function(row: tuple[Any, ...]) -> FunctionRecord:

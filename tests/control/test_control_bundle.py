@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edge import bundle
-from edge.bundle import BundleError, Limits
+from edge.bundle import BundleError, Limits, ManifestBounds
 from isolates.manifest import Manifest
 
 
@@ -125,6 +125,117 @@ def test_limits() -> None:
     with pytest.raises(BundleError) as caught:
         bundle.validate(bomb, "fn", Limits(max_unpacked_bytes=1_000_000))
     assert str(caught.value) == "bundle unpacks to more than 1000000 bytes; that is the limit"
+
+
+HANDLER = b"async def handler(request):\n    return 'hi'\n"
+
+
+def _dir(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    return info
+
+
+def _tar_with_dirs(*members: tuple[str, bytes] | str) -> bytes:
+    """A tar.gz of files (name, data) and directory entries (a bare name)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for member in members:
+            if isinstance(member, str):
+                tar.addfile(_dir(member))
+                continue
+            info = tarfile.TarInfo(member[0])
+            info.size = len(member[1])
+            tar.addfile(info, io.BytesIO(member[1]))
+    return raw.getvalue()
+
+
+COLLIDING = [
+    pytest.param(
+        [("edge.toml", b""), ("main.py", b""), ("a", b"file"), ("a/b", b"under it")],
+        "a/b: collides with the file a: a bundle cannot hold both a file a and a member under a/;"
+        " rename one of them",
+        id="file-then-member-under-it",
+    ),
+    pytest.param(
+        [("edge.toml", b""), ("main.py", b""), ("lib/deep/x.py", b""), ("lib/deep", b"file")],
+        "lib/deep: collides with lib/deep/x.py: a bundle cannot hold both a file lib/deep and a member"
+        " under lib/deep/; rename one of them",
+        id="member-under-it-then-file",
+    ),
+    pytest.param(
+        [("edge.toml", b""), ("main.py", b""), "data/", ("data", b"file")],
+        "data: collides with data: a bundle cannot hold both a file data and a member under data/;"
+        " rename one of them",
+        id="directory-entry-then-file",
+    ),
+    pytest.param(
+        [("edge.toml", b""), ("main.py", b""), ("./data", b"file"), "data/"],
+        "data: collides with the file data: a bundle cannot hold both a file data and a member under"
+        " data/; rename one of them",
+        id="file-then-directory-entry",
+    ),
+]
+
+
+@pytest.mark.parametrize(("members", "message"), COLLIDING)
+def test_colliding_members_are_refused_naming_both(
+    tmp_path: Path, members: list[tuple[str, bytes] | str], message: str
+) -> None:
+    data = _tar_with_dirs(*members)
+    with pytest.raises(BundleError) as caught:
+        bundle.validate(data, "fn")
+    assert str(caught.value) == message
+    with pytest.raises(BundleError) as caught:  # what a node runs before it unpacks
+        bundle.extract(data, tmp_path / "v1", "fn")
+    assert str(caught.value) == message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_directories_shared_by_members_do_not_collide(tmp_path: Path) -> None:
+    data = _tar_with_dirs(
+        "./",
+        ("edge.toml", b""),
+        ("main.py", HANDLER),
+        "lib/",
+        ("lib/a.py", b""),
+        "lib/",
+        ("lib/sub/b.py", b""),
+    )
+    bundle.extract(data, tmp_path / "v1", "fn")
+    assert sorted(p.relative_to(tmp_path / "v1").as_posix() for p in (tmp_path / "v1").rglob("*.py")) == [
+        "lib/a.py",
+        "lib/sub/b.py",
+        "main.py",
+    ]
+
+
+def test_manifest_bounds_are_checked_only_when_given() -> None:
+    bounds = ManifestBounds(max_manifest_bytes=100, max_env_bytes=10, max_routes=2)
+    env = _tar(("edge.toml", b'[env]\nKEY = "0123456789"\n'), ("main.py", HANDLER))
+    with pytest.raises(BundleError) as caught:
+        bundle.validate(env, "fn", bounds=bounds)
+    assert str(caught.value) == (
+        "edge.toml: Expected [env] names and values of at most 10 bytes together, got 13 bytes - at `$.env`;"
+        " keep large values in files of the bundle (or raise the origin's --max-env-bytes)"
+    )
+    assert bundle.validate(env, "fn").env == {"KEY": "0123456789"}  # a node does not check them
+    routes = _tar(("edge.toml", b'routes = ["/a", "/b", "/c"]\n'), ("main.py", HANDLER))
+    with pytest.raises(BundleError) as caught:
+        bundle.validate(routes, "fn", bounds=bounds)
+    assert str(caught.value) == (
+        "edge.toml: Expected at most 2 routes, got 3 - at `$.routes`; route a shared prefix instead of"
+        " each path (or raise the origin's --max-routes)"
+    )
+    big = _tar(("edge.toml", b"# " + b"x" * 100 + b"\n"), ("main.py", HANDLER))
+    with pytest.raises(BundleError) as caught:
+        bundle.validate(big, "fn", bounds=bounds)
+    assert str(caught.value) == (
+        "edge.toml: Expected at most 100 bytes, got 103 bytes; keep large data in files of the bundle"
+        " (or raise the origin's --max-manifest-bytes)"
+    )
+    fits = _tar(("edge.toml", b'routes = ["/a", "/b"]\n[env]\nK = "123456789"\n'), ("main.py", HANDLER))
+    assert bundle.validate(fits, "fn", bounds=bounds).routes == ["/a", "/b"]
 
 
 def test_extract_is_atomic_read_only_and_keeps_the_exec_bit(tmp_path: Path) -> None:

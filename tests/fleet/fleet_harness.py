@@ -204,9 +204,10 @@ class Origin(Process):
     def admin(self) -> OriginClient:
         return OriginClient(self.url, self.admin_token, timeout=10.0, ca_file=self.ca_file)
 
-    def node_token(self) -> str:
-        result = run_edge("origin", "token", "create", "--role", "node", "--data", str(self.data))
-        assert (result.returncode, result.stderr) == (0, ""), result
+    def node_token(self, *args: str) -> str:
+        """A new node token (`args`: e.g. --node ID, --expires 1h)."""
+        result = run_edge("origin", "token", "create", "--role", "node", "--data", str(self.data), *args)
+        assert result.returncode == 0 and result.stderr.startswith("token "), result
         return result.stdout.strip()
 
     def blob_path(self, version: str) -> Path:

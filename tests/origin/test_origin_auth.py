@@ -10,7 +10,7 @@ from origin_harness import Origin
 
 from edge.origin.routes import ADMIN, NODE, ROUTES, Route
 
-PARAMS = {"name": "authfn", "digest": "0" * 64, "node_id": "node-auth"}
+PARAMS = {"name": "authfn", "digest": "0" * 64, "node_id": "node-auth", "id": "0" * 12}
 QUERIES = {"/v1/sync": "?revision=999999&timeout=0"}
 
 

@@ -100,6 +100,35 @@ BAD_BUNDLES = [
         id="fifo",
     ),
     pytest.param(
+        [*good_members("badfn"), file_member("a", b"file"), file_member("a/b", b"under it")],
+        "a/b: collides with the file a: a bundle cannot hold both a file a and a member under a/;"
+        " rename one of them",
+        id="colliding-members",
+    ),
+    pytest.param(
+        [file_member("edge.toml", b'[env]\nBIG = "' + b"x" * 70_000 + b'"\n'), good_members("badfn")[1]],
+        "edge.toml: Expected [env] names and values of at most 65536 bytes together, got 70003 bytes"
+        " - at `$.env`; keep large values in files of the bundle (or raise the origin's --max-env-bytes)",
+        id="env-bytes",
+    ),
+    pytest.param(
+        [
+            file_member(
+                "edge.toml", ("routes = [" + ", ".join(f'"/r{i}"' for i in range(1001)) + "]\n").encode()
+            ),
+            good_members("badfn")[1],
+        ],
+        "edge.toml: Expected at most 1000 routes, got 1001 - at `$.routes`; route a shared prefix instead"
+        " of each path (or raise the origin's --max-routes)",
+        id="route-count",
+    ),
+    pytest.param(
+        [file_member("edge.toml", b"# " + b"x" * 300_000 + b"\n"), good_members("badfn")[1]],
+        "edge.toml: Expected at most 262144 bytes, got 300003 bytes; keep large data in files of the"
+        " bundle (or raise the origin's --max-manifest-bytes)",
+        id="manifest-bytes",
+    ),
+    pytest.param(
         [*good_members("badfn"), file_member("zeros.bin", bytes(1_000_001))],
         "bundle unpacks to more than 1000000 bytes; that is the limit",
         id="zip-bomb",
