@@ -110,6 +110,13 @@ def test_a_cli_without_the_certificate_is_refused_with_the_fix(origin: Origin) -
         " use https:// (the origin serves TLS), or drop --origin-ca (EDGE_ORIGIN_CA)\n"
     )
     assert run_edge("ls", "--origin-ca", str(origin.ca_file), env=env).returncode == 0
+    # The token commands over the admin API too.
+    listed = run_edge("origin", "token", "ls", env={**env, "EDGE_ORIGIN_CA": str(origin.ca_file)})
+    assert (listed.returncode, listed.stderr) == (0, ""), listed
+    assert "admin" in listed.stdout
+    refused = run_edge("origin", "token", "ls", env=env)
+    assert refused.returncode == 1
+    assert "self-signed certificate; pass the origin's certificate with --origin-ca FILE" in refused.stderr
 
 
 def test_a_node_that_cannot_verify_the_origin_says_which_option_fixes_it(
