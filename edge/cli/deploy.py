@@ -42,6 +42,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--origin", help=f"origin URL (default $EDGE_ORIGIN or {DEFAULT_ORIGIN})")
     common.add_argument("--token", help="admin token (default $EDGE_TOKEN)")
+    common.add_argument(
+        "--origin-ca",
+        metavar="FILE",
+        help="https origin: its certificate or CA, PEM (default $EDGE_ORIGIN_CA)",
+    )
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
     waiting = argparse.ArgumentParser(add_help=False)
     add_wait_options(waiting)
@@ -93,8 +98,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _client(args: argparse.Namespace) -> OriginClient:
     url = args.origin or os.environ.get("EDGE_ORIGIN") or DEFAULT_ORIGIN
     token = args.token or os.environ.get("EDGE_TOKEN") or None
+    ca_file = args.origin_ca or os.environ.get("EDGE_ORIGIN_CA") or None
     try:
-        return OriginClient(url, token)
+        return OriginClient(url, token, ca_file=ca_file)
     except ValueError as exc:
         abort(str(exc))
 

@@ -52,6 +52,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--json", action="store_true", help="print each line as a JSON object")
     parser.add_argument("--origin", help=f"origin URL (default $EDGE_ORIGIN or {DEFAULT_ORIGIN})")
     parser.add_argument("--token", help="admin token (default $EDGE_TOKEN)")
+    parser.add_argument(
+        "--origin-ca",
+        metavar="FILE",
+        help="https origin: its certificate or CA, PEM (default $EDGE_ORIGIN_CA)",
+    )
     parser.set_defaults(func=_logs)
 
 
@@ -98,8 +103,9 @@ def format_line(line: LogLine) -> str:
 def _client(args: argparse.Namespace) -> OriginClient:
     url = args.origin or os.environ.get("EDGE_ORIGIN") or DEFAULT_ORIGIN
     token = args.token or os.environ.get("EDGE_TOKEN") or None
+    ca_file = args.origin_ca or os.environ.get("EDGE_ORIGIN_CA") or None
     try:
-        return OriginClient(url, token)
+        return OriginClient(url, token, ca_file=ca_file)
     except ValueError as exc:
         abort(f"{exc}; set EDGE_ORIGIN or --origin")
 

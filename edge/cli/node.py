@@ -40,6 +40,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--settings-fd", type=int, help=argparse.SUPPRESS)  # set by the re-exec only
     parser.add_argument("--data", metavar="DIR", help="origin mode: state directory (default .edge/node)")
     parser.add_argument("--origin-key", metavar="KEY", help="origin mode: the origin's public key to pin")
+    parser.add_argument(
+        "--origin-ca", metavar="FILE", help="origin mode: an https origin's certificate or CA to trust (PEM)"
+    )
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve functions over HTTPS with this certificate")
+    parser.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8080)")
     parser.add_argument("--workers", type=int, help="granian worker processes (default 1)")
@@ -69,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             _reexec(settings)
     check_port_free(settings.host, settings.port)
     if settings.origin:
-        base = f"http://{settings.host}:{settings.port}"
+        base = _base(settings)
         print(f"edge node: syncing from {settings.origin} on {base} (state in {settings.data})", flush=True)
         print(f"  curl {base}/_edge/ready", flush=True)
     else:
@@ -104,6 +109,9 @@ def _load(args: argparse.Namespace) -> NodeSettings:
         "token_file": args.token_file,
         "data": args.data,
         "origin_key": args.origin_key,
+        "origin_ca": args.origin_ca,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
     }
     if args.token is not None:
         print(TOKEN_WARNING, file=sys.stderr, flush=True)
@@ -113,11 +121,37 @@ def _load(args: argparse.Namespace) -> NodeSettings:
         abort(str(exc), 2)
     if settings.origin and not settings.token:
         abort("--origin needs a node token: pass --token-file FILE (or set EDGE_TOKEN)", 2)
-    if settings.token_file:
-        # The audit hook of interpreter isolates refuses protected paths: the token file is one.
-        token_file = os.path.realpath(settings.token_file)
-        settings = msgspec.structs.replace(settings, protected_paths=[*settings.protected_paths, token_file])
+    settings = _check_tls(settings)
+    # No function may open these, whatever its `[permissions] read` says (the interpreter's audit
+    # hook, a process child's Landlock rules and mount view).
+    secrets = [os.path.realpath(path) for path in (settings.token_file, settings.tls_key) if path]
+    if secrets:
+        settings = msgspec.structs.replace(settings, protected_paths=[*settings.protected_paths, *secrets])
     return settings
+
+
+def _check_tls(settings: NodeSettings) -> NodeSettings:
+    """Abort on TLS settings that cannot work; returns them with absolute paths (workers read them)."""
+    from edge.cli._tls import server_pair
+    from edge.control.client import OriginClient
+
+    cert = Path(settings.tls_cert) if settings.tls_cert else None
+    key = Path(settings.tls_key) if settings.tls_key else None
+    pair = server_pair(cert, key)
+    origin_ca = os.path.abspath(settings.origin_ca) if settings.origin_ca else ""
+    if settings.origin:
+        try:
+            OriginClient(settings.origin, None, ca_file=origin_ca or None)
+        except ValueError as exc:
+            abort(f"{exc} - at `$.origin`", 2)
+    elif origin_ca:
+        abort(f"--origin-ca {settings.origin_ca}: only an origin-mode node (--origin URL) uses it", 2)
+    return msgspec.structs.replace(
+        settings,
+        origin_ca=origin_ca,
+        tls_cert=str(pair[0]) if pair else "",
+        tls_key=str(pair[1]) if pair else "",
+    )
 
 
 def _exposed(settings: NodeSettings) -> list[str]:
@@ -171,8 +205,13 @@ def _settings_from_fd(fd: int) -> NodeSettings:
         abort(f"--settings-fd {fd}: cannot read the settings handed over by `edge node`: {exc}", 2)
 
 
+def _base(settings: NodeSettings) -> str:
+    scheme = "https" if settings.tls_cert else "http"
+    return f"{scheme}://{settings.host}:{settings.port}"
+
+
 def _print_banner(settings: NodeSettings, root: Path) -> None:
-    base = f"http://{settings.host}:{settings.port}"
+    base = _base(settings)
     found = scan_functions(root)
     print(f"edge node: {len(found)} function(s) from {root} on {base}", flush=True)
     for function in found:
@@ -297,6 +336,8 @@ def serve(settings: NodeSettings) -> None:
         respawn_interval=RESPAWN_INTERVAL_S,
         workers_max_rss=settings.max_rss_mb or None,
         rss_sample_interval=RSS_SAMPLE_INTERVAL_S,
+        ssl_cert=Path(settings.tls_cert) if settings.tls_cert else None,
+        ssl_key=Path(settings.tls_key) if settings.tls_key else None,
     )
     try:
         server.serve()

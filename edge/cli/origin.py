@@ -15,6 +15,7 @@ from edge.bundle import DEFAULT_LIMITS, Limits, ManifestBounds
 from edge.cli import tokens
 from edge.cli._abort import abort
 from edge.cli._args import count, seconds
+from edge.cli._tls import add_origin_tls_options, check_origin_tls_options, origin_tls
 from edge.control.signing import SignatureError
 from edge.origin.datadir import DataDir
 from edge.origin.settings import SETTINGS_ENV, OriginSettings
@@ -83,6 +84,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="seconds between fetches of every [auth] jwks_url in use; 0: only at deploy (default 3600)",
     )
     parser.add_argument("--log-level", choices=_LOG_LEVELS, default="warning", help="granian's log level")
+    add_origin_tls_options(parser)
     parser.set_defaults(func=_serve)
     commands = parser.add_subparsers(dest="origin_command", metavar="COMMAND")
     tokens.register(commands)
@@ -113,6 +115,7 @@ def _serve(args: argparse.Namespace) -> int:
         jwks_refresh_s=args.jwks_refresh,
     )
     _check_port(args.host, args.port)
+    check_origin_tls_options(args)
     try:
         data.root.mkdir(parents=True, exist_ok=True)
         lock = _lock(data)
@@ -121,7 +124,9 @@ def _serve(args: argparse.Namespace) -> int:
         abort(f"{data.root}: cannot prepare the data directory: {exc}")
     if created:
         print(f"created the signing key and the first admin token; the token is in {data.admin_token}")
-    print(f"origin on http://{args.host}:{args.port}, data in {data.root}", flush=True)
+    tls = origin_tls(args, data.root)
+    scheme = "https" if tls else "http"
+    print(f"origin on {scheme}://{args.host}:{args.port}, data in {data.root}", flush=True)
     os.environ[SETTINGS_ENV] = msgspec.json.encode(settings).decode()
     Granian(
         "edge.origin.app:create_app",
@@ -133,6 +138,8 @@ def _serve(args: argparse.Namespace) -> int:
         loop=Loops.uvloop,
         log_level=LogLevels(args.log_level),
         workers_kill_timeout=5,
+        ssl_cert=tls[0] if tls else None,
+        ssl_key=tls[1] if tls else None,
     ).serve()
     lock.close()
     return 0

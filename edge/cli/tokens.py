@@ -46,6 +46,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--origin", metavar="URL", help="use this origin's admin API instead (default $EDGE_ORIGIN)"
     )
     where.add_argument("--token", help="admin token for --origin (default $EDGE_TOKEN)")
+    where.add_argument(
+        "--origin-ca", metavar="FILE", help="https origin: its certificate or CA (default $EDGE_ORIGIN_CA)"
+    )
     where.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     token = commands.add_parser("token", help="manage access tokens")
@@ -74,7 +77,8 @@ def _client(args: argparse.Namespace) -> OriginClient | None:
     if args.token_data is not None or args.data is not None or not url:
         return None
     try:
-        return OriginClient(url, args.token or os.environ.get("EDGE_TOKEN") or None)
+        token = args.token or os.environ.get("EDGE_TOKEN") or None
+        return OriginClient(url, token, ca_file=args.origin_ca or os.environ.get("EDGE_ORIGIN_CA") or None)
     except ValueError as exc:
         abort(str(exc))
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl
+import threading
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -30,13 +32,31 @@ from edge.control.admin import (
     TokenRequest,
 )
 from edge.control.messages import NodeInfo, NodeReport, PublicKey, PurgeKind, Registered, SignedState
+from edge.control.tls import client_context
 
-__all__ = ["BlobMismatch", "ControlError", "OriginClient", "OriginError", "OriginUnreachable", "Progress"]
+__all__ = [
+    "BlobMismatch",
+    "ControlError",
+    "OriginClient",
+    "OriginError",
+    "OriginUnreachable",
+    "OriginUntrusted",
+    "Progress",
+]
 
 Progress = Callable[[int, int], None]
 """Called with (bytes sent, total bytes) while a bundle uploads."""
 
 _CHUNK = 64 * 1024
+# Idle connections kept per client: a node's poll, report, log shipping and a bundle fetch at once.
+_MAX_IDLE = 4
+# A kept-alive connection that the origin closed while it sat idle fails in one of these ways
+# before any answer came back: sending the request again on a new connection is safe.
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ssl.SSLEOFError)
+# What a TLS server sends back to a plain-HTTP request: an alert record (content type 21, TLS 1.x).
+_TLS_ALERT = "\x15\x03"
+# OpenSSL's reasons when the other end answered in plain HTTP, not TLS.
+_NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST")
 
 
 class ControlError(Exception):
@@ -64,6 +84,17 @@ _UNREACHABLE_FIX = (
 )
 
 
+class OriginUntrusted(OriginUnreachable):
+    """The origin's TLS certificate did not verify against --origin-ca (or the system's roots)."""
+
+
+# Said when a certificate does not verify: where the file to pin comes from.
+_CA_FIX = (
+    "pass the origin's certificate with --origin-ca FILE (or EDGE_ORIGIN_CA; `edge origin"
+    " --tls-self-signed` printed its path and sha256 fingerprint), or the CA that signed it"
+)
+
+
 class OriginError(ControlError):
     """The origin answered with an error status; `message` is its `{"error": ...}` text."""
 
@@ -82,12 +113,30 @@ class BlobMismatch(ControlError):
 
 
 class OriginClient:
-    """One origin at `url` with a bearer token; one connection per call, safe to use from a thread."""
+    """One origin at `url` with a bearer token, safe to use from several threads.
 
-    def __init__(self, url: str, token: str | None, timeout: float = 30.0) -> None:
+    With `keep_alive`, connections are kept between calls (a node's long-polls reuse one TLS
+    session instead of a handshake each; `close()` ends them); one that the origin closed while
+    idle is replaced and the call sent again. Without it, each call has its own connection.
+    `ca_file` pins the origin's certificate (or its CA) for an https:// URL; without it the
+    system's trust store decides."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        timeout: float = 30.0,
+        ca_file: str | None = None,
+        keep_alive: bool = False,
+    ) -> None:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"origin URL: Expected http://host[:port], got {url!r}")
+            raise ValueError(f"origin URL: Expected http://host[:port] or https://host[:port], got {url!r}")
+        if ca_file and parts.scheme != "https":
+            raise ValueError(
+                f"origin URL: Expected an https:// URL with --origin-ca {ca_file}, got {url!r};"
+                " use https:// (the origin serves TLS), or drop --origin-ca (EDGE_ORIGIN_CA)"
+            )
         self.url = url.rstrip("/")
         self._https = parts.scheme == "https"
         self._host = parts.hostname
@@ -95,11 +144,41 @@ class OriginClient:
         self._prefix = parts.path.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.ca_file = ca_file
+        # Made once: loading the CA file for every connection would cost each call a file read.
+        self._tls = client_context(ca_file) if self._https else None
+        self._keep_alive = keep_alive
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
 
-    def _connection(self, timeout: float) -> http.client.HTTPConnection:
-        if self._https:
-            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout)
-        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+    def _connection(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle kept-alive connection (True) or a new one (False), with `timeout` set."""
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is not None:
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            return conn, True
+        if self._tls is not None:
+            return http.client.HTTPSConnection(
+                self._host, self._port, timeout=timeout, context=self._tls
+            ), False
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout), False
+
+    def _keep(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if self._keep_alive and len(self._idle) < _MAX_IDLE:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        """Close the idle connections (calls after this open new ones)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
     def request(
         self,
@@ -118,32 +197,80 @@ class OriginClient:
         if body is not None:
             headers["Content-Type"] = content_type
             headers["Content-Length"] = str(len(body))
-        conn = self._connection(self.timeout if timeout is None else timeout)
-        try:
-            conn.putrequest(method, self._prefix + path)
-            for name, value in headers.items():
-                conn.putheader(name, value)
-            conn.endheaders()
-            if body is not None:
-                try:
-                    for start in range(0, len(body), _CHUNK):
-                        conn.send(body[start : start + _CHUNK])
-                        if progress is not None:
-                            progress(min(start + _CHUNK, len(body)), len(body))
-                except OSError:
-                    # The origin may have refused the body early (400, oversize) and closed: read its answer.
-                    pass
-            response = conn.getresponse()
-            status, data = response.status, response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise OriginUnreachable(
-                f"cannot reach the origin at {self.url}: {_describe(exc)}; {_UNREACHABLE_FIX}"
-            ) from None
-        finally:
+        limit = self.timeout if timeout is None else timeout
+        while True:
+            conn, reused = self._connection(limit)
+            try:
+                status, data, reusable = self._exchange(
+                    conn, method, self._prefix + path, headers, body, progress
+                )
+            except _STALE as exc:
+                conn.close()
+                if reused:
+                    continue  # the origin closed it while it sat idle: send on a new connection
+                raise self._unreachable(exc) from None
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                raise self._unreachable(exc) from None
+            except BaseException:
+                conn.close()
+                raise
+            break
+        if reusable:
+            self._keep(conn)
+        else:
             conn.close()
         if status >= 400:
             raise OriginError(status, _error_text(data))
         return status, data
+
+    @staticmethod
+    def _exchange(
+        conn: http.client.HTTPConnection,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        progress: Progress | None,
+    ) -> tuple[int, bytes, bool]:
+        """Send one request on `conn`; returns (status, body, whether the connection may be reused)."""
+        conn.putrequest(method, path)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        if body is not None:
+            try:
+                for start in range(0, len(body), _CHUNK):
+                    conn.send(body[start : start + _CHUNK])
+                    if progress is not None:
+                        progress(min(start + _CHUNK, len(body)), len(body))
+            except OSError:
+                # The origin may have refused the body early (400, oversize) and closed: read its answer.
+                pass
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, data, not response.will_close
+
+    def _unreachable(self, exc: BaseException) -> OriginUnreachable:
+        """The error for a call that got no answer, saying how to fix what TLS refused."""
+        where = f"the origin at {self.url}"
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            reason = exc.verify_message or str(exc)
+            pinned = f" against --origin-ca {self.ca_file}" if self.ca_file else ""
+            return OriginUntrusted(
+                f"cannot verify the TLS certificate of {where}{pinned}: {reason}; {_CA_FIX}"
+            )
+        if isinstance(exc, ssl.SSLError) and exc.reason in _NOT_TLS:
+            return OriginUnreachable(
+                f"cannot reach {where}: it does not answer in TLS ({exc.reason}); start it with"
+                " --tls-cert/--tls-key (or --tls-self-signed), or use an http:// URL"
+            )
+        if isinstance(exc, http.client.BadStatusLine) and str(exc.args[0]).startswith(_TLS_ALERT):
+            return OriginUnreachable(
+                f"cannot reach {where}: it answers in TLS, not plain HTTP; use an https:// URL"
+                " (with --origin-ca FILE for its certificate)"
+            )
+        return OriginUnreachable(f"cannot reach {where}: {_describe(exc)}; {_UNREACHABLE_FIX}")
 
     def _call[T](self, method: str, path: str, type_: type[T], payload: object = None) -> T:
         body = None if payload is None else msgspec.json.encode(payload)

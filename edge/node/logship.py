@@ -68,7 +68,13 @@ class LogShipper:
         self._lines: deque[LogLine] = deque(maxlen=max_lines)
         # Lines pushed out of the full buffer and not yet reported to the origin.
         self.dropped = 0
-        self._client = OriginClient(settings.origin, settings.token or None, timeout=POST_TIMEOUT_S)
+        self._client = OriginClient(
+            settings.origin,
+            settings.token or None,
+            timeout=POST_TIMEOUT_S,
+            ca_file=settings.origin_ca or None,
+            keep_alive=True,  # a post a second or so: no TLS handshake each
+        )
         self._path = f"/v1/nodes/{urllib.parse.quote(node_id, safe='')}/logs"
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
@@ -108,6 +114,7 @@ class LogShipper:
         self._closing.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(task, FINAL_FLUSH_S)
+        self._client.close()
 
     def _take(self) -> LogBatch:
         """The oldest waiting lines out of the buffer, as many as one post may carry."""

@@ -38,6 +38,11 @@ class NodeSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     token_file: str = ""
     # The origin's ed25519 public key (base64); empty: trusted on first use and pinned in `data`.
     origin_key: str = ""
+    # An https origin's certificate, or the CA that signed it (PEM); empty: the system's trust store.
+    origin_ca: str = ""
+    # Serve functions over HTTPS with this certificate and key (PEM); the admin listener stays plain.
+    tls_cert: str = ""
+    tls_key: str = ""
     # Where an origin-mode node keeps its id, the pinned key, bundles and its last applied state.
     data: str = ".edge/node"
     node_id: str = ""

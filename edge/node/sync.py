@@ -119,7 +119,9 @@ class OriginSource:
     def __init__(self, settings: NodeSettings, rng: random.Random | None = None) -> None:
         self.settings = settings
         self.data = Path(settings.data)
-        self.client = OriginClient(settings.origin, settings.token or None)
+        self.client = OriginClient(
+            settings.origin, settings.token or None, ca_file=settings.origin_ca or None, keep_alive=True
+        )
         self.rng = rng or random.Random()
         self.node_id = ""
         self.key = ""
@@ -184,6 +186,7 @@ class OriginSource:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.client.close()
 
     def status(self) -> dict[str, Any]:
         """For /_edge/ready."""

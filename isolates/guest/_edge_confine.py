@@ -4,10 +4,10 @@ As root: a private mount namespace whose view holds what the function needs and 
 node's protected directories (an empty tmpfs over each directory in the way, the needed paths
 bound back at the same places; `[permissions] write` directories idmapped so the function's uid
 owns them there), a private /tmp and a procfs that shows only its own processes; then rlimits,
-its own uid and gid. Always: `PR_SET_NO_NEW_PRIVS`, a Landlock ruleset (through ctypes: the
-syscalls are 444-446 on every architecture, the structs are the kernel's uapi
-`linux/landlock.h`) and a seccomp filter (through libseccomp, which resolves syscall names).
-Standard library only."""
+its own uid and gid. Always: `PR_SET_NO_NEW_PRIVS`, a Landlock ruleset with holes at the
+protected paths (through ctypes: the syscalls are 444-446 on every architecture, the structs are
+the kernel's uapi `linux/landlock.h`) and a seccomp filter (through libseccomp, which resolves
+syscall names). Standard library only."""
 
 from __future__ import annotations
 
@@ -127,6 +127,31 @@ def parent_death_signal(libc: Any, parent: int) -> None:
 
 def _within(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def _beside(grants: list[str], protected: list[str]) -> list[str]:
+    """`grants` with holes where the protected paths are: a grant that holds one is replaced by
+    what sits beside it, level by level (a grant of a protected path itself stays: it is explicit).
+
+    Landlock only adds access, so a grant of `/` would reach the node's token file however the
+    mount view looks; and a node that is not root has no mount view or uid of its own to fall
+    back on. Entries made later under a punched directory are not granted."""
+    result: list[str] = []
+    for grant in grants:
+        real = os.path.realpath(grant)
+        inside = [path for path in protected if path != real and _within(path, real)]
+        if not inside:
+            result.append(grant)
+            continue
+        try:
+            entries = os.listdir(real)
+        except OSError:
+            continue
+        for entry in entries:
+            child = os.path.join(real, entry)
+            if child not in inside:
+                result += _beside([child], inside)
+    return result
 
 
 def _blocking_ancestor(path: str) -> str | None:
@@ -505,6 +530,9 @@ def confine(config: dict[str, Any], parent: int) -> list[str]:
     else:
         notes.append("the node is not root: the child keeps the node's uid (Landlock and rlimits apply)")
     _prctl(libc, _PR_SET_NO_NEW_PRIVS, 1)
+    # Only what exists here: as root, the mount view has hidden the rest (a private /tmp).
+    protected = [real for path in config["protected"] if os.path.lexists(real := os.path.realpath(path))]
+    readable, writable = _beside(readable, protected), _beside(writable, protected)
     abi = _landlock(libc, config, readable, writable)
     note = _syscall_filter()
     if note:

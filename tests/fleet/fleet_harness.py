@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -78,9 +79,13 @@ def wait_for[T](check: Callable[[], T | None], timeout: float, what: str, interv
         time.sleep(interval)
 
 
-def request(port: int, path: str, timeout: float = 10.0) -> Reply:
-    """One GET to 127.0.0.1:port on a fresh connection."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def request(port: int, path: str, timeout: float = 10.0, context: ssl.SSLContext | None = None) -> Reply:
+    """One GET to 127.0.0.1:port on a fresh connection (HTTPS when given a `context`)."""
+    connection = (
+        http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=context)
+        if context is not None
+        else http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    )
     try:
         connection.request("GET", path)
         response = connection.getresponse()
@@ -121,6 +126,8 @@ class Process:
         self.log = log
         self.environ = env
         self.process: subprocess.Popen[bytes] | None = None
+        # Set for a process that serves HTTPS (ready_url https://...): how to trust it.
+        self.context: ssl.SSLContext | None = None
 
     @property
     def pid(self) -> int:
@@ -138,14 +145,14 @@ class Process:
                 env=self.environ,
                 start_new_session=True,
             )
-        host, _, rest = self.ready_url.removeprefix("http://").partition("/")
+        host, _, rest = self.ready_url.partition("://")[2].partition("/")
         port = int(host.rpartition(":")[2])
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.argv[3]} exited with {self.process.returncode}:\n{self.output()}")
             try:
-                if request(port, "/" + rest, timeout=2).status == 200:
+                if request(port, "/" + rest, timeout=2, context=self.context).status == 200:
                     return
             except (OSError, http.client.HTTPException):
                 pass
@@ -182,6 +189,8 @@ class Origin(Process):
         argv = [sys.executable, "-m", "edge", "origin", "--port", str(self.port), "--data", str(data)]
         argv += ["--heartbeat-interval", HEARTBEAT_S]
         super().__init__(argv, f"{self.url}/v1/health", log, clean_env())
+        # The certificate an https origin's clients pin (EDGE_ORIGIN_CA, --origin-ca).
+        self.ca_file: str | None = None
 
     @property
     def admin_token(self) -> str:
@@ -189,10 +198,11 @@ class Origin(Process):
 
     def env(self) -> dict[str, str]:
         """What `edge deploy` and friends need to talk to this origin."""
-        return {"EDGE_ORIGIN": self.url, "EDGE_TOKEN": self.admin_token}
+        pinned = {"EDGE_ORIGIN_CA": self.ca_file} if self.ca_file else {}
+        return {"EDGE_ORIGIN": self.url, "EDGE_TOKEN": self.admin_token, **pinned}
 
     def admin(self) -> OriginClient:
-        return OriginClient(self.url, self.admin_token, timeout=10.0)
+        return OriginClient(self.url, self.admin_token, timeout=10.0, ca_file=self.ca_file)
 
     def node_token(self, *args: str) -> str:
         """A new node token (`args`: e.g. --node ID, --expires 1h)."""
@@ -262,7 +272,7 @@ class Node(Process):
         super().__init__(argv, f"http://127.0.0.1:{self.port}/_edge/ready", log, env)
 
     def get(self, path: str) -> Reply:
-        return request(self.port, path)
+        return request(self.port, path, context=self.context)
 
     def body(self, path: str = "/hello") -> bytes | None:
         """The body of a 200 answer, else None."""

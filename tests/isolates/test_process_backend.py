@@ -486,6 +486,33 @@ def test_landlock_refuses_what_plain_permissions_would_allow(tmp_path: Path) -> 
         shutil.rmtree(public)
 
 
+def test_a_read_grant_that_holds_a_protected_file_has_a_hole_there(tmp_path: Path) -> None:
+    # A node token file inside a directory a function may read, world-readable: neither the mount
+    # view (it masks directories) nor a uid of its own (a node that is not root has none) keeps
+    # it out; Landlock must, although it only ever adds access.
+    public = Path(tempfile.mkdtemp(prefix="edge-landlock-", dir="/var/tmp"))
+    try:
+        public.chmod(0o755)
+        credentials = public / "credentials"
+        credentials.mkdir()
+        for path in (public / "note", credentials / "node-token", credentials / "other"):
+            path.write_text("x")
+            path.chmod(0o644)
+        token = credentials / "node-token"
+        directory = process_function(tmp_path, "spy", SPY, f'[permissions]\nread = ["{public}"]\n')
+
+        async def body() -> None:
+            async with harness(protected=(str(token),)) as h:
+                isolate = await h.start(directory)
+                assert await h.json(isolate, f"read={token}") == ["refused", "PermissionError"]
+                assert await h.json(isolate, f"read={public}/note") == ["ok", 1]
+                assert await h.json(isolate, f"read={credentials}/other") == ["ok", 1]
+
+        run(body())
+    finally:
+        shutil.rmtree(public)
+
+
 def _under_tmp(path: Path | str) -> bool:
     parts = Path(path).resolve().parts
     return len(parts) > 2 and parts[1] == "tmp"
