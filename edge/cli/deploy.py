@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ import msgspec
 from edge import bundle
 from edge.cli._abort import abort
 from edge.cli._args import percent
+from edge.cli._origin import add_origin_options, origin_client
 from edge.cli._wait import (
     Applied,
     Bar,
@@ -34,19 +34,11 @@ from isolates.manifest import ManifestError, load_manifest
 
 __all__ = ["register"]
 
-DEFAULT_ORIGIN = "http://127.0.0.1:8700"
-
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the commands that use the origin's admin API."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--origin", help=f"origin URL (default $EDGE_ORIGIN or {DEFAULT_ORIGIN})")
-    common.add_argument("--token", help="admin token (default $EDGE_TOKEN)")
-    common.add_argument(
-        "--origin-ca",
-        metavar="FILE",
-        help="https origin: its certificate or CA, PEM (default $EDGE_ORIGIN_CA)",
-    )
+    add_origin_options(common)
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
     waiting = argparse.ArgumentParser(add_help=False)
     add_wait_options(waiting)
@@ -96,13 +88,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _client(args: argparse.Namespace) -> OriginClient:
-    url = args.origin or os.environ.get("EDGE_ORIGIN") or DEFAULT_ORIGIN
-    token = args.token or os.environ.get("EDGE_TOKEN") or None
-    ca_file = args.origin_ca or os.environ.get("EDGE_ORIGIN_CA") or None
-    try:
-        return OriginClient(url, token, ca_file=ca_file)
-    except ValueError as exc:
-        abort(str(exc))
+    return origin_client(args)
 
 
 def _print_json(value: object) -> None:

@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 import msgspec
 
 from edge.cli._abort import abort
+from edge.cli._origin import add_origin_options, origin_client
 from edge.control.client import ControlError, OriginClient, OriginError, OriginUnreachable
 from edge.control.messages import LogLine, LogPage
 
 __all__ = ["format_line", "parse_since", "register"]
 
-DEFAULT_ORIGIN = "http://127.0.0.1:8700"
 # How long one follow request waits at the origin for a line (the origin caps it at its max_poll_s).
 FOLLOW_WAIT_S = 25.0
 PAGE_LINES = 1000
@@ -50,13 +50,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         " (e.g. 2026-12-01T09:30:00Z)",
     )
     parser.add_argument("--json", action="store_true", help="print each line as a JSON object")
-    parser.add_argument("--origin", help=f"origin URL (default $EDGE_ORIGIN or {DEFAULT_ORIGIN})")
-    parser.add_argument("--token", help="admin token (default $EDGE_TOKEN)")
-    parser.add_argument(
-        "--origin-ca",
-        metavar="FILE",
-        help="https origin: its certificate or CA, PEM (default $EDGE_ORIGIN_CA)",
-    )
+    add_origin_options(parser)
     parser.set_defaults(func=_logs)
 
 
@@ -101,13 +95,7 @@ def format_line(line: LogLine) -> str:
 
 
 def _client(args: argparse.Namespace) -> OriginClient:
-    url = args.origin or os.environ.get("EDGE_ORIGIN") or DEFAULT_ORIGIN
-    token = args.token or os.environ.get("EDGE_TOKEN") or None
-    ca_file = args.origin_ca or os.environ.get("EDGE_ORIGIN_CA") or None
-    try:
-        return OriginClient(url, token, ca_file=ca_file)
-    except ValueError as exc:
-        abort(f"{exc}; set EDGE_ORIGIN or --origin")
+    return origin_client(args)
 
 
 def _hint(exc: ControlError) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,8 +17,9 @@ from typing import NoReturn
 import msgspec
 
 from edge.cli._abort import abort
+from edge.cli._origin import add_origin_options, origin_client
 from edge.cli._wait import add_wait_options, problem, tally, wait
-from edge.cli.deploy import DEFAULT_ORIGIN, table
+from edge.cli.deploy import table
 from edge.control.admin import NodeStatus
 from edge.control.client import ControlError, OriginClient
 
@@ -29,8 +29,7 @@ __all__ = ["register"]
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `edge secret` and its subcommands."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--origin", help=f"origin URL (default $EDGE_ORIGIN or {DEFAULT_ORIGIN})")
-    common.add_argument("--token", help="admin token (default $EDGE_TOKEN)")
+    add_origin_options(common)
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
     waiting = argparse.ArgumentParser(add_help=False)
     add_wait_options(waiting)
@@ -65,12 +64,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _client(args: argparse.Namespace) -> OriginClient:
-    url = args.origin or os.environ.get("EDGE_ORIGIN") or DEFAULT_ORIGIN
-    token = args.token or os.environ.get("EDGE_TOKEN") or None
-    try:
-        return OriginClient(url, token)
-    except ValueError as exc:
-        abort(str(exc))
+    return origin_client(args)
 
 
 def _fail(exc: ControlError) -> NoReturn:

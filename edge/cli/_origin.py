@@ -1,0 +1,35 @@
+"""The options every command that talks to the origin's admin API takes, and its client."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from edge.cli._abort import abort
+from edge.control.client import OriginClient
+
+__all__ = ["DEFAULT_ORIGIN", "add_origin_options", "origin_client"]
+
+DEFAULT_ORIGIN = "http://127.0.0.1:8700"
+
+
+def add_origin_options(parser: argparse.ArgumentParser) -> None:
+    """--origin, --token and --origin-ca (each defaulting to its EDGE_* variable)."""
+    parser.add_argument("--origin", help=f"origin URL (default $EDGE_ORIGIN or {DEFAULT_ORIGIN})")
+    parser.add_argument("--token", help="admin token (default $EDGE_TOKEN)")
+    parser.add_argument(
+        "--origin-ca",
+        metavar="FILE",
+        help="https origin: its certificate or CA, PEM (default $EDGE_ORIGIN_CA)",
+    )
+
+
+def origin_client(args: argparse.Namespace, url: str | None = None) -> OriginClient:
+    """The admin API client the options (or the environment) name; aborts on a bad URL."""
+    url = url or args.origin or os.environ.get("EDGE_ORIGIN") or DEFAULT_ORIGIN
+    token = args.token or os.environ.get("EDGE_TOKEN") or None
+    ca_file = args.origin_ca or os.environ.get("EDGE_ORIGIN_CA") or None
+    try:
+        return OriginClient(url, token, ca_file=ca_file)
+    except ValueError as exc:
+        abort(f"{exc}; set EDGE_ORIGIN or --origin")
