@@ -96,5 +96,20 @@ def test_vary_values_join_repeated_fields_and_mark_missing_ones_empty() -> None:
     assert vary_values((b"accept", b"cookie"), headers) == (b"a,b", b"")
 
 
+@pytest.mark.parametrize(
+    ("name", "values", "normalised"),
+    [
+        (b"accept-encoding", [b"gzip, BR"], b"gzip,br"),
+        (b"accept-encoding", [b"GZip ;q=1.0 ,  br"], b"gzip;q=1.0,br"),
+        (b"accept-encoding", [b"gzip", b"br"], b"gzip,br"),
+        (b"accept-language", [b"de-CH, en;q=0.5"], b"de-ch,en;q=0.5"),
+        (b"x-tenant", [b" Alpha ,  Beta "], b"Alpha,Beta"),  # case kept: the field's own semantics
+    ],
+)
+def test_vary_values_are_normalised(name: bytes, values: list[bytes], normalised: bytes) -> None:
+    """RFC 9111 §4.1: whitespace, list joins, and case where the field is case-insensitive."""
+    assert vary_values((name,), [(name, value) for value in values]) == (normalised,)
+
+
 def test_tags_split_on_commas_and_spaces_without_duplicates() -> None:
     assert parse_tags([b"a, b  c,,d", b"a e"]) == ("a", "b", "c", "d", "e")

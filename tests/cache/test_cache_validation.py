@@ -178,3 +178,16 @@ def test_a_response_varying_on_other_headers_replaces_the_old_variants(cache: Ht
 
     assert asyncio.run(scenario()) == ["MISS", "MISS", "HIT"]
     assert len(cache) == 1
+
+
+def test_requests_that_differ_only_in_whitespace_or_coding_case_share_a_variant(cache: HttpCache) -> None:
+    function = Function(headers=[(b"cache-control", b"max-age=60"), (b"vary", b"Accept-Encoding")])
+
+    async def scenario() -> list[str]:
+        asking = [b"gzip, br", b"GZIP,br", b"gzip ,  BR", b"br"]
+        return [
+            (await cache.handle(request(headers=[(b"accept-encoding", value)]), function)).cache_status
+            for value in asking
+        ]
+
+    assert asyncio.run(scenario()) == ["MISS", "HIT", "HIT", "MISS"]
