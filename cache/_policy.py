@@ -59,7 +59,16 @@ _RELEVANT = frozenset(
 )
 # RFC 9110 §15.4.5: the fields a 304 carries.
 _NOT_MODIFIED = frozenset(
-    {b"etag", b"last-modified", b"cache-control", b"cdn-cache-control", b"vary", b"expires", b"date"}
+    {
+        b"etag",
+        b"last-modified",
+        b"cache-control",
+        b"cdn-cache-control",
+        b"content-location",
+        b"vary",
+        b"expires",
+        b"date",
+    }
 )
 # Rough per-object bookkeeping so that many tiny entries still count against max_bytes.
 _ENTRY_OVERHEAD = 256
@@ -155,7 +164,8 @@ def evaluate(
     refused = Verdict(None, shareable, names, values, forwarded, stored_headers)
     if not may_store or not shareable or names is None or status < 200 or status in _NEVER_STORED:
         return refused
-    public = explicit
+    # RFC 9111 §3.5: only these let a shared cache answer requests with Authorization.
+    public = "public" in directives or "s-maxage" in directives or "must-revalidate" in directives
     if not public and any(name == b"authorization" for name, _ in request.headers):
         return refused
 

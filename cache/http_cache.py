@@ -370,8 +370,6 @@ class HttpCache:
                 )
                 return stale.respond(age, head, flags, "STALE", cache_status)
         status: CacheStatus = "REVALIDATED" if outcome.revalidated else "MISS"
-        if outcome.revalidated:
-            self.stats.revalidated += 1
         self.stats.misses += 1
         cache_status = self._forwarded(fwd, outcome, None, collapsed)
         entry = outcome.verdict.entry if outcome.verdict is not None else None
@@ -484,6 +482,7 @@ class HttpCache:
         stored = verdict.entry is not None and self._store.put(verdict.entry)
         if not stored and may_store:
             self._store.discard(stale.key)  # the 304 made the stored response unstorable
+        self.stats.revalidated += 1
         return _Outcome(stale.status, stale.body, verdict, None, stored, revalidated=True)
 
     def _start_pass(self, primary: tuple[str, str, str, str, bytes], now: float) -> None:
@@ -507,8 +506,6 @@ class HttpCache:
             outcome = None if key in self._flights else await self._fly(key, request, invoke, stale, None)
         finally:
             self._refreshing.discard(key)
-        if outcome is not None and outcome.revalidated:
-            self.stats.revalidated += 1
         if outcome is not None and type(outcome.error) is Streamed:
             outcome.error.close()  # nobody sends a background refresh's stream
         elif outcome is not None and outcome.failed:

@@ -173,9 +173,14 @@ AUTH = (b"authorization", b"Bearer secret")
 
 @pytest.mark.parametrize(
     ("cache_control", "served"),
-    [(b"max-age=60", False), (b"public, max-age=60", True), (b"s-maxage=60", True)],
+    [
+        (b"max-age=60", False),
+        (b"public, max-age=60", True),
+        (b"s-maxage=60", True),
+        (b"max-age=60, must-revalidate", True),
+    ],
 )
-def test_authorized_requests_are_served_only_public_or_s_maxage_entries(
+def test_authorized_requests_are_served_only_public_s_maxage_or_must_revalidate_entries(
     cache: HttpCache, cache_control: bytes, served: bool
 ) -> None:
     function = Function(headers=[(b"cache-control", cache_control)])

@@ -84,3 +84,15 @@ def test_cdn_cache_control_is_forwarded_downstream_on_misses_and_hits(cache: Htt
     for result in asyncio.run(scenario()):
         assert header(result.headers, b"cdn-cache-control") == b"max-age=600"
         assert header(result.headers, b"cache-control") == b"max-age=60"
+
+
+def test_cdn_cache_control_alone_does_not_share_responses_to_authorized_requests(cache: HttpCache) -> None:
+    """RFC 9111 §3.5: only public, s-maxage and must-revalidate do that, in whichever field."""
+    function = Function(headers=[(b"cdn-cache-control", b"max-age=600")])
+
+    async def scenario() -> list[str]:
+        await cache.handle(request(), function)
+        asking = request(headers=[(b"authorization", b"Bearer x")])
+        return [(await cache.handle(asking, function)).cache_status]
+
+    assert asyncio.run(scenario()) == ["BYPASS"]
