@@ -42,12 +42,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Collection, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from cache._directives import vary_values
 from cache._entry import METHOD_CLASS, X_CACHE, Entry, EntryKey, primary_key
-from cache._policy import Heuristic, Verdict, cacheless, evaluate, forwardable
+from cache._outcome import Outcome
+from cache._policy import Heuristic, cacheless, evaluate, forwardable
 from cache._request import SPECIAL_HEADERS, RequestFlags
 from cache._revalidation import invalidated_urls, merged_headers, revalidation_headers, selects
 from cache._status import CacheStatusField
@@ -80,53 +79,6 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _PARTIAL = frozenset({206, 304})
 
 
-@dataclass(slots=True)
-class _Outcome:
-    """One invocation's result: a judged response, or the exception the invoke raised."""
-
-    status: int
-    body: bytes
-    verdict: Verdict | None
-    error: Exception | None
-    stored: bool = False
-    revalidated: bool = False
-    """True when a 304 refreshed the stale entry: `status` and `body` are the entry's."""
-
-    @property
-    def failed(self) -> bool:
-        """True when stale-if-error may stand in: the invoke raised or answered >= 500."""
-        return (self.error is not None and type(self.error) is not Streamed) or self.status >= 500
-
-    def shareable_with(self, headers: Sequence[tuple[bytes, bytes]]) -> bool:
-        """True when a collapsed waiter with these request headers may receive this response.
-
-        A response the cache could store may stand in for another request (RFC 9111 §4), and so
-        may an error (the function is failing: do not send it the whole herd); dynamic content
-        without freshness is produced per request.
-        """
-        verdict = self.verdict
-        if verdict is None:
-            return type(self.error) is not Streamed
-        if verdict.entry is None and self.status < 500:
-            return False
-        if not verdict.vary:
-            return True
-        return vary_values(verdict.vary, headers) == verdict.vary_values
-
-    def result(
-        self, head: bool, status: CacheStatus, cache_status: tuple[bytes, bytes], waiter: bool = False
-    ) -> CacheResult:
-        """The response to send; raises the invoke's exception when there is none."""
-        if self.error is not None:
-            raise self.error
-        if self.verdict is None:
-            raise RuntimeError("an outcome carries a verdict or an error, this one neither")
-        headers = self.verdict.shared_headers if waiter else self.verdict.headers
-        return CacheResult(
-            self.status, [*headers, X_CACHE[status], cache_status], b"" if head else self.body, status
-        )
-
-
 class HttpCache:
     """An in-memory HTTP cache for one node process, bounded in bytes, LRU within the bound."""
 
@@ -150,7 +102,7 @@ class HttpCache:
         self._store = EntryStore(settings.max_bytes, settings.max_object_bytes, self.stats)
         self._status = CacheStatusField(settings.name)
         self._heuristic = Heuristic(settings.heuristic_fraction, settings.heuristic_max_seconds)
-        self._flights: dict[FlightKey, asyncio.Future[_Outcome | None]] = {}
+        self._flights: dict[FlightKey, asyncio.Future[Outcome | None]] = {}
         self._refreshing: set[EntryKey] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._purges: dict[str, int] = {}
@@ -344,7 +296,7 @@ class HttpCache:
         """Invoke for a miss or a stale entry, collapsed with concurrent plain misses."""
         head = request.method == "HEAD"
         alone = flags is not None and (flags.conditional or flags.no_store)
-        outcome: _Outcome | None = None
+        outcome: Outcome | None = None
         collapsed = False
         while not alone and (flight := self._flights.get(key)) is not None:
             shared = await asyncio.shield(flight)
@@ -379,7 +331,7 @@ class HttpCache:
         return outcome.result(head, status, cache_status, collapsed)
 
     def _forwarded(
-        self, fwd: bytes, outcome: _Outcome, detail: bytes | None, collapsed: bool = False
+        self, fwd: bytes, outcome: Outcome, detail: bytes | None, collapsed: bool = False
     ) -> tuple[bytes, bytes]:
         """The Cache-Status member of a response the function produced."""
         if outcome.error is not None:
@@ -398,9 +350,9 @@ class HttpCache:
         invoke: Invoke,
         stale: Entry | None,
         flags: RequestFlags | None,
-    ) -> _Outcome:
+    ) -> Outcome:
         """Invoke as the leader of a flight that concurrent misses for `key` wait on."""
-        future: asyncio.Future[_Outcome | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Outcome | None] = asyncio.get_running_loop().create_future()
         self._flights[key] = future
         try:
             outcome = await self._invoke(request, invoke, stale, flags)
@@ -410,9 +362,7 @@ class HttpCache:
         self._land(key, future, outcome)
         return outcome
 
-    def _land(
-        self, key: FlightKey, future: asyncio.Future[_Outcome | None], outcome: _Outcome | None
-    ) -> None:
+    def _land(self, key: FlightKey, future: asyncio.Future[Outcome | None], outcome: Outcome | None) -> None:
         if self._flights.get(key) is future:
             del self._flights[key]
         if not future.done():
@@ -420,7 +370,7 @@ class HttpCache:
 
     async def _invoke(
         self, request: CachedRequest, invoke: Invoke, stale: Entry | None, flags: RequestFlags | None
-    ) -> _Outcome:
+    ) -> Outcome:
         """Run the function once (revalidating `stale` when it has validators) and store its response."""
         purges = self._purges.get(request.function, 0)
         get = request.method == "GET"
@@ -438,9 +388,9 @@ class HttpCache:
             if get:
                 primary = (request.function, request.version, METHOD_CLASS, request.path, request.query)
                 self._start_pass(primary, self._timer())
-            return _Outcome(0, b"", None, streamed)
+            return Outcome(0, b"", None, streamed)
         except Exception as error:
-            return _Outcome(0, b"", None, error)
+            return Outcome(0, b"", None, error)
         status = response[0]
         now = self._timer()
         may_store = (
@@ -460,7 +410,7 @@ class HttpCache:
                 self._start_pass(primary, now)
         if not stored and stale is not None and may_store and status < 500 and status not in _PARTIAL:
             self._store.discard(stale.key)  # superseded by a response that may not be stored
-        return _Outcome(status, response[2], verdict, None, stored)
+        return Outcome(status, response[2], verdict, None, stored)
 
     def _revalidated(
         self,
@@ -469,7 +419,7 @@ class HttpCache:
         response: Response,
         purges: int,
         flags: RequestFlags | None,
-    ) -> _Outcome:
+    ) -> Outcome:
         """Update a stale entry from the function's 304 (RFC 9111 §4.3.4) and answer with it."""
         now = self._timer()
         may_store = (
@@ -483,7 +433,7 @@ class HttpCache:
         if not stored and may_store:
             self._store.discard(stale.key)  # the 304 made the stored response unstorable
         self.stats.revalidated += 1
-        return _Outcome(stale.status, stale.body, verdict, None, stored, revalidated=True)
+        return Outcome(stale.status, stale.body, verdict, None, stored, revalidated=True)
 
     def _start_pass(self, primary: tuple[str, str, str, str, bytes], now: float) -> None:
         """Put a resource under hit-for-pass (its response could not be stored)."""
