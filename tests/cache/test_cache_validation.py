@@ -191,3 +191,15 @@ def test_requests_that_differ_only_in_whitespace_or_coding_case_share_a_variant(
         ]
 
     assert asyncio.run(scenario()) == ["MISS", "HIT", "HIT", "MISS"]
+
+
+@pytest.mark.parametrize(
+    "since",
+    [b"Mon, 13 Nov 23 10:00:00 GMT", b"Mon, 13 Nov 2023 10:00:00 UTC", LAST_MODIFIED + b", " + LAST_MODIFIED],
+    ids=["two-digit-year", "utc", "list"],
+)
+def test_an_if_modified_since_that_is_no_single_http_date_is_ignored(
+    cache: HttpCache, clock: Clock, since: bytes
+) -> None:
+    """RFC 9110 §13.1.3: an invalid or list-valued If-Modified-Since is ignored: the full response."""
+    assert ask(cache, clock, (b"if-modified-since", since)).status == 200
