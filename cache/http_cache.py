@@ -191,39 +191,36 @@ class HttpCache:
             if name in SPECIAL_HEADERS:
                 flags = RequestFlags(headers)
                 break
-        if flags is not None and flags.passthrough:
-            return await self._bypass(request, invoke, flags, b"bypass")
         primary = (request.function, request.version, METHOD_CLASS, request.path, request.query)
-        entry = self._store.get(primary, headers)
+        entry = None if flags is not None and flags.passthrough else self._store.get(primary, headers)
         authorized = flags is not None and flags.authorized
         head = method == "HEAD"
         fwd = b"uri-miss"
+        bypass: bytes | None = None  # why the function answers without the cache storing first
         if entry is not None:
-            if authorized and not entry.public:
-                return await self._bypass(request, invoke, flags, b"request")
             age = self._timer() - entry.born
             ttl = entry.ttl
-            if flags is None:
-                if age < ttl:
-                    self.stats.hits += 1
-                    return entry.hit(age, head, self._status.hit_prefix)
-            elif not flags.no_cache and flags.accepts(age, ttl):
+            if flags is None and age < ttl:
+                self.stats.hits += 1
+                return entry.hit(age, head, self._status.hit_prefix)
+            fresh = flags is not None and not flags.no_cache and flags.accepts(age, ttl)
+            if authorized and not (fresh and entry.public):
+                bypass = b"request"
+            elif fresh:
                 self.stats.hits += 1
                 return entry.respond(age, head, flags, "HIT", self._status.hit(ttl - age))
-            if authorized:
-                return await self._bypass(request, invoke, flags, b"request")
-            if flags is not None and flags.range is not None and not head:
-                return await self._bypass(request, invoke, flags, b"stale")
-            demands = flags is not None and (
-                flags.no_cache or flags.max_age is not None or flags.min_fresh is not None
-            )
-            if ttl <= age < entry.swr_until and not demands:
+            elif flags is not None and flags.range is not None and not head:
+                bypass = b"stale"
+            elif ttl <= age < entry.swr_until and not (
+                flags is not None
+                and (flags.no_cache or flags.max_age is not None or flags.min_fresh is not None)
+            ):
                 self.stats.stale += 1
                 if method == "GET" and (flags is None or not flags.conditional):
                     self._start_refresh(entry, request, invoke)
                 cache_status = self._status.stale(ttl - age, b"stale-while-revalidate")
                 return entry.respond(age, head, flags, "STALE", cache_status)
-            if (
+            elif (
                 flags is not None
                 and not flags.no_cache
                 and not entry.revalidate
@@ -232,10 +229,10 @@ class HttpCache:
                 self.stats.stale += 1
                 return entry.respond(age, head, flags, "STALE", self._status.stale(ttl - age, b"max-stale"))
             fwd = b"request" if age < ttl else b"stale"
-        elif authorized:
-            return await self._bypass(request, invoke, flags, b"bypass")
+        elif flags is not None and (flags.passthrough or authorized):
+            bypass = b"bypass"
         elif flags is not None and flags.range is not None and not head:
-            return await self._bypass(request, invoke, flags, b"uri-miss")
+            bypass = b"uri-miss"
         elif self._store.knows(primary):
             fwd = b"vary-miss"
         if flags is not None and flags.only_if_cached:
@@ -243,6 +240,8 @@ class HttpCache:
             self.stats.misses += 1
             cache_status = self._status.forward(None, detail=b"only-if-cached")
             return CacheResult(504, [X_CACHE["MISS"], cache_status], b"", "MISS")
+        if bypass is not None:
+            return await self._bypass(request, invoke, flags, bypass)
         if entry is None and self._passes.get(primary, 0.0) > self._timer():
             self.stats.misses += 1
             outcome = await self._invoke(request, invoke, None, flags)

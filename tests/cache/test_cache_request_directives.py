@@ -110,3 +110,17 @@ def test_a_request_max_age_does_not_get_a_stale_while_revalidate_answer(
 ) -> None:
     result, _ = after(cache, clock, 65, b"max-age=100", b"max-age=60, stale-while-revalidate=60")
     assert (result.cache_status, result.body) == ("MISS", b"new")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [(b"range", b"bytes=0-1"), (b"authorization", b"Bearer x"), (b"if-match", b'"a"')],
+    ids=["range", "authorization", "if-match"],
+)
+def test_only_if_cached_never_runs_the_function_for_requests_the_cache_would_pass_on(
+    cache: HttpCache, extra: tuple[bytes, bytes]
+) -> None:
+    function = Function(headers=[(b"cache-control", b"max-age=60")])
+    asking = request(headers=[(b"cache-control", b"only-if-cached"), extra])
+    result = asyncio.run(cache.handle(asking, function))
+    assert (result.status, function.calls) == (504, 0)
