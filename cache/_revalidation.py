@@ -14,8 +14,12 @@ from cache.messages import Headers
 
 __all__ = ["invalidated_urls", "merged_headers", "revalidation_headers", "selects"]
 
-# RFC 9111 §3.2: fields a 304 does not update; the stored body was received with the old ones.
-_KEPT = frozenset({b"content-length", b"content-encoding", b"content-range", b"transfer-encoding"})
+# RFC 9111 §3.2: fields a 304 does not update: Content-Length, and those that describe the stored
+# body itself (the RFC allows keeping what the stored response's integrity needs). Content-Type is
+# among them because a 304 has no content: a type on it is a default, not the representation's.
+_KEPT = frozenset(
+    {b"content-length", b"content-encoding", b"content-range", b"content-type", b"transfer-encoding"}
+)
 
 
 def revalidation_headers(request_headers: Sequence[tuple[bytes, bytes]], entry: Entry) -> Headers:

@@ -58,16 +58,17 @@ def test_the_client_s_own_conditions_and_ranges_are_replaced_by_the_entry_s_vali
     assert function.sent[1] == [(b"accept", b"text/html"), (b"if-modified-since", LAST_MODIFIED)]
 
 
-def test_a_304_replaces_the_stored_header_fields_but_not_content_length(
+def test_a_304_replaces_the_stored_header_fields_but_not_the_body_s_length_or_type(
     cache: HttpCache, clock: Clock
 ) -> None:
-    """§3.2 and §4.3.4: the 304's fields replace the stored ones; Content-Length stays the body's."""
-    function = Function(headers=[*TAGGED, (b"x-version", b"1")])
+    """§3.2, §4.3.4: the 304's fields replace the stored ones; Content-Length and -Type stay the body's."""
+    function = Function(headers=[*TAGGED, (b"x-version", b"1"), (b"content-type", b"text/html")])
     update = [
         (b"etag", b'"v1"'),
         (b"cache-control", b"max-age=100"),
         (b"x-version", b"2"),
         (b"content-length", b"0"),
+        (b"content-type", b"application/octet-stream"),
     ]
 
     async def scenario() -> CacheResult:
@@ -82,6 +83,7 @@ def test_a_304_replaces_the_stored_header_fields_but_not_content_length(
     assert (hit.cache_status, hit.body, function.calls) == ("HIT", b"hello", 2)
     assert header(hit.headers, b"x-version") == b"2"
     assert header(hit.headers, b"content-length") == b"5"
+    assert header(hit.headers, b"content-type") == b"text/html"
     assert header(hit.headers, b"cache-control") == b"max-age=100"
 
 

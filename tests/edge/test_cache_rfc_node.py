@@ -31,10 +31,12 @@ VALIDATING = """
         seen["conditions"].append(condition)
         if mode == "validated":
             headers = {"etag": '"v1"', "cache-control": "max-age=0", "x-generation": "1"}
+            headers["content-type"] = "text/html; charset=utf-8"
             if condition == '"v1"':
                 seen["not_modified"] += 1
+                headers = {"etag": '"v1"', "cache-control": "max-age=0"}
                 headers["x-generation"] = str(seen["not_modified"] + 1)
-                return Response(b"", status=304, headers=headers)
+                return Response(b"", status=304, headers=headers)  # gets a default content-type
             seen["full"] += 1
             return Response(b"payload", headers=headers)
         seen["full"] += 1
@@ -79,6 +81,7 @@ def test_a_stale_entry_is_revalidated_and_the_304_updates_it(node: Node) -> None
     assert second.headers["x-generation"] == "2"  # the 304's field replaced the stored one
     third = node.get("/rfc/a/validated")
     assert (third.body, third.headers["x-generation"]) == (b"payload", "3")
+    assert third.headers["content-type"] == "text/html; charset=utf-8"  # the stored body's type
     assert counts(node, "/rfc/a/validated") == {
         "full": 1,
         "not_modified": 2,
