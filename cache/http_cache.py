@@ -101,6 +101,7 @@ class HttpCache:
         self._spawn: Spawn = spawn if spawn is not None else self._create_task
         self._store = EntryStore(settings.max_bytes, settings.max_object_bytes, self.stats)
         self._status = CacheStatusField(settings.name)
+        self._hit_prefix = self._status.hit_prefix
         self._heuristic = Heuristic(settings.heuristic_fraction, settings.heuristic_max_seconds)
         self._flights: dict[FlightKey, asyncio.Future[Outcome | None]] = {}
         self._refreshing: set[EntryKey] = set()
@@ -141,7 +142,7 @@ class HttpCache:
         if age >= entry.ttl:
             return None
         self.stats.hits += 1
-        return entry.hit(age, method == "HEAD", self._status.hit_prefix)
+        return entry.hit(age, method == "HEAD", self._hit_prefix)
 
     def passed(
         self,
@@ -202,7 +203,7 @@ class HttpCache:
             ttl = entry.ttl
             if flags is None and age < ttl:
                 self.stats.hits += 1
-                return entry.hit(age, head, self._status.hit_prefix)
+                return entry.hit(age, head, self._hit_prefix)
             fresh = flags is not None and not flags.no_cache and flags.accepts(age, ttl)
             if authorized and not (fresh and entry.public):
                 bypass = b"request"
