@@ -1,19 +1,22 @@
-"""Parsers for the header values the cache reads: Cache-Control, dates, entity tags, Vary, tags."""
+"""Parsers for the header values the cache reads: Cache-Control, Age, entity tags, Vary, tags."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from email.utils import mktime_tz, parsedate_tz
+from typing import Any
+
+import http_sf
 
 __all__ = [
     "MAX_DELTA",
+    "age_value",
     "delta_seconds",
     "entity_tags",
-    "http_date",
     "opaque_tag",
     "parse_cache_control",
     "parse_tags",
+    "parse_targeted",
     "parse_vary",
     "vary_values",
 ]
@@ -48,10 +51,36 @@ def delta_seconds(argument: str | None) -> int | None:
     return min(int(argument), MAX_DELTA)
 
 
-def http_date(value: bytes) -> float | None:
-    """Seconds since the epoch for an HTTP date (IMF-fixdate, RFC 850, asctime); None if invalid."""
-    parsed = parsedate_tz(value.decode("latin-1"))
-    return None if parsed is None else float(mktime_tz(parsed))
+def parse_targeted(value: bytes) -> dict[str, str | None] | None:
+    """A targeted cache-control field (RFC 9213 §2.2) in `parse_cache_control`'s shape.
+
+    It is a Structured Field Dictionary: the last occurrence of a directive wins and parameters
+    are ignored. None when the value is empty or does not parse: the field is then ignored.
+    A value of another type than a directive expects (a decimal max-age) is kept as text, which
+    `delta_seconds` refuses like any invalid delta-seconds.
+    """
+    try:
+        parsed: Any = http_sf.parse(value, tltype="dictionary")
+    except http_sf.StructuredFieldError:
+        return None
+    if not isinstance(parsed, dict) or not parsed:
+        return None
+    directives: dict[str, str | None] = {}
+    for name, (member, _parameters) in parsed.items():
+        if member is True:
+            directives[name] = None
+        elif isinstance(member, list):  # no-cache=("a" "b"): field names
+            directives[name] = ", ".join(str(item) for item, _ in member)
+        elif member is not False and not isinstance(member, bytes):
+            directives[name] = str(member)
+    return directives
+
+
+def age_value(values: Sequence[bytes]) -> int | None:
+    """The Age field's seconds: the first member of a list-valued Age; None when invalid (RFC 9111 §5.1)."""
+    if not values:
+        return None
+    return delta_seconds(values[0].split(b",", 1)[0].strip(b" \t").decode("latin-1"))
 
 
 def opaque_tag(value: bytes) -> bytes:
@@ -84,11 +113,31 @@ def parse_vary(values: Iterable[bytes]) -> tuple[bytes, ...] | None:
     return tuple(sorted(names))
 
 
+# Request fields whose values are case-insensitive tokens (content codings, charsets, language
+# tags, media types: RFC 9110 §8.4.1, §12.5): their variants are compared without case or spaces.
+_CASELESS = frozenset({b"accept", b"accept-charset", b"accept-encoding", b"accept-language"})
+_SPACES = re.compile(rb"[ \t]+")
+_LIST_SPACES = re.compile(rb"[ \t]*,[ \t]*")
+
+
 def vary_values(names: tuple[bytes, ...], headers: Sequence[tuple[bytes, bytes]]) -> tuple[bytes, ...]:
-    """The request's values for the varied header names, repeated fields joined by commas."""
+    """The request's values for the varied header names, normalised (RFC 9111 §4.1).
+
+    Repeated fields are joined by commas and spaces around list commas dropped; the `_CASELESS`
+    fields are lowercased and lose every space (`gzip, BR` and `gzip,br` select one variant).
+    """
     if not names:
         return ()
-    return tuple(b",".join([value.strip() for name, value in headers if name == wanted]) for wanted in names)
+    return tuple(
+        _normalised(wanted, [value for name, value in headers if name == wanted]) for wanted in names
+    )
+
+
+def _normalised(name: bytes, values: list[bytes]) -> bytes:
+    joined = b",".join(values)
+    if name in _CASELESS:
+        return _SPACES.sub(b"", joined).lower()
+    return _LIST_SPACES.sub(b",", joined.strip(b" \t"))
 
 
 def parse_tags(values: Iterable[bytes]) -> tuple[str, ...]:

@@ -70,6 +70,10 @@ class EntryStore:
         except KeyError:
             return None
 
+    def knows(self, primary: PrimaryKey) -> bool:
+        """True when some variant of the resource is stored (a miss is then a Vary miss)."""
+        return primary in self._resources
+
     def flight_key(self, primary: PrimaryKey, headers: Sequence[tuple[bytes, bytes]]) -> FlightKey:
         """The key under which concurrent misses for this request are collapsed."""
         resource = self._resources.get(primary)

@@ -1,19 +1,24 @@
 """The node's response cache: RFC 9111 for a shared cache in front of the functions.
 
-Outcomes, reported in `x-cache` and `CacheResult.cache_status`:
+Outcomes, reported in `x-cache`, in `cache-status` (RFC 9211, this cache's member) and in
+`CacheResult.cache_status`:
 
-- HIT: a fresh entry answered (200/304/HEAD), with `Age`; no function ran.
+- HIT: a fresh entry answered (200/206/304/416/HEAD), with `Age`; no function ran.
 - STALE: a stale entry answered, within `stale-while-revalidate` (one background refresh per
-  entry, however many requests arrive meanwhile) or `stale-if-error` (the function raised or
-  answered >= 500).
+  entry, however many requests arrive meanwhile), `stale-if-error` (the function raised or
+  answered >= 500) or the request's `max-stale`.
+- REVALIDATED: a stale entry with validators was revalidated (If-None-Match / If-Modified-Since)
+  and the function answered 304: the entry was updated from the 304 and answered.
 - MISS: the function ran; its response was stored when RFC 9111 allows.
-- BYPASS: not eligible for lookup: not GET/HEAD, request `no-cache`/`no-store`, `Authorization`
-  (unless the entry is `public` or has `s-maxage`), ranges and If-Match/If-Unmodified-Since.
+- BYPASS: not eligible for lookup: not GET/HEAD, `Authorization` (unless the entry is `public`
+  or has `s-maxage`), several ranges, a single range without a fresh entry, If-Match and
+  If-Unmodified-Since.
 
 Request collapsing: concurrent plain misses (GET or HEAD without conditions) for one key run ONE
 invocation, led by a GET. The waiters get the leader's response when it could be stored (or is an
-error, >= 500), unless it is marked `private` or `no-store`, sets a cookie, or its `Vary` headers
-differ for the waiter: then each waiter invokes on its own. Hit-for-pass: once a GET's response
+error, >= 500), unless it is marked `private` or `no-store`, sets a cookie not explicitly meant
+for shared caches, or its `Vary` headers differ for the waiter: then each waiter invokes on its
+own. Waiters get the stored copy's headers (no cookie). Hit-for-pass: once a GET's response
 could not be stored, requests for that resource skip collapsing for 30 s and go straight to the
 function, so dynamic content is neither shared nor serialised behind one request. If the leader is
 cancelled, the waiters collapse again behind a new leader; if its invocation raises, they see the
@@ -23,8 +28,9 @@ A streamed response (`invoke` raises `Streamed`) is neither stored nor shared: c
 invoke on their own, the resource goes under hit-for-pass, and `handle` raises it on.
 
 Also: HEAD is answered from GET entries but never stored; conditional misses invoke on their own;
-a successful unsafe request (POST, PUT, ...) invalidates its URL; any purge of a function keeps
-responses already in flight for it from being stored.
+a successful unsafe request (POST, PUT, ...) invalidates its URL and the same-origin Location and
+Content-Location URLs; any purge of a function keeps responses already in flight for it from
+being stored.
 
 Concurrency: one event loop, no threads. Every check-and-set on the store and the flight table
 happens without an await in between.
@@ -36,13 +42,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Collection, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from cache._directives import vary_values
 from cache._entry import METHOD_CLASS, X_CACHE, Entry, EntryKey, primary_key
-from cache._policy import INTERNAL_HEADERS, Verdict, cacheless, evaluate
+from cache._outcome import Outcome
+from cache._policy import Heuristic, cacheless, evaluate, forwardable
 from cache._request import SPECIAL_HEADERS, RequestFlags
+from cache._revalidation import invalidated_urls, merged_headers, revalidation_headers, selects
+from cache._status import CacheStatusField
 from cache._store import EntryStore, FlightKey
 from cache.messages import CachedRequest, CacheResult, CacheStatus, Invoke, Response, Spawn, Streamed, Timer
 from cache.settings import CacheSettings
@@ -68,47 +75,8 @@ _LOOKUP_METHODS = frozenset({"GET", "HEAD"})
 _PASS_SECONDS = 30.0
 _PASS_ENTRIES = 65_536
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-
-
-@dataclass(slots=True)
-class _Outcome:
-    """One invocation's result: a judged response, or the exception the invoke raised."""
-
-    status: int
-    body: bytes
-    verdict: Verdict | None
-    error: Exception | None
-
-    @property
-    def failed(self) -> bool:
-        """True when stale-if-error may stand in: the invoke raised or answered >= 500."""
-        return (self.error is not None and type(self.error) is not Streamed) or self.status >= 500
-
-    def shareable_with(self, headers: Sequence[tuple[bytes, bytes]]) -> bool:
-        """True when a collapsed waiter with these request headers may receive this response.
-
-        A response the cache could store may stand in for another request (RFC 9111 §4), and so
-        may an error (the function is failing: do not send it the whole herd); dynamic content
-        without freshness is produced per request.
-        """
-        verdict = self.verdict
-        if verdict is None:
-            return type(self.error) is not Streamed
-        if verdict.entry is None and self.status < 500:
-            return False
-        if not verdict.vary:
-            return True
-        return vary_values(verdict.vary, headers) == verdict.vary_values
-
-    def result(self, head: bool, status: CacheStatus) -> CacheResult:
-        """The response to send; raises the invoke's exception when there is none."""
-        if self.error is not None:
-            raise self.error
-        if self.verdict is None:
-            raise RuntimeError("an outcome carries a verdict or an error, this one neither")
-        return CacheResult(
-            self.status, [*self.verdict.headers, X_CACHE[status]], b"" if head else self.body, status
-        )
+# Responses that leave a stale entry in place: 304 and 206 answer the client's own conditions or range.
+_PARTIAL = frozenset({206, 304})
 
 
 class HttpCache:
@@ -120,7 +88,7 @@ class HttpCache:
         Parameters
         ----------
         settings:
-            Size bounds and whether the cache is enabled at all.
+            Size bounds, whether the cache is enabled at all, its Cache-Status name, heuristics.
         timer:
             Wall-clock seconds (compared with `Date`/`Expires`); tests inject a fake one.
         spawn:
@@ -132,7 +100,10 @@ class HttpCache:
         self._timer = timer
         self._spawn: Spawn = spawn if spawn is not None else self._create_task
         self._store = EntryStore(settings.max_bytes, settings.max_object_bytes, self.stats)
-        self._flights: dict[FlightKey, asyncio.Future[_Outcome | None]] = {}
+        self._status = CacheStatusField(settings.name)
+        self._hit_prefix = self._status.hit_prefix
+        self._heuristic = Heuristic(settings.heuristic_fraction, settings.heuristic_max_seconds)
+        self._flights: dict[FlightKey, asyncio.Future[Outcome | None]] = {}
         self._refreshing: set[EntryKey] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._purges: dict[str, int] = {}
@@ -171,7 +142,7 @@ class HttpCache:
         if age >= entry.ttl:
             return None
         self.stats.hits += 1
-        return entry.respond(age, method == "HEAD", None, "HIT")
+        return entry.hit(age, method == "HEAD", self._hit_prefix)
 
     def passed(
         self,
@@ -192,8 +163,9 @@ class HttpCache:
         self.stats.misses += 1
         if default_ttl > 0 or not cacheless(headers):
             self._passes.pop((function, version, METHOD_CLASS, path, query), None)
-            headers = [pair for pair in headers if pair[0] not in INTERNAL_HEADERS]
-        return CacheResult(status, [*headers, X_CACHE["MISS"]], b"" if head else body, "MISS")
+            headers = forwardable(headers)
+        cache_status = self._status.forward(b"uri-miss", status=status, detail=b"pass")
+        return CacheResult(status, [*headers, X_CACHE["MISS"], cache_status], b"" if head else body, "MISS")
 
     async def handle(self, request: CachedRequest, invoke: Invoke) -> CacheResult:
         """Answer a request from the cache, or by invoking the function (and storing its response).
@@ -203,46 +175,80 @@ class HttpCache:
         request:
             The request reduced to plain values.
         invoke:
-            Runs the function for this request; called at most once per `handle` call.
+            Runs the function for this request; called once per `handle` call (twice when the
+            function answers a revalidation with a 304 that does not match the stored entry).
 
-        Returns the response to send, `x-cache` included; raises what `invoke` raised unless a
-        stale entry may stand in (stale-if-error).
+        Returns the response to send, `x-cache` and `cache-status` included; raises what
+        `invoke` raised unless a stale entry may stand in (stale-if-error).
         """
         method = request.method
-        if not self._enabled or method not in _LOOKUP_METHODS:
-            return await self._pass(request, invoke)
+        if not self._enabled:
+            return await self._pass(request, invoke, b"bypass")
+        if method not in _LOOKUP_METHODS:
+            return await self._pass(request, invoke, b"method")
         headers = request.headers
         flags = None
         for name, _ in headers:
             if name in SPECIAL_HEADERS:
                 flags = RequestFlags(headers)
                 break
-        if flags is not None and flags.skips_lookup:
-            return await self._bypass(request, invoke, flags)
         primary = (request.function, request.version, METHOD_CLASS, request.path, request.query)
-        entry = self._store.get(primary, headers)
+        entry = None if flags is not None and flags.passthrough else self._store.get(primary, headers)
         authorized = flags is not None and flags.authorized
+        head = method == "HEAD"
+        fwd = b"uri-miss"
+        bypass: bytes | None = None  # why the function answers without the cache storing first
         if entry is not None:
-            if authorized and not entry.public:
-                return await self._bypass(request, invoke, flags)
             age = self._timer() - entry.born
-            if age < entry.ttl:
+            ttl = entry.ttl
+            if flags is None and age < ttl:
                 self.stats.hits += 1
-                return entry.respond(age, method == "HEAD", flags, "HIT")
-            if authorized:
-                return await self._bypass(request, invoke, flags)
-            if age < entry.swr_until:
+                return entry.hit(age, head, self._hit_prefix)
+            fresh = flags is not None and not flags.no_cache and flags.accepts(age, ttl)
+            if authorized and not (fresh and entry.public):
+                bypass = b"request"
+            elif fresh:
+                self.stats.hits += 1
+                return entry.respond(age, head, flags, "HIT", self._status.hit(ttl - age))
+            elif flags is not None and flags.range is not None and not head:
+                bypass = b"stale"
+            elif ttl <= age < entry.swr_until and not (
+                flags is not None
+                and (flags.no_cache or flags.max_age is not None or flags.min_fresh is not None)
+            ):
                 self.stats.stale += 1
                 if method == "GET" and (flags is None or not flags.conditional):
                     self._start_refresh(entry, request, invoke)
-                return entry.respond(age, method == "HEAD", flags, "STALE")
-        elif authorized:
-            return await self._bypass(request, invoke, flags)
+                cache_status = self._status.stale(ttl - age, b"stale-while-revalidate")
+                return entry.respond(age, head, flags, "STALE", cache_status)
+            elif (
+                flags is not None
+                and not flags.no_cache
+                and not entry.revalidate
+                and flags.accepts_stale(age, ttl)
+            ):
+                self.stats.stale += 1
+                return entry.respond(age, head, flags, "STALE", self._status.stale(ttl - age, b"max-stale"))
+            fwd = b"request" if age < ttl else b"stale"
+        elif flags is not None and (flags.passthrough or authorized):
+            bypass = b"bypass"
+        elif flags is not None and flags.range is not None and not head:
+            bypass = b"uri-miss"
+        elif self._store.knows(primary):
+            fwd = b"vary-miss"
+        if flags is not None and flags.only_if_cached:
+            # RFC 9111 §5.2.1.7: nothing stored may answer, and the function must not run.
+            self.stats.misses += 1
+            cache_status = self._status.forward(None, detail=b"only-if-cached")
+            return CacheResult(504, [X_CACHE["MISS"], cache_status], b"", "MISS")
+        if bypass is not None:
+            return await self._bypass(request, invoke, flags, bypass)
         if entry is None and self._passes.get(primary, 0.0) > self._timer():
             self.stats.misses += 1
-            return (await self._invoke(request, invoke, None)).result(method == "HEAD", "MISS")
+            outcome = await self._invoke(request, invoke, None, flags)
+            return outcome.result(head, "MISS", self._forwarded(fwd, outcome, b"pass"))
         key = entry.key if entry is not None else self._store.flight_key(primary, headers)
-        return await self._fetch(key, request, invoke, entry, flags)
+        return await self._fetch(key, request, invoke, entry, flags, fwd)
 
     def purge_path(self, function: str, path: str) -> int:
         """Remove a function's entries for one path (all versions, query strings and variants)."""
@@ -285,87 +291,149 @@ class HttpCache:
         invoke: Invoke,
         stale: Entry | None,
         flags: RequestFlags | None,
+        fwd: bytes,
     ) -> CacheResult:
         """Invoke for a miss or a stale entry, collapsed with concurrent plain misses."""
         head = request.method == "HEAD"
-        alone = flags is not None and flags.conditional
-        outcome: _Outcome | None = None
+        alone = flags is not None and (flags.conditional or flags.no_store)
+        outcome: Outcome | None = None
+        collapsed = False
         while not alone and (flight := self._flights.get(key)) is not None:
             shared = await asyncio.shield(flight)
             if shared is None:
                 continue  # the leader was cancelled: lead a new flight or join one
             if shared.shareable_with(request.headers):
                 self.stats.collapsed += 1
-                outcome = shared
+                outcome, collapsed = shared, True
             else:
                 alone = True
             break
         if outcome is None:
             if alone or head:
-                outcome = await self._invoke(request, invoke, stale)
+                outcome = await self._invoke(request, invoke, stale, flags)
             else:
-                outcome = await self._fly(key, request, invoke, stale)
+                outcome = await self._fly(key, request, invoke, stale, flags)
         if outcome.failed and stale is not None:
             age = self._timer() - stale.born
             if age < stale.sie_until:
                 self.stats.stale += 1
-                return stale.respond(age, head, flags, "STALE")
+                cache_status = self._status.forward(
+                    b"stale", status=outcome.status, ttl=stale.ttl - age, detail=b"stale-if-error"
+                )
+                return stale.respond(age, head, flags, "STALE", cache_status)
+        status: CacheStatus = "REVALIDATED" if outcome.revalidated else "MISS"
         self.stats.misses += 1
-        return outcome.result(head, "MISS")
+        cache_status = self._forwarded(fwd, outcome, None, collapsed)
+        entry = outcome.verdict.entry if outcome.verdict is not None else None
+        if flags is not None and flags.conditional and outcome.stored and entry is not None:
+            # The function answered the cache's own validators: judge the client's against the entry.
+            return entry.respond(self._timer() - entry.born, head, flags, status, cache_status)
+        return outcome.result(head, status, cache_status, collapsed)
+
+    def _forwarded(
+        self, fwd: bytes, outcome: Outcome, detail: bytes | None, collapsed: bool = False
+    ) -> tuple[bytes, bytes]:
+        """The Cache-Status member of a response the function produced."""
+        if outcome.error is not None:
+            return self._status.forward(fwd, detail=detail)
+        entry = outcome.verdict.entry if outcome.verdict is not None else None
+        ttl = entry.ttl - (self._timer() - entry.born) if outcome.stored and entry is not None else None
+        status = 304 if outcome.revalidated else outcome.status
+        return self._status.forward(
+            fwd, status=status, stored=outcome.stored, collapsed=collapsed, ttl=ttl, detail=detail
+        )
 
     async def _fly(
-        self, key: FlightKey, request: CachedRequest, invoke: Invoke, stale: Entry | None
-    ) -> _Outcome:
+        self,
+        key: FlightKey,
+        request: CachedRequest,
+        invoke: Invoke,
+        stale: Entry | None,
+        flags: RequestFlags | None,
+    ) -> Outcome:
         """Invoke as the leader of a flight that concurrent misses for `key` wait on."""
-        future: asyncio.Future[_Outcome | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Outcome | None] = asyncio.get_running_loop().create_future()
         self._flights[key] = future
         try:
-            outcome = await self._invoke(request, invoke, stale)
+            outcome = await self._invoke(request, invoke, stale, flags)
         except BaseException:
             self._land(key, future, None)  # cancelled: the waiters collapse behind a new leader
             raise
         self._land(key, future, outcome)
         return outcome
 
-    def _land(
-        self, key: FlightKey, future: asyncio.Future[_Outcome | None], outcome: _Outcome | None
-    ) -> None:
+    def _land(self, key: FlightKey, future: asyncio.Future[Outcome | None], outcome: Outcome | None) -> None:
         if self._flights.get(key) is future:
             del self._flights[key]
         if not future.done():
             future.set_result(outcome)
 
-    async def _invoke(self, request: CachedRequest, invoke: Invoke, stale: Entry | None) -> _Outcome:
-        """Run the function once and store its response when allowed."""
+    async def _invoke(
+        self, request: CachedRequest, invoke: Invoke, stale: Entry | None, flags: RequestFlags | None
+    ) -> Outcome:
+        """Run the function once (revalidating `stale` when it has validators) and store its response."""
         purges = self._purges.get(request.function, 0)
+        get = request.method == "GET"
         try:
-            response = await invoke()
+            if get and stale is not None and stale.validators:
+                response = await invoke(revalidation_headers(request.headers, stale))
+                if response[0] == 304:
+                    if selects(stale, response[1], self._timer()):
+                        return self._revalidated(request, stale, response, purges, flags)
+                    # RFC 9111 §4.3.4: the 304 names another representation; ask for the whole one.
+                    response = await invoke()
+            else:
+                response = await invoke()
         except Streamed as streamed:
-            if request.method == "GET":
+            if get:
                 primary = (request.function, request.version, METHOD_CLASS, request.path, request.query)
                 self._start_pass(primary, self._timer())
-            return _Outcome(0, b"", None, streamed)
+            return Outcome(0, b"", None, streamed)
         except Exception as error:
-            return _Outcome(0, b"", None, error)
+            return Outcome(0, b"", None, error)
         status = response[0]
         now = self._timer()
         may_store = (
-            request.method == "GET"
+            get
+            and not (flags is not None and flags.no_store)
             and self._purges.get(request.function, 0) == purges
             # Keep the stale entry rather than caching the error it stands in for.
             and not (status >= 500 and stale is not None and now - stale.born < stale.sie_until)
         )
-        verdict = evaluate(request, response, now, may_store=may_store)
+        verdict = evaluate(request, response, now, may_store=may_store, heuristic=self._heuristic)
         stored = verdict.entry is not None and self._store.put(verdict.entry)
-        if request.method == "GET" and status < 500:
+        if get and status < 500:
             primary = (request.function, request.version, METHOD_CLASS, request.path, request.query)
             if verdict.entry is not None:
                 self._passes.pop(primary, None)
             else:
                 self._start_pass(primary, now)
-        if not stored and stale is not None and request.method == "GET" and status < 500 and status != 304:
+        if not stored and stale is not None and may_store and status < 500 and status not in _PARTIAL:
             self._store.discard(stale.key)  # superseded by a response that may not be stored
-        return _Outcome(status, response[2], verdict, None)
+        return Outcome(status, response[2], verdict, None, stored)
+
+    def _revalidated(
+        self,
+        request: CachedRequest,
+        stale: Entry,
+        response: Response,
+        purges: int,
+        flags: RequestFlags | None,
+    ) -> Outcome:
+        """Update a stale entry from the function's 304 (RFC 9111 §4.3.4) and answer with it."""
+        now = self._timer()
+        may_store = (
+            not (flags is not None and flags.no_store) and self._purges.get(request.function, 0) == purges
+        )
+        updated = (stale.status, merged_headers(stale, response[1], now), stale.body)
+        verdict = evaluate(request, updated, now, may_store=may_store, heuristic=self._heuristic)
+        if verdict.entry is not None and not verdict.entry.tags:
+            verdict.entry.tags = stale.tags  # a 304 rarely repeats Cache-Tag: the purge tags stay
+        stored = verdict.entry is not None and self._store.put(verdict.entry)
+        if not stored and may_store:
+            self._store.discard(stale.key)  # the 304 made the stored response unstorable
+        self.stats.revalidated += 1
+        return Outcome(stale.status, stale.body, verdict, None, stored, revalidated=True)
 
     def _start_pass(self, primary: tuple[str, str, str, str, bytes], now: float) -> None:
         """Put a resource under hit-for-pass (its response could not be stored)."""
@@ -385,7 +453,7 @@ class HttpCache:
     async def _refresh(self, key: EntryKey, request: CachedRequest, invoke: Invoke, stale: Entry) -> None:
         """Revalidate a stale entry in the background (stale-while-revalidate)."""
         try:
-            outcome = None if key in self._flights else await self._fly(key, request, invoke, stale)
+            outcome = None if key in self._flights else await self._fly(key, request, invoke, stale, None)
         finally:
             self._refreshing.discard(key)
         if outcome is not None and type(outcome.error) is Streamed:
@@ -401,7 +469,7 @@ class HttpCache:
             )
 
     async def _bypass(
-        self, request: CachedRequest, invoke: Invoke, flags: RequestFlags | None
+        self, request: CachedRequest, invoke: Invoke, flags: RequestFlags | None, fwd: bytes
     ) -> CacheResult:
         """Invoke without looking up; store the response when request and response allow."""
         self.stats.bypass += 1
@@ -412,23 +480,27 @@ class HttpCache:
             and not (flags is not None and (flags.no_store or flags.passthrough))
             and self._purges.get(request.function, 0) == purges
         )
-        verdict = evaluate(request, response, self._timer(), may_store=may_store)
-        if verdict.entry is not None:
-            self._store.put(verdict.entry)
+        verdict = evaluate(request, response, self._timer(), may_store=may_store, heuristic=self._heuristic)
+        stored = verdict.entry is not None and self._store.put(verdict.entry)
         head = request.method == "HEAD"
+        cache_status = self._status.forward(fwd, status=response[0], stored=stored)
         return CacheResult(
-            response[0], [*verdict.headers, X_CACHE["BYPASS"]], b"" if head else response[2], "BYPASS"
+            response[0],
+            [*verdict.headers, X_CACHE["BYPASS"], cache_status],
+            b"" if head else response[2],
+            "BYPASS",
         )
 
-    async def _pass(self, request: CachedRequest, invoke: Invoke) -> CacheResult:
-        """Invoke a request the cache does not serve; a successful unsafe one invalidates its URL."""
+    async def _pass(self, request: CachedRequest, invoke: Invoke, fwd: bytes) -> CacheResult:
+        """Invoke a request the cache does not serve; a successful unsafe one invalidates URLs."""
         self.stats.bypass += 1
         status, headers, body = await invoke()
         if self._enabled and request.method not in _SAFE_METHODS and status < 400:
-            key = primary_key(request.function, request.version, request.path, request.query)
-            self._store.remove_resource(key)
-        forwarded = [pair for pair in headers if pair[0] not in INTERNAL_HEADERS]
+            for path, query in invalidated_urls(request.path, request.query, request.headers, headers):
+                self._store.remove_resource(primary_key(request.function, request.version, path, query))
+        forwarded = forwardable(headers)
         forwarded.append(X_CACHE["BYPASS"])
+        forwarded.append(self._status.forward(fwd, status=status))
         return CacheResult(status, forwarded, b"" if request.method == "HEAD" else body, "BYPASS")
 
     def _mark_purge(self, function: str) -> None:

@@ -25,8 +25,18 @@ Headers = list[tuple[bytes, bytes]]
 Response = tuple[int, Headers, bytes]
 """What a function answers: status, headers, body."""
 
-Invoke = Callable[[], Awaitable[Response]]
-"""Runs the function for the request being handled; may raise (timeout, isolate down)."""
+
+class Invoke(Protocol):
+    """Runs the function for the request being handled; may raise (timeout, isolate down, Streamed)."""
+
+    def __call__(self, headers: Headers | None = None, /) -> Awaitable[Response]:
+        """Called once per miss; `headers`, when given, replace the request's headers.
+
+        The cache passes them to revalidate a stale entry (RFC 9111 §4.3.1): the client's request
+        headers without its conditions and ranges, plus the entry's If-None-Match and
+        If-Modified-Since. A 304 the cache cannot use leads to a second, unconditional call.
+        """
+        ...
 
 
 class Streamed(Exception):
@@ -45,7 +55,7 @@ class Streamed(Exception):
 Timer = Callable[[], float]
 """Wall-clock seconds since the epoch (`time.time`): compared with `Date` and `Expires` headers."""
 
-CacheStatus = Literal["HIT", "MISS", "STALE", "BYPASS"]
+CacheStatus = Literal["HIT", "MISS", "STALE", "BYPASS", "REVALIDATED"]
 
 
 class Spawn(Protocol):
@@ -69,7 +79,8 @@ class CachedRequest(msgspec.Struct, frozen=True, gc=False):
 
 
 class CacheResult(msgspec.Struct, frozen=True, gc=False):
-    """The response to send: `headers` already carry `x-cache` (and `age` when served from the cache)."""
+    """The response to send: `headers` already carry `x-cache` and `cache-status` (RFC 9211), and
+    `age` when served from the cache."""
 
     status: int
     headers: Headers

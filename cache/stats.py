@@ -20,6 +20,8 @@ class CacheStats:
     refreshes: int = 0
     """Background revalidations started for stale-while-revalidate."""
     refresh_failures: int = 0
+    revalidated: int = 0
+    """Stale entries a 304 from the function made fresh again (also counted in `misses`)."""
     stores: int = 0
     evictions: int = 0
     purged: int = 0

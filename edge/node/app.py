@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from cache import PASS, CachedRequest, CacheResult, HttpCache, Streamed
+from cache import PASS, CachedRequest, CacheResult, Headers, HttpCache, Streamed
 from edge.control.messages import FunctionStats
 from edge.node import logship
 from edge.node.accesslog import AccessLine, AccessLog
@@ -357,12 +357,12 @@ class NodeApp:
         method, path, query, headers = scope["method"], scope["path"], scope["query_string"], scope["headers"]
         request_id = line.request_id
 
-        async def invoke() -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        async def invoke(revalidation: Headers | None = None, /) -> tuple[int, Headers, bytes]:
             reply = await isolate.submit(
                 method,
                 path,
                 query.decode("latin-1"),
-                headers,
+                headers if revalidation is None else revalidation,  # the cache's conditional request
                 body,
                 request_id,
                 monotonic() + timeout,

@@ -54,9 +54,14 @@ class Function:
         self.error = error
         self.gate = gate
         self.calls = 0
+        self.sent: list[list[tuple[bytes, bytes]] | None] = []
+        """The headers each call was given (None: the request's own)."""
 
-    async def __call__(self) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def __call__(
+        self, headers: list[tuple[bytes, bytes]] | None = None, /
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         self.calls += 1
+        self.sent.append(headers)
         if self.gate is not None:
             await self.gate.wait()
         if self.error is not None:

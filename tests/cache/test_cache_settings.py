@@ -11,6 +11,11 @@ from cache import CacheSettings
 def test_defaults() -> None:
     settings = CacheSettings()
     assert (settings.enabled, settings.max_bytes, settings.max_object_bytes) == (True, 64 << 20, 1 << 20)
+    assert (settings.name, settings.heuristic_fraction, settings.heuristic_max_seconds) == (
+        "edge",
+        0.1,
+        86_400,
+    )
 
 
 @pytest.mark.parametrize(
@@ -22,6 +27,9 @@ def test_defaults() -> None:
             {"max_bytes": 100, "max_object_bytes": 200},
             "Expected at most max_bytes (100), got 200 - at `$.max_object_bytes`",
         ),
+        ({"heuristic_fraction": 1.5}, "Expected a number from 0 to 1, got 1.5 - at `$.heuristic_fraction`"),
+        ({"heuristic_fraction": -0.1}, "Expected a number from 0 to 1, got -0.1 - at `$.heuristic_fraction`"),
+        ({"heuristic_max_seconds": -1}, "Expected an int >= 0, got -1 - at `$.heuristic_max_seconds`"),
     ],
 )
 def test_bad_sizes_are_refused(fields: dict[str, int], message: str) -> None:

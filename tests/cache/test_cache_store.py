@@ -183,6 +183,7 @@ def test_stats_count_every_outcome(cache: HttpCache, clock: Clock) -> None:
         "collapsed": 0,
         "refreshes": 0,
         "refresh_failures": 0,
+        "revalidated": 0,
         "stores": 1,
         "evictions": 0,
         "purged": 0,

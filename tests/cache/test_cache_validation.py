@@ -49,6 +49,7 @@ def test_if_none_match_is_answered_304_with_weak_comparison(
         (b"vary", b"accept-encoding"),
         (b"age", b"10"),
         (b"x-cache", b"HIT"),
+        (b"cache-status", b"edge; hit; ttl=50"),
     ]
 
 
@@ -72,7 +73,9 @@ def test_if_modified_since_is_ignored_when_if_none_match_is_present(cache: HttpC
     assert result.status == 200
 
 
-def test_a_stale_entry_does_not_answer_conditional_requests(cache: HttpCache, clock: Clock) -> None:
+def test_a_conditional_request_for_a_stale_entry_is_judged_against_the_refreshed_one(
+    cache: HttpCache, clock: Clock
+) -> None:
     function = Function(headers=STORED)
 
     async def scenario() -> CacheResult:
@@ -81,7 +84,9 @@ def test_a_stale_entry_does_not_answer_conditional_requests(cache: HttpCache, cl
         return await cache.handle(request(headers=[(b"if-none-match", b'"abc"')]), function)
 
     result = asyncio.run(scenario())
-    assert (result.status, result.cache_status, function.calls) == (200, "MISS", 2)
+    assert (result.status, result.cache_status, function.calls) == (304, "MISS", 2)
+    # The function was asked with the entry's validators, not the client's.
+    assert function.sent[1] == [(b"if-none-match", b'W/"abc"'), (b"if-modified-since", LAST_MODIFIED)]
 
 
 def test_head_is_answered_from_a_get_entry_without_body(cache: HttpCache, clock: Clock) -> None:
@@ -144,9 +149,9 @@ def test_vary_star_is_not_stored(cache: HttpCache) -> None:
 
 
 @pytest.mark.parametrize(
-    "extra", [(b"range", b"bytes=0-1"), (b"if-match", b'"abc"'), (b"if-unmodified-since", LAST_MODIFIED)]
+    "extra", [(b"range", b"bytes=0-1,3-4"), (b"if-match", b'"abc"'), (b"if-unmodified-since", LAST_MODIFIED)]
 )
-def test_ranges_and_unevaluated_preconditions_go_to_the_function(
+def test_multiple_ranges_and_unevaluated_preconditions_go_to_the_function(
     cache: HttpCache, clock: Clock, extra: tuple[bytes, bytes]
 ) -> None:
     function = Function(headers=STORED)
@@ -173,3 +178,28 @@ def test_a_response_varying_on_other_headers_replaces_the_old_variants(cache: Ht
 
     assert asyncio.run(scenario()) == ["MISS", "MISS", "HIT"]
     assert len(cache) == 1
+
+
+def test_requests_that_differ_only_in_whitespace_or_coding_case_share_a_variant(cache: HttpCache) -> None:
+    function = Function(headers=[(b"cache-control", b"max-age=60"), (b"vary", b"Accept-Encoding")])
+
+    async def scenario() -> list[str]:
+        asking = [b"gzip, br", b"GZIP,br", b"gzip ,  BR", b"br"]
+        return [
+            (await cache.handle(request(headers=[(b"accept-encoding", value)]), function)).cache_status
+            for value in asking
+        ]
+
+    assert asyncio.run(scenario()) == ["MISS", "HIT", "HIT", "MISS"]
+
+
+@pytest.mark.parametrize(
+    "since",
+    [b"Mon, 13 Nov 23 10:00:00 GMT", b"Mon, 13 Nov 2023 10:00:00 UTC", LAST_MODIFIED + b", " + LAST_MODIFIED],
+    ids=["two-digit-year", "utc", "list"],
+)
+def test_an_if_modified_since_that_is_no_single_http_date_is_ignored(
+    cache: HttpCache, clock: Clock, since: bytes
+) -> None:
+    """RFC 9110 §13.1.3: an invalid or list-valued If-Modified-Since is ignored: the full response."""
+    assert ask(cache, clock, (b"if-modified-since", since)).status == 200
