@@ -192,7 +192,7 @@ def test_counters_survive_a_killed_worker(start_node: NodeFactory, functions: Pa
 
 
 def test_counters_survive_a_version_switch(tmp_path: Path) -> None:
-    from fleet.fleet_harness import Fleet, Node, run_edge, write_version
+    from fleet.fleet_harness import Fleet, Node, run_edge, wait_for, write_version
 
     fleet = Fleet(tmp_path)
     try:
@@ -202,6 +202,8 @@ def test_counters_survive_a_version_switch(tmp_path: Path) -> None:
         node.environ["EDGE_ADMIN_PORT"] = str(admin)
         fleet.nodes.append(node)
         node.start()
+        # Ready comes before registration: --wait waits only for the nodes the origin knows.
+        wait_for(lambda: node.node_id in origin.live_nodes(), 20, "the node to register")
         directory, v1 = write_version(tmp_path, "v1")
         assert run_edge("deploy", str(directory), "--wait", env=origin.env()).returncode == 0
         assert [node.get("/hello").body for _ in range(3)] == [b"v1"] * 3
