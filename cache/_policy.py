@@ -16,6 +16,7 @@ from cache._directives import (
     vary_values,
 )
 from cache._entry import Entry, primary_key
+from cache._request import AUTHENTICATED
 from cache.messages import CachedRequest, Headers, Response
 
 __all__ = ["HEURISTIC_STATUSES", "Heuristic", "Verdict", "cacheless", "evaluate", "forwardable"]
@@ -166,7 +167,7 @@ def evaluate(
         return refused
     # RFC 9111 §3.5: only these let a shared cache answer requests with Authorization.
     public = "public" in directives or "s-maxage" in directives or "must-revalidate" in directives
-    if not public and any(name == b"authorization" for name, _ in request.headers):
+    if not public and any(name in AUTHENTICATED for name, _ in request.headers):
         return refused
 
     date_at = _single_date(fields.get(b"date"), now)

@@ -6,14 +6,19 @@ from collections.abc import Sequence
 
 from cache._directives import MAX_DELTA, delta_seconds, parse_cache_control
 
-__all__ = ["CONDITIONAL_FIELDS", "SPECIAL_HEADERS", "RequestFlags"]
+__all__ = ["AUTHENTICATED", "CONDITIONAL_FIELDS", "SPECIAL_HEADERS", "RequestFlags"]
+
+AUTHENTICATED = frozenset({b"authorization", b"x-edge-auth-subject"})
+"""Fields that mark an authenticated request (RFC 9111 3.5 applies): `Authorization`, and the
+identity the node's [auth] check puts on a request it let through, whatever header carried the
+credential (an API key in `x-api-key` is as personal as one in `Authorization`)."""
 
 _CONDITIONS = frozenset({b"if-none-match", b"if-modified-since"})
 # Preconditions the cache does not evaluate: such requests go straight to the function.
 _PASSTHROUGH = frozenset({b"if-match", b"if-unmodified-since"})
 _RANGES = frozenset({b"range", b"if-range"})
 
-SPECIAL_HEADERS = frozenset({b"cache-control", b"authorization", *_CONDITIONS, *_PASSTHROUGH, *_RANGES})
+SPECIAL_HEADERS = frozenset({b"cache-control", *AUTHENTICATED, *_CONDITIONS, *_PASSTHROUGH, *_RANGES})
 """Request headers that change how the cache treats a request; without them a GET is plain."""
 
 CONDITIONAL_FIELDS = frozenset({*_CONDITIONS, *_PASSTHROUGH, *_RANGES})
@@ -58,7 +63,7 @@ class RequestFlags:
         for name, value in headers:
             if name == b"cache-control":
                 cache_control.append(value)
-            elif name == b"authorization":
+            elif name in AUTHENTICATED:
                 self.authorized = True
             elif name == b"if-none-match":
                 none_match.append(value)

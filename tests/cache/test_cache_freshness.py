@@ -169,8 +169,12 @@ def test_a_request_no_store_may_be_answered_from_the_cache_but_stores_nothing(ca
 
 
 AUTH = (b"authorization", b"Bearer secret")
+# What the node's [auth] check puts on a request it authenticated (an API key in x-api-key, say):
+# RFC 9111 3.5 treats it as it treats Authorization.
+IDENTITY = (b"x-edge-auth-subject", b"key:3f9c0a1b2d4e")
 
 
+@pytest.mark.parametrize("credential", [AUTH, IDENTITY], ids=["authorization", "node-auth-identity"])
 @pytest.mark.parametrize(
     ("cache_control", "served"),
     [
@@ -181,26 +185,27 @@ AUTH = (b"authorization", b"Bearer secret")
     ],
 )
 def test_authorized_requests_are_served_only_public_s_maxage_or_must_revalidate_entries(
-    cache: HttpCache, cache_control: bytes, served: bool
+    cache: HttpCache, cache_control: bytes, served: bool, credential: tuple[bytes, bytes]
 ) -> None:
     function = Function(headers=[(b"cache-control", cache_control)])
 
     async def scenario() -> str:
         await cache.handle(request(), function)
-        return (await cache.handle(request(headers=[AUTH]), function)).cache_status
+        return (await cache.handle(request(headers=[credential]), function)).cache_status
 
     assert asyncio.run(scenario()) == ("HIT" if served else "BYPASS")
     assert function.calls == (1 if served else 2)
 
 
+@pytest.mark.parametrize("credential", [AUTH, IDENTITY], ids=["authorization", "node-auth-identity"])
 @pytest.mark.parametrize(("cache_control", "stored"), [(b"max-age=60", False), (b"public, max-age=60", True)])
 def test_responses_to_authorized_requests_are_stored_only_when_public(
-    cache: HttpCache, cache_control: bytes, stored: bool
+    cache: HttpCache, cache_control: bytes, stored: bool, credential: tuple[bytes, bytes]
 ) -> None:
     function = Function(headers=[(b"cache-control", cache_control)])
 
     async def scenario() -> list[str]:
-        first = await cache.handle(request(headers=[AUTH]), function)
+        first = await cache.handle(request(headers=[credential]), function)
         second = await cache.handle(request(), function)
         return [first.cache_status, second.cache_status]
 

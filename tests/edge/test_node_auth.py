@@ -40,6 +40,10 @@ COUNTING = """
         return (json.dumps(identity), 200, {"x-total": str(calls), "access-control-allow-origin": "evil"})
 """
 
+# The same function, saying its answers may be shared by every caller.
+SHARED = COUNTING.replace('"access-control-allow-origin": "evil"}', '"cache-control": "public, max-age=60"}')
+assert SHARED != COUNTING
+
 SIGNING = new_key()
 OTHER = new_key()
 
@@ -78,9 +82,16 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     write_function(
         root,
         "stored",
+        SHARED,
+        f'[auth]\ntype = "token"\nheader = "x-api-key"\nkeys_sha256 = ["{KEY_HASH}"]\n'
+        'public = ["/stored/calls"]\n',
+    )
+    write_function(
+        root,
+        "personal",
         COUNTING,
         f'[auth]\ntype = "token"\nheader = "x-api-key"\nkeys_sha256 = ["{KEY_HASH}"]\n'
-        'public = ["/stored/calls"]\n[cache]\nttl = 60\n',
+        'public = ["/personal/calls"]\n[cache]\nttl = 60\n',
     )
     write_function(root, "anyone", COUNTING, '[cors]\norigins = ["*"]\n')
     write_function(root, "broken", COUNTING, '[cors]\norigins = ["*"]\ncredentials = true\n')
@@ -270,12 +281,20 @@ def test_cors_headers_follow_the_request_on_cache_hits(node: Node) -> None:
 
 
 def test_a_cached_response_never_skips_auth(node: Node) -> None:
-    assert get(node, "/stored/page", x_api_key=KEY).headers["x-cache"] == "MISS"
+    # An authenticated request goes to the function (RFC 9111 3.5), whose public answer is stored.
+    assert get(node, "/stored/page", x_api_key=KEY).headers["x-cache"] == "BYPASS"
     assert get(node, "/stored/page", x_api_key=KEY).headers["x-cache"] == "HIT"
     refused = get(node, "/stored/page")
     assert (refused.status, refused.json()["error"]) == (401, "missing credentials: send `x-api-key`")
     assert get(node, "/stored/page", x_api_key="not-the-key-at-all").status == 401
     assert calls(node, "stored") == 1
+
+
+def test_an_authenticated_answer_is_not_shared_unless_it_says_public(node: Node) -> None:
+    # An API key in x-api-key is as personal as one in Authorization (RFC 9111 3.5): a [cache]
+    # ttl alone does not hand one caller's answer to the next.
+    assert [get(node, "/personal/me", x_api_key=KEY).headers["x-cache"] for _ in range(2)] == ["BYPASS"] * 2
+    assert calls(node, "personal") == 2
 
 
 def test_unusable_policies_make_the_function_answer_503_and_leave_the_others_serving(node: Node) -> None:
