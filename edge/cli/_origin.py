@@ -32,4 +32,4 @@ def origin_client(args: argparse.Namespace, url: str | None = None) -> OriginCli
     try:
         return OriginClient(url, token, ca_file=ca_file)
     except ValueError as exc:
-        abort(f"{exc}; set EDGE_ORIGIN or --origin")
+        abort(str(exc))

@@ -15,6 +15,7 @@ from edge.origin.blobs import BlobStore
 from edge.origin.service import ApiError, Origin, claimed_routes
 from edge.origin.settings import OriginSettings
 from edge.origin.store import Store
+from edge.origin.vault import Vault
 from isolates.manifest import Manifest
 
 
@@ -32,7 +33,9 @@ def origin(tmp_path: Path) -> Iterator[Origin]:
     store = Store(tmp_path / "origin.db")
     blobs = BlobStore(tmp_path / "blobs")
     try:
-        yield Origin(OriginSettings(), store, blobs, Signer(Ed25519PrivateKey.generate()), Clock())
+        signer = Signer(Ed25519PrivateKey.generate())
+        vault = Vault.load_or_create(tmp_path / "secrets-key")
+        yield Origin(OriginSettings(), store, blobs, signer, Clock(), vault)
     finally:
         store.close()
 
