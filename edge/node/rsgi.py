@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import stat
+from collections.abc import Coroutine
 from typing import Any
 
 from granian._granian import RSGIHTTPProtocol, RSGIProtocolClosed, RSGIProtocolError
@@ -58,17 +59,21 @@ class NodeRsgiApp(NodeCore):
         """Granian calls this once the worker stopped serving: the lifespan shutdown."""
         loop.run_until_complete(self.shutdown())
 
-    async def __rsgi__(self, scope: Scope, proto: Any) -> None:
+    def __rsgi__(self, scope: Scope, proto: Any) -> Coroutine[Any, Any, None]:
+        # Not a coroutine itself: granian awaits the core's, one coroutine less per request.
         if scope.proto == "http":
-            await self.handle(_RsgiExchange(scope, proto))
-        else:  # a WebSocket: the node serves none
-            proto.close(1003)
+            return self.handle(_RsgiExchange(scope, proto))
+        return _refuse_websocket(proto)
+
+
+async def _refuse_websocket(proto: Any) -> None:
+    proto.close(1003)  # the node serves no WebSockets
 
 
 class _RsgiExchange:
     """One RSGI HTTP request."""
 
-    __slots__ = ("_http2", "_proto", "_server", "_transport", "client", "headers", "method", "path", "query")
+    __slots__ = ("_proto", "_scope", "_transport", "client", "headers", "method", "path", "query")
 
     def __init__(self, scope: Scope, proto: RSGIHTTPProtocol) -> None:
         get = _TO_BYTES.get
@@ -78,9 +83,8 @@ class _RsgiExchange:
         query = scope.query_string
         self.query = query.encode() if query else b""
         self.client = scope.client
-        self._server = scope.server
+        self._scope = scope  # for what only a request with a body or a stream needs
         self._proto = proto
-        self._http2 = scope.http_version == "2"
         self._transport: Any = None
 
     async def read_body(self, limit: int) -> bytes | None:
@@ -92,9 +96,10 @@ class _RsgiExchange:
         # (HTTP/1 bodies carry no empty pieces of their own; HTTP/2's may, so there only a
         # Content-Length tells a cut-off body.)
         empty = False
+        http2 = self._scope.http_version == "2"
         try:
             async for chunk in proto:
-                if empty and not self._http2:
+                if empty and not http2:
                     raise IncompleteBody
                 if not chunk:
                     empty = True
@@ -123,7 +128,8 @@ class _RsgiExchange:
             # Granian writes what it was given on its own threads, with no word of when: give it
             # a moment, so what the client gets ends where the function's stream broke.
             await asyncio.sleep(_FLUSH_S)
-            if self._http2 or not shut_down_connection(self._server, self.client):
+            http2 = self._scope.http_version == "2"
+            if http2 or not shut_down_connection(self._scope.server, self.client):
                 # Dropping the transport would send the final chunk; hold it until the client leaves.
                 await self._proto.client_disconnect()
         self._transport = None  # the last reference: dropping it ends the response
