@@ -217,6 +217,7 @@ def throughput(
         targets: dict[str, tuple[str, Server, tuple[str, ...]]] = {
             "bare granian": (f"http://127.0.0.1:{bare_port}/", bare, ()),
             "bare granian, rsgi": (f"http://127.0.0.1:{rsgi_port}/", bare_rsgi, ()),
+            "bare granian, browser headers": (f"http://127.0.0.1:{bare_port}/", bare, BROWSER_HEADERS),
             hello: (f"{node_url}/hello", node, ()),
             "node asgi: hello through an isolate": (f"{asgi_url}/hello", asgi_node, ()),
             in_process: (f"{node_url}/hello-process", node, ()),
