@@ -67,7 +67,9 @@ class NodeRsgiApp(NodeCore):
 
 
 async def _refuse_websocket(proto: Any) -> None:
-    proto.close(1003)  # the node serves no WebSockets
+    # Before an accept, the status is the HTTP one of the refusal (a WebSocket code would crash
+    # granian's worker: it panics on a status that is not HTTP).
+    proto.close(403)  # the node serves no WebSockets
 
 
 class _RsgiExchange:
