@@ -107,6 +107,10 @@ class _AsgiExchange:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
+    def named(self) -> dict[bytes, bytes]:
+        # One C-level pass over the headers instead of a Python loop (repeated names: last wins).
+        return dict(self.headers)
+
     def respond(self, status: int, headers: Headers, body: bytes, request_id: str) -> None:
         headers = [*headers, (b"x-request-id", request_id.encode())]
         self.answer = {"type": "http.response.start", "status": status, "headers": headers}

@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import count
 from time import monotonic
 from typing import Any, Protocol
@@ -47,6 +47,7 @@ from isolates.pool import BackendLookup, IsolatePool
 __all__ = [
     "SETTINGS_VARIABLE",
     "Exchange",
+    "HeaderNames",
     "Headers",
     "IncompleteBody",
     "NodeCore",
@@ -75,18 +76,41 @@ class IncompleteBody(Exception):
     """The request body was cut off or its framing was invalid (the handler never sees it)."""
 
 
+class HeaderNames(Protocol):
+    """A request's headers by (lower-case) name; a dict of them is one."""
+
+    def get(self, name: bytes, /) -> bytes | None:
+        """The value of header `name`, or None."""
+        ...
+
+    def __contains__(self, name: object, /) -> bool: ...
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Every name, once."""
+        ...
+
+    def __len__(self) -> int: ...
+
+
 class Exchange(Protocol):
     """One HTTP request as a front end hands it to the core, and the way back to its client.
 
-    The attributes are the request: `headers` as (lower-case name, value) byte pairs in arrival
-    order, `query` the raw query string, `client` "host:port" (or "").
+    The attributes are the request: `query` the raw query string, `client` "host:port" (or "").
     """
 
     method: str
     path: str
     query: bytes
-    headers: Headers
     client: str
+
+    @property
+    def headers(self) -> Sequence[tuple[bytes, bytes]]:
+        """(lower-case name, value) byte pairs in arrival order; may be converted on first use."""
+        ...
+
+    def named(self) -> HeaderNames:
+        """The headers by name, without converting what a cached answer never looks at."""
+        ...
 
     async def read_body(self, limit: int) -> bytes | None:
         """Called at most once: the whole body; None as soon as it passes `limit` bytes.
@@ -222,8 +246,7 @@ class NodeCore:
 
     async def handle(self, exchange: Exchange) -> None:
         """Answer one HTTP request (the front ends' only entry to the request path)."""
-        # One C-level pass over the headers instead of a Python loop (repeated names: last wins).
-        named = dict(exchange.headers)
+        named = exchange.named()
         given_id = named.get(b"x-request-id")
         if given_id is not None and _VALID_REQUEST_ID.fullmatch(given_id):
             request_id = given_id.decode()
@@ -266,9 +289,7 @@ class NodeCore:
             line.duration_ms = int(seconds * 1e6) / 1000  # whole microseconds (round() costs more)
             access.add(line)
 
-    async def _route(
-        self, exchange: Exchange, named: dict[bytes, bytes], line: AccessLine
-    ) -> Counters | None:
+    async def _route(self, exchange: Exchange, named: HeaderNames, line: AccessLine) -> Counters | None:
         """Answer one request for a function (filling in `line`); returns its version's counters."""
         path, method = line.path, line.method
         invoked = _INVOKE_PATH.fullmatch(path) if path.startswith("/2015-03-31/") else None
@@ -337,7 +358,7 @@ class NodeCore:
                 method,
                 path,
                 query.decode("latin-1"),
-                headers,
+                _as_list(headers),
                 body,
                 line.request_id,
                 monotonic() + function.timeout,
@@ -404,7 +425,7 @@ class NodeCore:
                 method,
                 path,
                 query.decode("latin-1"),
-                headers,
+                _as_list(headers),
                 body,
                 request_id,
                 monotonic() + timeout,
@@ -563,6 +584,11 @@ def scrub_environment(patterns: list[str]) -> None:
     for variable in list(os.environ):
         if any(fnmatch.fnmatchcase(variable, pattern) for pattern in patterns):
             del os.environ[variable]
+
+
+def _as_list(headers: Sequence[tuple[bytes, bytes]]) -> Headers:
+    """The pairs as the list an isolate takes (a front end's lazy view converts them now)."""
+    return headers if type(headers) is list else list(headers)
 
 
 async def _send_reply(exchange: Exchange, reply: Reply, line: AccessLine) -> None:

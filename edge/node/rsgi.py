@@ -24,8 +24,8 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Coroutine, Iterator, Sequence
+from typing import Any, overload
 
 from granian._granian import RSGIHTTPProtocol, RSGIProtocolClosed, RSGIProtocolError
 from granian.rsgi import Scope
@@ -42,6 +42,7 @@ log = logging.getLogger("edge.node")
 _MEMO_SIZE = 4096
 _TO_BYTES: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 _TO_STR: dict[tuple[bytes, bytes], tuple[str, str]] = {}
+_NAMES: dict[str, bytes] = {}
 
 
 class NodeRsgiApp(NodeCore):
@@ -78,8 +79,7 @@ class _RsgiExchange:
     __slots__ = ("_proto", "_scope", "_transport", "client", "headers", "method", "path", "query")
 
     def __init__(self, scope: Scope, proto: RSGIHTTPProtocol) -> None:
-        get = _TO_BYTES.get
-        self.headers: Headers = [get(pair) or _to_bytes(pair) for pair in scope.headers.items()]
+        self.headers = _HeaderPairs(scope.headers)
         self.method = scope.method
         self.path = scope.path
         query = scope.query_string
@@ -88,6 +88,9 @@ class _RsgiExchange:
         self._scope = scope  # for what only a request with a body or a stream needs
         self._proto = proto
         self._transport: Any = None
+
+    def named(self) -> _HeaderNames:
+        return _HeaderNames(self.headers.rsgi)
 
     async def read_body(self, limit: int) -> bytes | None:
         proto = self._proto
@@ -143,6 +146,72 @@ class _RsgiExchange:
 # How long a cut-off stream's pieces get to reach the socket before its connection is shut down.
 _FLUSH_S = 0.05
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+
+class _HeaderPairs(Sequence[tuple[bytes, bytes]]):
+    """The request's headers as the core's byte pairs, converted on first use (a cached answer
+    never needs them)."""
+
+    __slots__ = ("_pairs", "rsgi")
+
+    def __init__(self, rsgi: Any) -> None:
+        self.rsgi = rsgi
+        self._pairs: Headers | None = None
+
+    def _list(self) -> Headers:
+        pairs = self._pairs
+        if pairs is None:
+            get = _TO_BYTES.get
+            pairs = self._pairs = [get(pair) or _to_bytes(pair) for pair in self.rsgi.items()]
+        return pairs
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        return iter(self._list())
+
+    def __len__(self) -> int:
+        return len(self._list())
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[bytes, bytes]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[tuple[bytes, bytes]]: ...
+
+    def __getitem__(self, index: int | slice) -> tuple[bytes, bytes] | Sequence[tuple[bytes, bytes]]:
+        return self._list()[index]
+
+
+class _HeaderNames:
+    """The request's headers by name, looked up in granian's header map (a repeated name: its
+    first value); iterating converts the names only."""
+
+    __slots__ = ("_rsgi",)
+
+    def __init__(self, rsgi: Any) -> None:
+        self._rsgi = rsgi
+
+    def get(self, name: bytes, /) -> bytes | None:
+        value = self._rsgi.get(name.decode())
+        return None if value is None else bytes(value, "utf-8")
+
+    def __contains__(self, name: object, /) -> bool:
+        return isinstance(name, bytes) and name.decode() in self._rsgi
+
+    def __iter__(self) -> Iterator[bytes]:
+        get = _NAMES.get
+        names = self._rsgi.keys()
+        return iter([get(name) or _name_to_bytes(name) for name in names])
+
+    def __len__(self) -> int:
+        return len(self._rsgi)
+
+
+def _name_to_bytes(name: str) -> bytes:
+    converted = name.encode()
+    if len(_NAMES) >= _MEMO_SIZE:
+        _NAMES.clear()
+    _NAMES[name] = converted
+    return converted
 
 
 def shut_down_connection(server: str, client: str) -> bool:
