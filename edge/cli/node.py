@@ -303,6 +303,10 @@ def _node_id(settings: NodeSettings) -> str:
         return ""
 
 
+# `interface` setting -> (the granian factory of that front end, granian's interface name).
+_FRONT_ENDS = {"rsgi": ("edge.node.rsgi:create_app", "rsgi"), "asgi": ("edge.node.app:create_app", "asgi")}
+
+
 def serve(settings: NodeSettings) -> None:
     """Run granian in this process until it is told to stop (workers are forked processes)."""
     from granian.constants import HTTPModes, Interfaces, Loops
@@ -315,12 +319,13 @@ def serve(settings: NodeSettings) -> None:
     runtime_dir = tempfile.mkdtemp(prefix="edge-node-")
     os.environ[RUNTIME_DIR_VARIABLE] = runtime_dir
     admin = start_admin(settings, runtime_dir)
+    front_end, interface = _FRONT_ENDS[settings.interface]
     server = NodeServer(
-        "edge.node.app:create_app",
+        front_end,
         factory=True,
         address=settings.host,
         port=settings.port,
-        interface=Interfaces.ASGI,
+        interface=Interfaces(interface),
         workers=settings.workers,
         loop=Loops.uvloop,
         http=HTTPModes(settings.http),

@@ -30,6 +30,8 @@ class NodeSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     workers: int = 1
     # "1" (HTTP/1.1 only, fastest), "2" (h2c prior knowledge only) or "auto" (both, sniffed per connection)
     http: str = "1"
+    # Granian's interface to the node's app: "rsgi" (its native one, faster) or "asgi" (the reference).
+    interface: str = "rsgi"
     functions: str = ""
     # Origin mode: sync functions from this origin (http://host:port) with a node token.
     origin: str = ""
@@ -100,6 +102,7 @@ def _check(settings: NodeSettings, source: str) -> None:
         ("workers", settings.workers, 1 <= settings.workers <= 256, "`int` from 1 to 256"),
         ("max_body_bytes", settings.max_body_bytes, settings.max_body_bytes >= 0, "`int` >= 0"),
         ("http", settings.http, settings.http in ("1", "2", "auto"), "one of 1, 2, auto"),
+        ("interface", settings.interface, settings.interface in ("rsgi", "asgi"), "one of rsgi, asgi"),
         ("log_level", settings.log_level, settings.log_level in _LEVELS, f"one of {', '.join(_LEVELS)}"),
         (
             "poll_timeout_s",

@@ -131,6 +131,7 @@ def test_a_flag_left_unset_keeps_the_environment_value() -> None:
             "Expected one of critical, error, warning, info, debug, got 'loud' - at `$.log_level`",
         ),
         ('http = "3"', "Expected one of 1, 2, auto, got '3' - at `$.http`"),
+        ('interface = "wsgi"', "Expected one of rsgi, asgi, got 'wsgi' - at `$.interface`"),
         ("warm_pool = 65", "Expected `int` from 0 to 64, got 65 - at `$.warm_pool`"),
         ("abandon_after_ms = 0", "Expected `int` > 0, got 0 - at `$.abandon_after_ms`"),
         ("prot = 1", "Object contains unknown field `prot`"),
@@ -163,6 +164,10 @@ def test_a_missing_file_is_an_error(tmp_path: Path) -> None:
         ({"EDGE_PORT": "70000"}, "environment: Expected `int` from 0 to 65535, got 70000 - at `$.port`"),
         ({"EDGE_WORKERS": "0"}, "environment: Expected `int` from 1 to 256, got 0 - at `$.workers`"),
         ({"EDGE_HTTP": "3"}, "environment: Expected one of 1, 2, auto, got '3' - at `$.http`"),
+        (
+            {"EDGE_INTERFACE": "ASGI"},
+            "environment: Expected one of rsgi, asgi, got 'ASGI' - at `$.interface`",
+        ),
         (
             {"EDGE_POLL_TIMEOUT_S": "0.5"},
             "environment: Expected a number from 1 to 60, got 0.5 - at `$.poll_timeout_s`",
