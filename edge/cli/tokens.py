@@ -25,8 +25,8 @@ from edge.control.admin import NewToken, TokenInfo
 from edge.control.client import ControlError, OriginClient
 from edge.origin import tokens
 from edge.origin.datadir import ROLES, DataDir
+from edge.origin.metadata import MetadataStore
 from edge.origin.service import ApiError
-from edge.origin.store import Store
 
 __all__ = ["register"]
 
@@ -83,7 +83,7 @@ def _client(args: argparse.Namespace) -> OriginClient | None:
         abort(str(exc))
 
 
-def _store(args: argparse.Namespace) -> Store:
+def _store(args: argparse.Namespace) -> MetadataStore:
     data = DataDir(Path(args.token_data or args.data or DEFAULT_DATA))
     if not data.database.exists():
         abort(f"{data.root}: no origin data here; start `edge origin --data {data.root}` once first")
