@@ -108,9 +108,10 @@ class PostgresStore:
             self._listener.join(timeout=_LISTEN_TICK_S * 4)
 
     def _execute(self, query: str, params: tuple[Any, ...] = ()) -> psycopg.Cursor[Any]:
-        if self._db.closed and not self._in_transaction:
+        if (self._db.closed or self._db.broken) and not self._in_transaction:
             # The server restarted or dropped us: the request that saw the error failed, this one
             # opens a new connection (no transaction was open, so nothing half-done is lost).
+            self._db.close()
             self._db = psycopg.connect(self.url, autocommit=True)
         return self._db.execute(query, params)
 

@@ -241,3 +241,29 @@ def test_an_unreachable_database_names_itself(pg_cluster: Postgres, tmp_path: Pa
         r" connect: .*database \"no_such_db\" does not exist",
     ):
         open_metadata(url, tmp_path)
+
+
+@pytest.mark.postgres
+def test_a_dropped_connection_fails_one_call_and_the_listener_hears_again(
+    pg_cluster: Postgres, tmp_path: Path
+) -> None:
+    import psycopg
+
+    url = pg_cluster.create()
+    heard = threading.Event()
+    with closing(open_metadata(url, tmp_path)) as store, psycopg.connect(url, autocommit=True) as admin:
+        store.listen(heard.set)
+        with store.transaction():
+            store.bump()
+        assert heard.wait(10)
+        heard.clear()
+        # What a database restart or a failover does to every connection of the origin.
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        with pytest.raises(psycopg.OperationalError):
+            store.revision()
+        assert store.revision() == 1  # the next call has a new connection
+        # The listener reconnects and wakes its origin once: a bump meanwhile was not heard.
+        assert heard.wait(10)
