@@ -37,7 +37,8 @@ class MetadataStore(Protocol):
 
     def listen(self, changed: Callable[[], None]) -> None:
         """Called once at start-up: from then on `changed()` runs (on any thread) after another
-        origin on this database committed a revision bump; a no-op where only one origin can run."""
+        origin on this database committed a revision bump (and whenever a bump may have been
+        missed); a no-op where only one origin can run."""
 
     def pin(self, name: str, value: str) -> str:
         """Store `value` under `name` unless a value is stored already; returns the stored one."""

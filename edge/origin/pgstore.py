@@ -139,29 +139,30 @@ class PostgresStore:
         self._db.execute("COMMIT")
 
     def listen(self, changed: Callable[[], None]) -> None:
-        """Call `changed()` from a thread after every revision bump any origin commits."""
+        """Call `changed()` from a thread after every revision bump any origin commits, and once
+        each time the listening connection is (re)established."""
         self._listener = threading.Thread(
             target=self._listen, args=(changed,), name="edge-origin-listen", daemon=True
         )
         self._listener.start()
 
     def _listen(self, changed: Callable[[], None]) -> None:
-        connected = True
+        failing = False
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self.url, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
-                    if not connected:  # bumps made while we were away were never heard
+                    if failing:
                         log.info("listening for revisions on the database again")
-                        changed()
-                    connected = True
+                    failing = False
+                    changed()  # a bump committed before LISTEN took effect was not heard
                     while not self._stop.is_set():
                         for _ in conn.notifies(timeout=_LISTEN_TICK_S):
                             changed()
             except psycopg.Error as exc:
-                if connected:
+                if not failing:
                     log.error("cannot listen for revisions on the database: %s; trying again", exc)
-                connected = False
+                failing = True
                 self._stop.wait(1.0)
 
     def pin(self, name: str, value: str) -> str:
