@@ -17,7 +17,7 @@ from edge.cli._abort import abort
 from edge.cli._args import count, seconds
 from edge.cli._tls import add_origin_tls_options, check_origin_tls_options, origin_tls
 from edge.control.signing import SignatureError
-from edge.origin.blobs import check_blobs_url
+from edge.origin.blobs import check_blobs_url, check_s3_credentials
 from edge.origin.datadir import DataDir
 from edge.origin.metadata import DatabaseError, check_database
 from edge.origin.settings import SETTINGS_ENV, OriginSettings
@@ -126,6 +126,7 @@ def _serve(args: argparse.Namespace) -> int:
         database = check_database(args.database)
         if args.blobs:
             check_blobs_url(args.blobs)
+            check_s3_credentials(args.blobs, os.environ)
     except ValueError as exc:
         abort(str(exc), 2)
     if args.blobs_endpoint and not args.blobs:

@@ -13,10 +13,20 @@ import re
 import tempfile
 import time
 import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-__all__ = ["BlobStore", "Blobs", "CorruptBlob", "Upload", "check_blobs_url", "is_digest"]
+__all__ = [
+    "BlobStore",
+    "Blobs",
+    "BlobsUnavailable",
+    "CorruptBlob",
+    "Upload",
+    "check_blobs_url",
+    "check_s3_credentials",
+    "is_digest",
+]
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
@@ -29,6 +39,21 @@ def check_blobs_url(url: str) -> tuple[str, str]:
             f"--blobs: Expected s3://bucket[/prefix] (or nothing, for the data directory), got {url!r}"
         )
     return parts.netloc, parts.path.strip("/")
+
+
+# Where an S3 bucket's credentials come from: the origin's environment, never an argument.
+S3_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+def check_s3_credentials(url: str, environ: Mapping[str, str]) -> None:
+    """Raise ValueError unless `environ` holds the bucket's credentials (without them the S3
+    client would go looking for a cloud's instance metadata service)."""
+    missing = [name for name in S3_CREDENTIALS if not environ.get(name)]
+    if missing:
+        raise ValueError(
+            f"--blobs {url}: Expected the bucket's credentials in the environment, got no"
+            f" {' and no '.join(missing)}; set {' and '.join(S3_CREDENTIALS)} for the origin"
+        )
 
 
 def is_digest(value: str) -> bool:
@@ -69,6 +94,10 @@ class CorruptBlob(Exception):
     """A stored blob whose bytes do not have the sha256 it is stored under."""
 
 
+class BlobsUnavailable(Exception):
+    """The blob store could not be reached or refused the request; the message says which and why."""
+
+
 class Blobs(Protocol):
     """Where bundles live, by their sha256 digest."""
 
@@ -76,11 +105,13 @@ class Blobs(Protocol):
         """Called per deploy request: a temp file to receive the body into."""
 
     def commit(self, upload: Upload, digest: str) -> None:
-        """Called once the upload is finished and validated: store it under `digest` (blocking)."""
+        """Called once the upload is finished and validated: store it under `digest` (blocking);
+        raises BlobsUnavailable when the store cannot take it."""
 
     def fetch(self, digest: str) -> Path | None:
         """A local file holding the blob (None when it is not stored); raises CorruptBlob when the
-        stored bytes are not what the digest says (blocking)."""
+        stored bytes are not what the digest says, BlobsUnavailable when the store cannot be read
+        (blocking)."""
 
     def exists(self, digest: str) -> bool:
         """Whether a blob is stored under `digest`."""

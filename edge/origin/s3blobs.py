@@ -15,9 +15,18 @@ from datetime import timedelta
 from pathlib import Path
 
 import obstore
+from obstore.exceptions import BaseError
 from obstore.store import S3Store
 
-from edge.origin.blobs import BlobStore, CorruptBlob, Upload, check_blobs_url, is_digest
+from edge.origin.blobs import (
+    BlobStore,
+    BlobsUnavailable,
+    CorruptBlob,
+    Upload,
+    check_blobs_url,
+    check_s3_credentials,
+    is_digest,
+)
 
 __all__ = ["DEFAULT_GRACE_S", "S3BlobStore"]
 
@@ -31,9 +40,11 @@ class S3BlobStore:
 
     def __init__(self, url: str, cache: Path, endpoint: str = "", grace_s: float = DEFAULT_GRACE_S) -> None:
         bucket, prefix = check_blobs_url(url)
+        check_s3_credentials(url, os.environ)
         self.url = url
         self.grace_s = grace_s
         self._prefix = f"{prefix}/" if prefix else ""
+        self._endpoint = endpoint
         self._local = BlobStore(cache)  # uploads in progress and the verified copies
         config: dict[str, str | bool] = {}
         if endpoint:
@@ -60,7 +71,10 @@ class S3BlobStore:
 
     def commit(self, upload: Upload, digest: str) -> None:
         """Put the finished upload into the bucket, then keep it as the local copy."""
-        obstore.put(self._store, self._key(digest), upload.path)
+        try:
+            obstore.put(self._store, self._key(digest), upload.path)
+        except (BaseError, OSError) as exc:
+            raise self._unavailable(f"cannot store {digest}", exc) from None
         self._local.commit(upload, digest)
 
     def fetch(self, digest: str) -> Path | None:
@@ -72,6 +86,8 @@ class S3BlobStore:
             data = obstore.get(self._store, self._key(digest)).bytes()
         except FileNotFoundError:
             return None
+        except (BaseError, OSError) as exc:
+            raise self._unavailable(f"cannot read {digest}", exc) from None
         upload = self._local.upload()
         try:
             upload.write(bytes(data))
@@ -86,6 +102,11 @@ class S3BlobStore:
             raise
         self._local.commit(upload, digest)
         return self._local.path(digest)
+
+    def _unavailable(self, what: str, exc: BaseException) -> BlobsUnavailable:
+        reason = str(exc).split("\n", 1)[0] or type(exc).__name__
+        endpoint = f" at {self._endpoint}" if self._endpoint else ""
+        return BlobsUnavailable(f"{self.url}{endpoint}: {what}: {reason}")
 
     def exists(self, digest: str) -> bool:
         """Whether the bucket holds the blob."""

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from backends import S3_ENV, S3Server, s3
 
-from edge.origin.blobs import Blobs, BlobStore, CorruptBlob, check_blobs_url
+from edge.origin.blobs import Blobs, BlobStore, BlobsUnavailable, CorruptBlob, check_blobs_url
+from loadtest._servers import free_port
 
 __all__ = ["s3"]
 
@@ -135,3 +136,21 @@ def test_a_blob_url_that_is_not_s3_is_refused() -> None:
     assert str(bad.value) == (
         "--blobs: Expected s3://bucket[/prefix] (or nothing, for the data directory), got 'gs://bucket'"
     )
+
+
+def test_an_s3_store_that_cannot_be_reached_says_so(tmp_path: Path) -> None:
+    from edge.origin.s3blobs import S3BlobStore
+
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    blobs = S3BlobStore("s3://bundles/edge", tmp_path, endpoint)
+    upload = blobs.upload()
+    upload.write(b"bundle")
+    digest = upload.finish()
+    started = time.monotonic()
+    with pytest.raises(BlobsUnavailable) as refused:
+        blobs.commit(upload, digest)
+    assert time.monotonic() - started < 30  # retried a little, not for minutes
+    assert str(refused.value).startswith(f"s3://bundles/edge at {endpoint}: cannot store {digest}: ")
+    with pytest.raises(BlobsUnavailable) as unread:
+        blobs.fetch("0" * 64)
+    assert str(unread.value).startswith(f"s3://bundles/edge at {endpoint}: cannot read {'0' * 64}: ")

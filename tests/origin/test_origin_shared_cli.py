@@ -34,10 +34,19 @@ from origin_harness import free_port, run_edge
             ("--blobs", "s3://bundles", "--blobs-endpoint", "127.0.0.1:9000"),
             "--blobs-endpoint: Expected http://host:port or https://host, got '127.0.0.1:9000'",
         ),
+        (
+            ("--blobs", "s3://bundles/edge", "--no-credentials"),
+            "--blobs s3://bundles/edge: Expected the bucket's credentials in the environment, got no"
+            " AWS_ACCESS_KEY_ID and no AWS_SECRET_ACCESS_KEY; set AWS_ACCESS_KEY_ID and"
+            " AWS_SECRET_ACCESS_KEY for the origin",
+        ),
     ],
 )
 def test_bad_shared_storage_is_refused(args: tuple[str, ...], message: str, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    result = run_edge("origin", "--port", str(free_port()), "--data", str(data), *args)
+    given = "--no-credentials" not in args
+    env = {"AWS_ACCESS_KEY_ID": "k" if given else "", "AWS_SECRET_ACCESS_KEY": "s" if given else ""}
+    args = tuple(arg for arg in args if arg != "--no-credentials")
+    result = run_edge("origin", "--port", str(free_port()), "--data", str(data), *args, env=env)
     assert (result.returncode, result.stdout, result.stderr) == (2, "", f"error: {message}\n")
     assert not data.exists()  # refused before the data directory was made
