@@ -187,7 +187,24 @@ def test_an_origin_killed_mid_deploy_loses_nothing(shared: Shared, pair: tuple[O
         node.stop()
 
 
-def test_an_origin_with_other_keys_is_refused(shared: Shared, pair: tuple[Origin, Origin]) -> None:
+def test_tokens_made_on_the_command_line_work_on_every_origin_and_other_keys_are_refused(
+    shared: Shared, pair: tuple[Origin, Origin]
+) -> None:
+    first, second = pair
+    made = run_edge(
+        "origin",
+        "token",
+        "create",
+        "--role",
+        "admin",
+        "--data",
+        str(first.data),
+        "--database",
+        shared.database,
+    )
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    assert [t.id for t in OriginClient(second.url, token).tokens()][-1] == made.stderr.split()[1].rstrip(":")
     stranger = shared.root / "c"
     result = run_edge(
         "origin",
