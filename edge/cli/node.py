@@ -32,7 +32,11 @@ def register(subparsers: Any) -> None:
         "node", help="run an edge node", description="Serve functions from persistent subinterpreters."
     )
     parser.add_argument("--functions", metavar="DIR", help="serve every function directory in DIR")
-    parser.add_argument("--origin", metavar="URL", help="sync functions from this origin instead")
+    parser.add_argument(
+        "--origin",
+        metavar="URL",
+        help="sync functions from this origin instead (URL1,URL2,...: origins on one database, failed over)",
+    )
     parser.add_argument(
         "--token-file", metavar="FILE", help="origin mode: a file holding the node token (or EDGE_TOKEN)"
     )
@@ -133,7 +137,7 @@ def _load(args: argparse.Namespace) -> NodeSettings:
 def _check_tls(settings: NodeSettings) -> NodeSettings:
     """Abort on TLS settings that cannot work; returns them with absolute paths (workers read them)."""
     from edge.cli._tls import server_pair
-    from edge.control.client import OriginClient
+    from edge.control.failover import origin_client
 
     cert = Path(settings.tls_cert) if settings.tls_cert else None
     key = Path(settings.tls_key) if settings.tls_key else None
@@ -141,7 +145,7 @@ def _check_tls(settings: NodeSettings) -> NodeSettings:
     origin_ca = os.path.abspath(settings.origin_ca) if settings.origin_ca else ""
     if settings.origin:
         try:
-            OriginClient(settings.origin, None, ca_file=origin_ca or None)
+            origin_client(settings.origin, None, ca_file=origin_ca or None)
         except ValueError as exc:
             abort(f"{exc} - at `$.origin`", 2)
     elif origin_ca:

@@ -32,7 +32,8 @@ from typing import Any
 import msgspec
 
 from edge.bundle import BundleError, clear_bytecode, digest, extract, replace_tree, seal, verify_tree
-from edge.control.client import ControlError, OriginClient, OriginError
+from edge.control.client import ControlError, OriginError
+from edge.control.failover import origin_client
 from edge.control.messages import (
     DesiredState,
     FunctionState,
@@ -119,7 +120,8 @@ class OriginSource:
     def __init__(self, settings: NodeSettings, rng: random.Random | None = None) -> None:
         self.settings = settings
         self.data = Path(settings.data)
-        self.client = OriginClient(
+        # One origin, or several (`URL1,URL2`) that it fails over between (edge/control/failover.py).
+        self.client = origin_client(
             settings.origin, settings.token or None, ca_file=settings.origin_ca or None, keep_alive=True
         )
         self.rng = rng or random.Random()
