@@ -5,7 +5,8 @@ For each architecture pip installs the project's wheel and the platform wheels o
 site-packages, every native file there is checked to be an ELF file for that architecture, and
 shiv zips it with `edge.cli:main` as the entry point. Wheels are cached per architecture
 (--cache, default $EDGE_DIST_CACHE or ~/.cache/edge-dist): a build whose wheels are all cached
-asks no index. Writes OUT/edge-ARCH.pyz and OUT/SHA256SUMS (`sha256sum -c` reads it).
+asks no index. Writes OUT/edge-ARCH.pyz, OUT/edge-deploy.tar.gz (install.sh and the units, for a
+machine that has no checkout: deploy/cloud-init.yaml) and OUT/SHA256SUMS (`sha256sum -c` reads it).
 
     python deploy/dist.py [--out DIR] [--cache DIR] [--arch x86_64] [--arch aarch64]
 """
@@ -13,11 +14,14 @@ asks no index. Writes OUT/edge-ARCH.pyz and OUT/SHA256SUMS (`sha256sum -c` reads
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
+import io
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -28,6 +32,8 @@ MACHINES = {"x86_64": 62, "aarch64": 183}
 # Debian 13 (trixie) ships glibc 2.41; manylinux_2_17 is manylinux2014.
 GLIBC_MINORS = range(41, 16, -1)
 ENTRY_POINT = "edge.cli:main"
+# What install.sh needs beside the artifact, with their modes.
+DEPLOY_FILES = {"install.sh": 0o755, "edge-node.service": 0o644, "edge-origin.service": 0o644}
 
 
 class BuildError(Exception):
@@ -161,6 +167,20 @@ def build(arch: str, wheel: Path, out: Path, cache: Path, work: Path) -> Path:
     return artifact
 
 
+def deploy_tarball(out: Path) -> Path:
+    """OUT/edge-deploy.tar.gz: deploy/install.sh and the units, byte for byte the same each time."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, mode in DEPLOY_FILES.items():
+            content = (REPO / "deploy" / name).read_bytes()
+            info = tarfile.TarInfo(f"deploy/{name}")
+            info.size, info.mode, info.uname, info.gname = len(content), mode, "root", "root"
+            tar.addfile(info, io.BytesIO(content))
+    tarball = out / "edge-deploy.tar.gz"
+    tarball.write_bytes(gzip.compress(data.getvalue(), mtime=0))
+    return tarball
+
+
 def write_sums(out: Path, artifacts: list[Path]) -> Path:
     """OUT/SHA256SUMS for `artifacts` (in `sha256sum`'s format), replacing their old lines only."""
     sums = out / "SHA256SUMS"
@@ -193,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             wheel = project_wheel(work)
             arches = args.arch or sorted(MACHINES)
             artifacts = [build(arch, wheel, args.out, args.cache, work) for arch in arches]
+        artifacts.append(deploy_tarball(args.out))
         sums = write_sums(args.out, artifacts)
     except BuildError as exc:
         print(f"deploy/dist.py: error: {exc}", file=sys.stderr)

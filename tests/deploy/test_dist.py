@@ -10,13 +10,16 @@ import hashlib
 import json
 import os
 import platform
+import stat
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[2]
 ARCHES = {"x86_64": 62, "aarch64": 183}  # ELF e_machine
 # Extension modules the node cannot start without, one per native dependency.
 NATIVE = (
@@ -60,16 +63,25 @@ def test_every_native_file_is_built_for_its_architecture(dist: Path, arch: str) 
     assert "site-packages/isolates/guest/_edge_child.py" in names
 
 
-def test_the_checksum_file_lists_both_artifacts(dist: Path) -> None:
+def test_the_checksum_file_lists_both_artifacts_and_the_deploy_files(dist: Path) -> None:
+    names = ["edge-aarch64.pyz", "edge-deploy.tar.gz", "edge-x86_64.pyz"]
     expected = "".join(
-        f"{hashlib.sha256((dist / f'edge-{arch}.pyz').read_bytes()).hexdigest()}  edge-{arch}.pyz\n"
-        for arch in sorted(ARCHES)
+        f"{hashlib.sha256((dist / name).read_bytes()).hexdigest()}  {name}\n" for name in names
     )
     assert (dist / "SHA256SUMS").read_text() == expected
     checked = subprocess.run(
         ["sha256sum", "-c", "SHA256SUMS"], cwd=dist, capture_output=True, text=True, check=False
     )
-    assert checked.stdout == "edge-aarch64.pyz: OK\nedge-x86_64.pyz: OK\n"
+    assert checked.stdout == "".join(f"{name}: OK\n" for name in names)
+    with tarfile.open(dist / "edge-deploy.tar.gz") as tar:
+        members = {member.name: (stat.filemode(member.mode), member.mtime) for member in tar}
+        unit = tar.extractfile("deploy/edge-node.service")
+        assert unit is not None and unit.read() == (REPO / "deploy/edge-node.service").read_bytes()
+    assert members == {
+        "deploy/install.sh": ("?rwxr-xr-x", 0),
+        "deploy/edge-node.service": ("?rw-r--r--", 0),
+        "deploy/edge-origin.service": ("?rw-r--r--", 0),
+    }
 
 
 def test_the_artifact_runs_without_any_installed_package(dist: Path, tmp_path: Path) -> None:

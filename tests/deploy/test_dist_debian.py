@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import yaml
 
 from loadtest._servers import Server, free_port
 
@@ -76,7 +77,7 @@ def tree(debian_root: Path, dist: Path, tmp_path: Path) -> Tree:
     tree = Tree(debian_root, tmp_path)
     staging = tree.upper / "edge-test"
     shutil.copytree(REPO / "deploy", staging / "deploy")
-    for name in (ARTIFACT, "SHA256SUMS"):
+    for name in (ARTIFACT, "edge-deploy.tar.gz", "SHA256SUMS"):
         shutil.copy(dist / name, staging / name)
     functions = staging / "functions"
     shutil.copytree(REPO / "examples" / "hello", functions / "hello")
@@ -148,3 +149,41 @@ def test_install_sh_installs_the_artifact_and_the_node_answers(tree: Tree, dist:
     log = (tree.upper.parent / "node.log").read_text()
     assert "edge node: re-executing without $EDGE_SCRUB_ME\n" in log
     assert "function boxed: serving version" in log
+
+
+def test_the_cloud_init_example_installs_a_node(tree: Tree, dist: Path) -> None:
+    config = yaml.safe_load((REPO / "deploy" / "cloud-init.yaml").read_text())
+    assert config["packages"] == ["python3"]
+    # cloud-init's write_files, with the CHANGE-ME values filled in.
+    token = "edge_node_from_user_data\n"
+    filled = {
+        "/run/edge-install/SHA256SUMS": (dist / "SHA256SUMS").read_text(),
+        "/run/edge-install/node-token": token,
+    }
+    for entry in config["write_files"]:
+        path = tree.upper / entry["path"].lstrip("/")
+        for parent in reversed(path.relative_to(tree.upper).parents[:-1]):
+            (tree.upper / parent).mkdir(mode=0o755, exist_ok=True)
+        path.write_text(filled.get(entry["path"], entry["content"]))
+        path.chmod(int(entry["permissions"], 8))
+    (step,) = config["runcmd"]
+    assert step[:2] == ["sh", "-c"]
+    script = step[2]
+    # Files served from the test's staging directory; no systemd in a chroot.
+    assert "\nbase_url=https://files.example.net/edge  # CHANGE-ME\n" in script
+    assert script.endswith("\nsystemctl enable --now edge-node\n")
+    script = script.replace("base_url=https://files.example.net/edge", "base_url=file:///edge-test")
+    script = script.removesuffix("systemctl enable --now edge-node\n")
+
+    result = tree.run("sh", "-c", script)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "install.sh: stored the node token in /etc/edge/node-token (mode 0600)\n" in result.stdout
+    assert (tree.upper / "etc/edge/node-token").read_text() == token
+    assert stat.filemode((tree.upper / "etc/edge/node-token").stat().st_mode) == "-rw-------"
+    assert not (tree.upper / "run/edge-install/node-token").exists()
+    env_entry = next(entry for entry in config["write_files"] if entry["path"] == "/etc/edge/node.env")
+    assert (tree.upper / "etc/edge/node.env").read_text() == env_entry["content"]
+    unit = (tree.upper / "etc/systemd/system/edge-node.service").read_text()
+    assert unit == (REPO / "deploy" / "edge-node.service").read_text()
+    version = tree.run(*AS_NODE, "edge", "--version")
+    assert (version.returncode, version.stdout) == (0, "edge 0.1.0\n")
