@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deploy/dist.py: error: {exc}", file=sys.stderr)
         return 1
     for artifact in artifacts:
-        print(f"{artifact} ({artifact.stat().st_size / 2**20:.1f} MiB)")
+        print(f"{artifact} ({artifact.stat().st_size:,} bytes)")
     print(sums)
     return 0
 
