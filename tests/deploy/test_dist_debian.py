@@ -31,7 +31,7 @@ pytestmark = [
 ]
 
 # Mounts the overlay, /proc, /dev and /sys in this (private) mount namespace, then runs the command
-# in the tree with a clean environment.
+# in the tree with a clean environment (or, after --host, on this machine with the tree mounted).
 ENTER = """set -e
 lower=$1 upper=$2 work=$3 merged=$4
 shift 4
@@ -39,6 +39,7 @@ mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "$me
 mount -t proc proc "$merged/proc"
 mount --rbind /dev "$merged/dev"
 mount --rbind /sys "$merged/sys"
+if [ "$1" = --host ]; then shift; exec "$@"; fi
 exec chroot "$merged" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin LANG=C.UTF-8 "$@"
 """
 AS_NODE = ["setpriv", "--reuid=edge-node", "--regid=edge-node", "--init-groups"]
@@ -60,6 +61,10 @@ class Tree:
 
     def run(self, *command: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.argv(command), capture_output=True, text=True, timeout=120, check=False)
+
+    def host(self, *command: str) -> subprocess.CompletedProcess[str]:
+        """`command` on this machine while the tree is mounted at `self.merged`."""
+        return self.run("--host", *command)
 
 
 @pytest.fixture(scope="session")
@@ -187,3 +192,19 @@ def test_the_cloud_init_example_installs_a_node(tree: Tree, dist: Path) -> None:
     assert unit == (REPO / "deploy" / "edge-node.service").read_text()
     version = tree.run(*AS_NODE, "edge", "--version")
     assert (version.returncode, version.stdout) == (0, "edge 0.1.0\n")
+
+
+def test_install_sh_with_root_installs_the_artifact_from_outside(tree: Tree, dist: Path) -> None:
+    # A staging tree: users through useradd --prefix, the tree's own python3 through chroot.
+    script = str(REPO / "deploy/install.sh")
+    result = tree.host("sh", script, "--root", str(tree.merged), "--artifact", str(dist / ARTIFACT), "node")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.startswith(
+        f"install.sh: installed {tree.merged}/usr/local/lib/edge/edge.pyz from {dist / ARTIFACT}\n"
+        "install.sh: edge 0.1.0: run as "
+        f"{tree.merged}/usr/local/bin/edge\n"
+        "install.sh: created the system user edge-node\n"
+    )
+    assert result.stdout.endswith(f"install.sh: installed into {tree.merged} (systemd not reloaded)\n")
+    version = tree.run(*AS_NODE, "edge", "--version")
+    assert (version.returncode, version.stdout, version.stderr) == (0, "edge 0.1.0\n", "")
