@@ -143,11 +143,14 @@ def test_install_sh_installs_the_artifact_and_the_node_answers(tree: Tree, dist:
         f"http://127.0.0.1:{port}/_edge/ready",
         log_path=tree.upper.parent / "node.log",
     )
-    with node:
+    node.start(timeout=120)  # the machine may be busy: two isolates load before it is ready
+    try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/hello", timeout=30) as reply:
             assert (reply.status, reply.read()) == (200, b"hello world")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/boxed", timeout=30) as reply:
             child_path = reply.read().decode().splitlines()
+    finally:
+        node.stop()
     guest = f"/usr/local/lib/edge/site/{unpacked.name}/site-packages/isolates/guest"
     assert child_path[:2] == ["/edge-test/functions/boxed", guest]
     assert [entry for entry in child_path if entry.startswith("/usr/local/lib/edge")] == [guest]
