@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import msgspec
 
 from edge.cli._abort import abort
+from edge.cli._self import edge_argv
 from edge.node.functions import scan_functions
 from edge.node.settings import NodeSettings, SettingsError, load_settings, read_token_file
 
@@ -195,7 +196,7 @@ def _reexec(settings: NodeSettings) -> NoReturn:
     }
     sys.stdout.flush()
     sys.stderr.flush()
-    argv = [sys.executable, "-m", "edge", "node", "--settings-fd", str(fd)]
+    argv = [*edge_argv(), "node", "--settings-fd", str(fd)]
     os.execve(sys.executable, argv, environ)
 
 
