@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from edge.bundle import DEPS_DIR, BundleError, install_requirements, remove_tree
-from edge.node.functions import FunctionDir, content_version, isolate_spec, scan_functions
+from edge.node.functions import FunctionDir, content_version, isolate_spec, scale_policy, scan_functions
 from edge.node.source import NodeControl
 from isolates.backends import IsolateSpec, LoadError
+from isolates.instances import ScalePolicy
 from isolates.manifest import MANIFEST_NAME, ManifestError, load_manifest
 
 __all__ = ["LocalSource", "function_dirs", "read_function", "sync_requirements"]
@@ -161,17 +162,18 @@ class LocalSource:
             routes.extend((route, found.name) for route in found.manifest.routes)
             app.cache_ttls[found.name] = found.manifest.cache.ttl
             spec = isolate_spec(found.directory, found.manifest, content_version(found.directory))
+            policy = scale_policy(found.manifest, app.settings.scale)
             if app.settings.preload:
-                launches.append(self._launch(app, spec.name, spec))
+                launches.append(self._launch(app, spec.name, spec, policy))
             else:
-                pool.register_lazy(spec)
+                pool.register_lazy(spec, policy)
         app.set_routes(routes)
         await asyncio.gather(*launches)
 
-    async def _launch(self, app: NodeControl, name: str, spec: IsolateSpec) -> bool:
+    async def _launch(self, app: NodeControl, name: str, spec: IsolateSpec, policy: ScalePolicy) -> bool:
         started = time.perf_counter()
         try:
-            await app.pool.deploy(name, [(spec, 100)])
+            await app.pool.deploy(name, [(spec, 100)], [policy])
         except LoadError as exc:
             log.error("function %s: failed to load: %s", name, exc)
             await app.pool.remove(name)  # watch mode: the old version stops answering too
@@ -243,7 +245,7 @@ class LocalSource:
         _clear_bytecode(directory)
         app.cache_ttls[found.name] = found.manifest.cache.ttl
         spec = isolate_spec(directory, found.manifest, content_version(directory))
-        await self._launch(app, found.name, spec)
+        await self._launch(app, found.name, spec, scale_policy(found.manifest, app.settings.scale))
 
     def _set_routes(self) -> None:
         routes: list[tuple[str, str]] = []
