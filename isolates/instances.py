@@ -122,10 +122,16 @@ class Budget:
                 owner.retire(instance)
                 self.evicted += 1
         if not self._fits(memory_mb):
+            used = []
+            if self.max_instances:
+                used.append(f"{self.instances} of max_instances = {self.max_instances}")
+            if self.memory_mb:
+                used.append(
+                    f"{self.used_mb} MiB of memory_budget_mb = {self.memory_mb}, {memory_mb} more asked"
+                )
             return (
-                f"the node's instance budget is used up ({self.instances} of {self.max_instances or 'any'}"
-                f" instances, {self.used_mb} of {self.memory_mb or 'any'} MiB) and no other function's"
-                " instance is idle"
+                f"the node's [budget] is used up ({'; '.join(used)}) and no other function's instance"
+                " is idle; retry later or raise the budget in the node's settings"
             )
         self.instances += 1
         self.used_mb += memory_mb

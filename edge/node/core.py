@@ -8,6 +8,7 @@ metrics) lives here too, so both front ends behave the same by construction.
 
 from __future__ import annotations
 
+import _interpreters
 import asyncio
 import fnmatch
 import logging
@@ -506,6 +507,11 @@ class NodeCore:
                         "state": "serving" if function.instances else "cold",
                         "versions": list(function.versions),
                         "instances": function.instances,
+                        "in_flight": sum(
+                            instance.in_flight
+                            for release in function.releases
+                            for instance in release.instances.instances
+                        ),
                         "queued": sum(release.instances.queued for release in function.releases),
                     }
             body = {"ready": self.ready, "functions": functions, **self.source.status()}
@@ -534,6 +540,8 @@ class NodeCore:
             # Instances per function, requests waiting for one, and those refused (docs/scaling.md).
             "instances": {name: function.instances for name, function in serving.items()},
             "queued": sum(instances.queued for instances in sets),
+            # Subinterpreters alive in this worker (blank warm ones and draining ones included).
+            "interpreters": len(_interpreters.list_all()) - 1,
             "refused": dict(pool.refused) if pool is not None else {},
         }
         if pool is not None:

@@ -413,6 +413,7 @@ def test_ready_lists_every_function_and_its_state(node: Node, functions: Path) -
             "state": "serving",
             "versions": [content_version(functions / name)],
             "instances": 1,
+            "in_flight": 0,
             "queued": 0,
         }
         for name in FUNCTIONS
