@@ -216,3 +216,33 @@ def test_a_lazy_functions_first_response_says_it_paid_a_cold_start(
     assert 0 < milliseconds < 10_000
     assert "server-timing" not in node.get("/lazy?2").headers
     assert ready(node, "lazy")["state"] == "serving"
+
+
+def test_a_process_function_scaled_to_zero_stops_its_child(tmp_path: Path, start_node: NodeFactory) -> None:
+    code = """\
+        import os
+
+        def handler(request):
+            return {"pid": os.getpid()}
+    """
+    manifest = 'isolation = "process"\nmemory_mb = 64\n[scale]\nmin_instances = 0\nidle_timeout_s = 0.2\n'
+    write_function(tmp_path, "child", code, manifest)
+    node = start_node(tmp_path, env={**NO_WARM_POOL, "EDGE_BUDGET__MEMORY_BUDGET_MB": "1000"})
+    poll(lambda: ready(node, "child")["state"] == "cold")
+    reply = node.get("/child")
+    pid = reply.json()["pid"]
+    assert reply.headers["server-timing"].startswith("cold;dur=")
+    # The instance counts its memory_mb against the budget while it runs.
+    assert node.get("/_edge/metrics").json()["budget"]["memory_mb"] == 64
+    poll(lambda: ready(node, "child")["instances"] == 0)
+    poll(lambda: not _running(pid))
+    assert node.get("/_edge/metrics").json()["budget"]["memory_mb"] == 0
+
+
+def _running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
