@@ -211,6 +211,8 @@ class InstanceSet:
         instance.last_used = self._clock()
         if self._waiters:
             self._hand(instance)
+        elif self.closed and not instance.in_flight and instance in self.instances:
+            self.retire(instance)  # drained: its version was switched away from
 
     async def wait(self) -> Instance:
         """A slot, once one frees or a new instance started; raises Refused."""
@@ -311,11 +313,9 @@ class InstanceSet:
             raise
         self.starting -= 1
         instance = Instance(isolate, self._clock())
-        if self.closed:  # replaced or removed while it started
-            self._budget.free(self.policy.memory_mb)
-            self._retirer(isolate)
-        else:
-            self.instances.append(instance)
+        self.instances.append(instance)
+        if self.closed and not self._waiters:  # drained or stopped while it started
+            self.retire(instance)
         return instance
 
     def _resolve(self, isolate: Isolate) -> None:
@@ -372,6 +372,8 @@ class InstanceSet:
         self.instances.remove(instance)
         self._budget.free(self.policy.memory_mb)
         self._retirer(instance.isolate)
+        if self.closed and not self.instances and self in self._budget.sets:
+            self._budget.sets.remove(self)
 
     def replace(self, stuck: Isolate, fresh: Isolate) -> bool:
         """Swap a stuck isolate for a fresh one of the same version; False when it is not here."""
@@ -381,16 +383,33 @@ class InstanceSet:
                 return True
         return False
 
-    def close(self) -> list[Isolate]:
-        """Stop taking requests: refuse the queued ones; returns the isolates to retire."""
+    def update(self, policy: ScalePolicy) -> None:
+        """Take a redeployed version's new policy (its memory figure stays); raises LoadError."""
+        self.policy = msgspec.structs.replace(policy, memory_mb=self.policy.memory_mb)
+        if self.instances:
+            self._resolved = False
+            self._resolve(self.instances[0].isolate)
+
+    def drain(self) -> None:
+        """Stop taking new requests; the queued ones are still served, then every instance retires.
+
+        A deploy that switched away from this version, or the function's removal, calls it.
+        """
         self.closed = True
+        if not self.instances and not self.starting:
+            message = f"function {self.spec.name} version {self.spec.version[:12]} was replaced"
+            self._refuse_all(Refused(503, message, RETRY_QUEUE_FULL, "error"))
+        if not self._waiters:
+            for instance in [instance for instance in self.instances if not instance.in_flight]:
+                self.retire(instance)
+
+    def close(self) -> list[Isolate]:
+        """Stop at once: refuse the queued requests; returns the isolates to retire (shutdown, failing)."""
+        self.closed = True
+        message = f"function {self.spec.name} version {self.spec.version[:12]} stopped"
+        self._refuse_all(Refused(503, message, RETRY_QUEUE_FULL, "error"))
         if self in self._budget.sets:
             self._budget.sets.remove(self)
-        self._refuse_all(
-            Refused(
-                503, f"function {self.spec.name} version {self.spec.version[:12]} was removed", 1, "error"
-            )
-        )
         isolates = [instance.isolate for instance in self.instances]
         for _ in self.instances:
             self._budget.free(self.policy.memory_mb)

@@ -190,6 +190,8 @@ class IsolatePool:
         self._drain_timeout = drain_timeout
         self._functions: dict[str, Function] = {}
         self._sets: dict[tuple[str, str], InstanceSet] = {}
+        # Sets switched away from that still serve their queued requests (closed at shutdown).
+        self._draining: set[InstanceSet] = set()
         self._retiring: set[asyncio.Task[bool]] = set()
         self._policy = policy or ScalePolicy()
         self.budget = budget or Budget()
@@ -286,7 +288,7 @@ class IsolatePool:
                 instances = self._new_set(spec, policy, expect_async)
                 started.append(instances)
             else:
-                instances.policy = msgspec.structs.replace(policy, memory_mb=instances.policy.memory_mb)
+                instances.update(policy)
             chosen.append(Release(instances, weight))
         try:
             await asyncio.gather(
@@ -306,7 +308,7 @@ class IsolatePool:
         if old is not None:
             for release in old.releases:
                 if id(release.instances) not in keep:
-                    self._close_set(release.instances)
+                    self._drain_set(release.instances)
 
     def register_lazy(self, spec: IsolateSpec, policy: ScalePolicy | None = None) -> None:
         """Route to a function whose first instance starts on its first request (a set of none)."""
@@ -324,7 +326,8 @@ class IsolatePool:
         """Stop routing to `name` and retire its isolates once they drain."""
         function = self._functions.pop(name, None)
         if function is not None:
-            self._close_sets(function)
+            for release in function.releases:
+                self._drain_set(release.instances)
 
     def _close_sets(self, function: Function) -> None:
         for release in function.releases:
@@ -337,6 +340,13 @@ class IsolatePool:
         for isolate in instances.close():
             self._retire(isolate)
 
+    def _drain_set(self, instances: InstanceSet) -> None:
+        key = (instances.spec.name, instances.spec.version)
+        if self._sets.get(key) is instances:
+            del self._sets[key]
+        self._draining.add(instances)
+        instances.drain()
+
     def _retire(self, isolate: Isolate) -> None:
         task = self._loop.create_task(isolate.close(self._drain_timeout))
         self._retiring.add(task)
@@ -345,6 +355,7 @@ class IsolatePool:
     def reap(self) -> int:
         """Retire the instances idle past their idle_timeout (beyond min_instances); returns how many."""
         now = self._clock()
+        self._draining = {instances for instances in self._draining if instances.instances}
         return sum(instances.reap(now) for instances in list(self._sets.values()))
 
     async def _reap_forever(self, interval: float) -> None:
@@ -420,7 +431,9 @@ class IsolatePool:
         """Stop every isolate (called from lifespan shutdown, so the worker exits without hanging)."""
         if self._reaper is not None:
             self._reaper.cancel()
-        isolates = [isolate for instances in self._sets.values() for isolate in instances.close()]
+        sets = [*self._sets.values(), *self._draining]
+        isolates = [isolate for instances in sets for isolate in instances.close()]
+        self._draining.clear()
         self._functions.clear()
         self._sets.clear()
         await asyncio.gather(*(backend.close(timeout) for backend in self._backends.values()))

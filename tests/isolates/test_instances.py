@@ -4,6 +4,7 @@ growth, reaping, the budget, and the errors a bad [scale] gets (isolates/instanc
 from __future__ import annotations
 
 import asyncio
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,32 @@ def test_manifest_scale_keys_take_the_nodes_defaults_and_bad_values_are_named() 
     with pytest.raises(ManifestError) as error:
         decode_manifest("[scale]\nqueue_timeout = 5\n", "f/edge.toml", "f")
     assert str(error.value) == "f/edge.toml: Object contains unknown field `queue_timeout` - at `$.scale`"
+
+
+def test_a_rollout_warms_the_new_version_and_the_old_one_serves_its_queue_then_retires(
+    tmp_path: Path,
+) -> None:
+    directory = write_function(tmp_path, "slow", SLOW)
+
+    async def main() -> None:
+        pool = IsolatePool(lambda *line: None, warm_pool=0, reap_interval=0)
+        try:
+            policy = ScalePolicy(max_instances=1)
+            old = await deploy(pool, directory, policy)
+            held = old.take()
+            assert held is not None
+            queued = asyncio.ensure_future(old.wait())
+            await asyncio.sleep(0)
+            (directory / "main.py").write_text(textwrap.dedent(SLOW).replace('"ok"', '"v2"'))
+            new = await deploy(pool, directory, policy)
+            assert new is not old and len(new.instances) == 1
+            assert pool.budget.instances == 2  # the old instance counts until it retires
+            old.give_back(held)
+            second = await queued  # served by the old version, which drains
+            assert second is held
+            old.give_back(second)
+            assert (old.instances, pool.budget.instances) == ([], 1)
+        finally:
+            await pool.close(5.0)
+
+    asyncio.run(main())
