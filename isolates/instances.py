@@ -152,6 +152,27 @@ Retirer = Callable[[Isolate], None]
 class InstanceSet:
     """The instances of one function version; see the module docstring."""
 
+    __slots__ = (
+        "_budget",
+        "_clock",
+        "_expect_async",
+        "_loop",
+        "_on_load_error",
+        "_resolved",
+        "_retirer",
+        "_starter",
+        "_tasks",
+        "_waiters",
+        "closed",
+        "concurrency",
+        "grown",
+        "instances",
+        "policy",
+        "refused",
+        "spec",
+        "starting",
+    )
+
     def __init__(
         self,
         spec: IsolateSpec,
