@@ -78,7 +78,8 @@ class Instance:
 
 class _Waiter(NamedTuple):
     future: asyncio.Future[Instance]
-    timer: asyncio.TimerHandle
+    # Loop time past which it is refused (FIFO with one timeout: the oldest expires first).
+    deadline: float
 
 
 class Budget:
@@ -162,6 +163,7 @@ class InstanceSet:
         "_retirer",
         "_starter",
         "_tasks",
+        "_timer",
         "_waiters",
         "closed",
         "concurrency",
@@ -200,6 +202,8 @@ class InstanceSet:
         self.concurrency = policy.concurrency or 1
         self._resolved = False
         self._waiters: deque[_Waiter] = deque()
+        # One timer for the oldest waiter's deadline, not one per queued request.
+        self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
         # Requests refused, by reason (shared by the sets of one pool); instances started for queued ones.
@@ -237,8 +241,9 @@ class InstanceSet:
 
     async def wait(self) -> Instance:
         """A slot, once one frees or a new instance started; raises Refused."""
-        if self.closed:
-            raise Refused(503, f"function {self.spec.name} is being replaced", RETRY_QUEUE_FULL, "error")
+        if self.closed and not self.instances:  # a draining set still serves its queue
+            message = f"function {self.spec.name} version {self.spec.version[:12]} was replaced"
+            raise Refused(503, message, RETRY_QUEUE_FULL, "error")
         policy = self.policy
         if len(self._waiters) >= policy.max_queue:
             self.refused["queue_full"] += 1
@@ -250,31 +255,38 @@ class InstanceSet:
                 "queue_full",
             )
         future: asyncio.Future[Instance] = self._loop.create_future()
-        timer = self._loop.call_later(policy.queue_timeout, self._expire, future)
-        self._waiters.append(_Waiter(future, timer))
+        self._waiters.append(_Waiter(future, self._loop.time() + policy.queue_timeout))
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._waiters[0].deadline, self._expire)
         self._grow()
-        try:
-            return await future
-        finally:
-            timer.cancel()
+        return await future
 
-    def _expire(self, future: asyncio.Future[Instance]) -> None:
-        if future.done():
-            return
-        self._waiters = deque(waiter for waiter in self._waiters if waiter.future is not future)
-        self.refused["queue_timeout"] += 1
-        future.set_exception(
-            Refused(
-                503,
-                f"function {self.spec.name} is busy: no instance was free within queue_timeout_ms ="
-                f" {round(self.policy.queue_timeout * 1000)} ({len(self.instances)} instance(s),"
-                f" max_instances = {self.policy.max_instances})",
-                RETRY_QUEUE_TIMEOUT,
-                "queue_timeout",
+    def _expire(self) -> None:
+        """Refuse the waiters past their deadline; re-arm for the oldest one left."""
+        self._timer = None
+        waiters, now = self._waiters, self._loop.time()
+        while waiters and (waiters[0].future.done() or waiters[0].deadline <= now):
+            future = waiters.popleft().future
+            if future.done():
+                continue
+            self.refused["queue_timeout"] += 1
+            future.set_exception(
+                Refused(
+                    503,
+                    f"function {self.spec.name} is busy: no instance was free within queue_timeout_ms ="
+                    f" {round(self.policy.queue_timeout * 1000)} ({len(self.instances)} instance(s),"
+                    f" max_instances = {self.policy.max_instances})",
+                    RETRY_QUEUE_TIMEOUT,
+                    "queue_timeout",
+                )
             )
-        )
+        if waiters:
+            self._timer = self._loop.call_at(waiters[0].deadline, self._expire)
 
     def _refuse_all(self, refusal: Refused) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         waiters, self._waiters = self._waiters, deque()
         for waiter in waiters:
             if not waiter.future.done():
