@@ -305,6 +305,8 @@ class InstanceSet:
 
     def _grow(self) -> None:
         """Start instances for the queued requests that the starting ones will not take."""
+        if self.closed:  # draining: its instances serve the queue, no new ones start
+            return
         policy = self.policy
         needed = math.ceil(len(self._waiters) / self.concurrency) - self.starting
         room = policy.max_instances - len(self.instances) - self.starting
