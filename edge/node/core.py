@@ -503,17 +503,8 @@ class NodeCore:
                         functions[name] = {"state": state, "error": function.error}
                         continue
                     # "cold": no instance runs (lazy, or scaled to zero); the next request starts one.
-                    functions[name] = {
-                        "state": "serving" if function.instances else "cold",
-                        "versions": list(function.versions),
-                        "instances": function.instances,
-                        "in_flight": sum(
-                            instance.in_flight
-                            for release in function.releases
-                            for instance in release.instances.instances
-                        ),
-                        "queued": sum(release.instances.queued for release in function.releases),
-                    }
+                    state = "serving" if function.instances else "cold"
+                    functions[name] = {"state": state, "versions": list(function.versions)}
             body = {"ready": self.ready, "functions": functions, **self.source.status()}
             _send_json(exchange, 200 if self.ready else 503, body, request_id)
         else:
@@ -538,7 +529,18 @@ class NodeCore:
             "isolate_batches": sum(isolate.batches for isolate in isolates),
             "isolate_wakes": sum(isolate.wakes for isolate in isolates),
             # Instances per function, requests waiting for one, and those refused (docs/scaling.md).
-            "instances": {name: function.instances for name, function in serving.items()},
+            "scaling": {
+                name: {
+                    "instances": function.instances,
+                    "in_flight": sum(
+                        instance.in_flight
+                        for release in function.releases
+                        for instance in release.instances.instances
+                    ),
+                    "queued": sum(release.instances.queued for release in function.releases),
+                }
+                for name, function in serving.items()
+            },
             "queued": sum(instances.queued for instances in sets),
             # Subinterpreters alive in this worker (blank warm ones and draining ones included).
             "interpreters": len(_interpreters.list_all()) - 1,

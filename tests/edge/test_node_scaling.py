@@ -47,8 +47,9 @@ def poll(check: Callable[[], Any], timeout: float = 10.0) -> Any:
 
 
 def ready(node: Node, name: str) -> dict[str, Any]:
+    """The function's entry in /_edge/ready with its instance figures from /_edge/metrics."""
     entry: dict[str, Any] = node.get("/_edge/ready").json()["functions"][name]
-    return entry
+    return {**entry, **node.get("/_edge/metrics").json()["scaling"][name]}
 
 
 def interpreters(node: Node) -> int:
@@ -162,7 +163,7 @@ def test_the_node_budget_retires_lru_idle_instances_and_is_never_exceeded(
     node = start_node(tmp_path, env=env)
 
     def instances() -> dict[str, int]:
-        functions = node.get("/_edge/ready").json()["functions"]
+        functions = node.get("/_edge/metrics").json()["scaling"]
         counts = {name: entry["instances"] for name, entry in functions.items()}
         assert sum(counts.values()) <= 2
         assert node.get("/_edge/metrics").json()["budget"]["instances"] <= 2
@@ -185,11 +186,7 @@ def test_the_node_budget_retires_lru_idle_instances_and_is_never_exceeded(
     for name in ("a", "c"):
         (tmp_path / name / "go").unlink()
     held = in_background(node, "/a?held", "/c?held")
-    poll(
-        lambda: (
-            sum(entry["in_flight"] for entry in node.get("/_edge/ready").json()["functions"].values()) == 2
-        )
-    )
+    poll(lambda: sum(ready(node, name)["in_flight"] for name in ("a", "c")) == 2)
     refused = node.get("/b?refused")
     assert refused.status == 503
     assert refused.headers["retry-after"] == "5"
