@@ -1,8 +1,10 @@
 """The isolates of one node process: which versions of which functions run, and switching them.
 
-A function's releases (version, weight) switch atomically: new versions are started and warmed
-first; only when every one of them loaded does the function point at them. Requests in flight
-finish on the isolates they were sent to, which are retired once they drain.
+Each version runs as a set of instances (isolates/instances.py), grown while requests queue and
+reaped when idle, within the node's budget. A function's releases (version, weight) switch
+atomically: new versions are started and warmed first; only when every one of them loaded does
+the function point at them. The versions switched away from drain: their queued requests are
+still served, then their instances retire.
 """
 
 from __future__ import annotations
