@@ -106,13 +106,16 @@ class Budget:
         """
         if not self._fits(memory_mb):
             idle = sorted(
-                (instance.last_used, index, owner, instance)
-                for owner in self.sets
-                if owner is not requester
-                for index, instance in enumerate(owner.instances)
-                if instance.in_flight == 0
+                (
+                    (owner, instance)
+                    for owner in self.sets
+                    if owner is not requester
+                    for instance in owner.instances
+                    if instance.in_flight == 0
+                ),
+                key=lambda pair: pair[1].last_used,
             )
-            for _, _, owner, instance in idle:
+            for owner, instance in idle:
                 if self._fits(memory_mb):
                     break
                 log.info(
