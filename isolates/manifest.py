@@ -61,7 +61,7 @@ class Scale(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tru
     max_instances: int | None = None
     # In-flight requests one instance takes (sync handlers: 1 unless `threadsafe`).
     concurrency: int | None = None
-    threadsafe: bool = False
+    threadsafe: bool | None = None
     max_queue: int | None = None
     queue_timeout_ms: int | None = None
     idle_timeout_s: float | None = None

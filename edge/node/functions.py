@@ -84,7 +84,7 @@ def scale_policy(manifest: Manifest, defaults: ScaleSettings) -> ScalePolicy:
         min_instances=low,
         max_instances=high,
         concurrency=scale.concurrency or 0,
-        threadsafe=scale.threadsafe,
+        threadsafe=pick(scale.threadsafe, defaults.threadsafe),
         async_concurrency=defaults.concurrency,
         max_queue=pick(scale.max_queue, defaults.max_queue),
         queue_timeout=queue_timeout_ms / 1000,

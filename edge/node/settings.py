@@ -37,6 +37,9 @@ class ScaleSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     max_instances: int = 4
     # In-flight requests per instance of an async or `threadsafe` handler (sync ones take 1).
     concurrency: int = 100
+    # Treat sync handlers as thread-safe unless their manifest says otherwise: batches of requests
+    # handed to one instance (less CPU per request under load, no spreading over instances).
+    threadsafe: bool = False
     max_queue: int = 1000
     queue_timeout_ms: int = 10_000
     idle_timeout_s: float = 300.0
