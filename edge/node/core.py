@@ -352,8 +352,16 @@ class NodeCore:
                     monotonic() + function.timeout,
                     line.client,
                 )
-            finally:
+            except BaseException:
                 chosen.give_back(instance)
+                raise
+            if reply[0] == STREAM:  # the instance is busy until the stream ends
+                try:
+                    await _send_stream(exchange, reply, line)
+                finally:
+                    chosen.give_back(instance)
+                return counters
+            chosen.give_back(instance)
             if cache is None or reply[0] != RESPONSE:
                 await _send_reply(exchange, reply, line)
                 return counters
@@ -439,12 +447,14 @@ class NodeCore:
                     monotonic() + timeout,
                     line.client,
                 )
-            finally:
+            except BaseException:
                 chosen.give_back(instance)
+                raise
+            if reply[0] == STREAM:  # neither stored nor shared: sent below as it comes
+                raise Streamed(reply, _closer(reply[4], chosen, instance))
+            chosen.give_back(instance)
             if reply[0] == RESPONSE:
                 return reply[2], list(reply[3]), reply[4]
-            if reply[0] == STREAM:  # neither stored nor shared: sent below as it comes
-                raise Streamed(reply, reply[4].close)
             # The message alone: a collapsed waiter gets this too and renders its own request id.
             return reply[2], [_JSON, _NODE_ERROR], reply[3].encode()
 
@@ -455,7 +465,10 @@ class NodeCore:
             result = await cache.handle(request, invoke)
         except Streamed as streamed:
             line.cache = "MISS"
-            await _send_stream(timed[0] if timed else exchange, streamed.reply, line)
+            try:
+                await _send_stream(timed[0] if timed else exchange, streamed.reply, line)
+            finally:
+                streamed.close()  # the instance is busy until the stream ends
             return
         if timed:
             exchange = timed[0]
@@ -686,6 +699,19 @@ def _send_error(
 
 def _retry_after(seconds: int) -> list[tuple[bytes, bytes]]:
     return [(b"retry-after", str(seconds).encode())] if seconds else []
+
+
+def _closer(stream: Stream, chosen: InstanceSet, instance: Instance) -> Callable[[], None]:
+    """Drops a streamed miss's stream and gives its instance's slot back, once (the cache calls
+    it for a background refresh's stream, which nobody sends)."""
+    held = [instance]
+
+    def close() -> None:
+        stream.close()
+        if held:
+            chosen.give_back(held.pop())
+
+    return close
 
 
 async def _waited(chosen: InstanceSet, exchange: Exchange) -> tuple[Instance, Exchange]:

@@ -243,3 +243,29 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def test_an_open_stream_keeps_its_instance_busy_so_the_next_request_gets_another(
+    tmp_path: Path, start_node: NodeFactory
+) -> None:
+    code = """\
+        import os, time
+
+        GO = os.path.join(os.path.dirname(__file__), "go")
+
+        def handler(request):
+            yield "first "
+            while not os.path.exists(GO):
+                time.sleep(0.005)
+            yield "last"
+    """
+    directory = write_function(tmp_path, "stream", code, "[scale]\nmax_instances = 2\n")
+    node = start_node(tmp_path, env=NO_WARM_POOL)
+    [held] = in_background(node, "/stream?held")
+    poll(lambda: ready(node, "stream")["in_flight"] == 1)
+    # The stream's head was sent long ago; its instance is still the stream's.
+    [second] = in_background(node, "/stream?second")
+    poll(lambda: ready(node, "stream")["instances"] == 2)
+    (directory / "go").write_text("")
+    assert [future.result(timeout=10).body for future in (held, second)] == [b"first last"] * 2
+    assert ready(node, "stream")["in_flight"] == 0
