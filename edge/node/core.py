@@ -8,6 +8,7 @@ metrics) lives here too, so both front ends behave the same by construction.
 
 from __future__ import annotations
 
+import _interpreters
 import asyncio
 import fnmatch
 import logging
@@ -38,12 +39,12 @@ from isolates.backends import (
     RESPONSE,
     STREAM,
     BackendOptions,
-    Isolate,
     Reply,
     Stream,
     StreamCut,
     backend_factory,
 )
+from isolates.instances import Budget, Instance, InstanceSet, Refused
 from isolates.pool import BackendLookup, IsolatePool
 
 __all__ = [
@@ -308,23 +309,20 @@ class NodeCore:
         if function is None:
             _send_error(exchange, 404, f"no function serves {path}", line)
             return None
-        isolate = function.pick()
-        if isolate is None and function.lazy is not None:
-            warmed = await self.pool.warm(function.name)
-            isolate = warmed.pick() if warmed is not None else None
-            function = warmed or function
+        chosen = function.choose()
         line.function = function.name
-        if isolate is not None:
-            line.version = isolate.spec.version
+        if chosen is not None:
+            line.version = chosen.spec.version
         metrics = self.metrics
         counters = None
         if metrics is not None:
             counters = metrics.counters(function.name, line.version)
-            line.cold = counters.begin(isolate)
-        if isolate is None:
+            counters.begin()
+        if chosen is None:
             _send_error(exchange, 503, function.error or f"function {name} is not serving", line)
             return counters
-        guard = self.guards.get(isolate.spec.version)
+        spec = chosen.spec
+        guard = self.guards.get(spec.version)
         if guard is not None:  # before the cache and the body: a cached answer never skips auth
             checked = guard.check(method, path, _as_list(exchange.headers), named, line.request_id)
             if isinstance(checked, Answer):
@@ -335,19 +333,16 @@ class NodeCore:
             named = exchange.named()
         cache = self.cache
         if invoked is not None:
-            if isolate.spec.kind != "lambda":
-                message = (
-                    f'function {name} is kind = "{isolate.spec.kind}"; the invoke API calls kind = "lambda"'
-                )
+            if spec.kind != "lambda":
+                message = f'function {name} is kind = "{spec.kind}"; the invoke API calls kind = "lambda"'
                 _send_error(exchange, 400, message, line)
                 return counters
             cache, method = None, INVOKE_METHOD
         headers = exchange.headers
         looked_up = None
         if cache is not None:
-            looked_up = cache.lookup(
-                function.name, isolate.spec.version, method, path, exchange.query, headers, named
-            )
+            version, query = spec.version, exchange.query
+            looked_up = cache.lookup(function.name, version, method, path, query, headers, named)
             if isinstance(looked_up, CacheResult):
                 line.cache, line.status, line.bytes = (
                     looked_up.cache_status,
@@ -364,29 +359,51 @@ class NodeCore:
                 return counters
             body = received
         if cache is None or looked_up is PASS:
+            instance = chosen.take()
+            if instance is None:
+                try:
+                    instance, exchange = await _waited(chosen, exchange)
+                except Refused as refused:
+                    if counters is not None:
+                        counters.refused += 1
+                    _send_error(exchange, refused.status, refused.message, line, refused.retry_after)
+                    return counters
+            if instance.served == 1:
+                line.cold = True
+                if counters is not None:
+                    counters.cold_starts += 1
             query = exchange.query
-            reply = await isolate.submit(
-                method,
-                path,
-                query.decode("latin-1"),
-                _as_list(headers),
-                body,
-                line.request_id,
-                monotonic() + function.timeout,
-                line.client,
-            )
+            try:
+                reply = await instance.isolate.submit(
+                    method,
+                    path,
+                    query.decode("latin-1"),
+                    _as_list(headers),
+                    body,
+                    line.request_id,
+                    monotonic() + function.timeout,
+                    line.client,
+                )
+            except BaseException:
+                chosen.give_back(instance)
+                raise
+            if reply[0] == STREAM:  # the instance is busy until the stream ends
+                try:
+                    await _send_stream(exchange, reply, line)
+                finally:
+                    chosen.give_back(instance)
+                return counters
+            chosen.give_back(instance)
             if cache is None or reply[0] != RESPONSE:
                 await _send_reply(exchange, reply, line)
                 return counters
             ttl = self.cache_ttls.get(function.name, 0)
             response = (reply[2], reply[3], reply[4])
-            result = cache.passed(
-                function.name, isolate.spec.version, path, query, ttl, response, method == "HEAD"
-            )
+            result = cache.passed(function.name, spec.version, path, query, ttl, response, method == "HEAD")
             line.cache, line.status, line.bytes = "PASS", result.status, len(result.body)
             exchange.respond(result.status, result.headers, result.body, line.request_id)
             return counters
-        await self._cached(cache, exchange, function.timeout, isolate, body, line)
+        await self._cached(cache, exchange, function.timeout, chosen, body, line, counters)
         return counters
 
     async def _read_body(self, exchange: Exchange, length: bytes | None, line: AccessLine) -> bytes | None:
@@ -423,42 +440,71 @@ class NodeCore:
         cache: HttpCache,
         exchange: Exchange,
         timeout: float,
-        isolate: Isolate,
+        chosen: InstanceSet,
         body: bytes,
         line: AccessLine,
+        counters: Counters | None,
     ) -> None:
-        """Answer through the response cache; the isolate runs only on a miss."""
+        """Answer through the response cache; an instance runs only on a miss."""
         method, path, query, headers = exchange.method, exchange.path, exchange.query, exchange.headers
         request_id = line.request_id
+        # Set when the miss waited for an instance that started for it (Server-Timing: cold).
+        timed: list[Exchange] = []
 
         async def invoke(revalidation: CacheHeaders | None = None, /) -> tuple[int, CacheHeaders, bytes]:
-            reply = await isolate.submit(
-                method,
-                path,
-                query.decode("latin-1"),
-                # The cache's conditional request when it revalidates a stored answer.
-                _as_list(headers) if revalidation is None else revalidation,
-                body,
-                request_id,
-                monotonic() + timeout,
-                line.client,
-            )
+            instance = chosen.take()
+            if instance is None:
+                try:
+                    instance, waited = await _waited(chosen, exchange)
+                except Refused as refused:
+                    return (
+                        refused.status,
+                        [*_retry_after(refused.retry_after), _JSON, _NODE_ERROR],
+                        (refused.message.encode()),
+                    )
+                if waited is not exchange:
+                    timed.append(waited)
+            if instance.served == 1:
+                line.cold = True
+                if counters is not None:
+                    counters.cold_starts += 1
+            try:
+                reply = await instance.isolate.submit(
+                    method,
+                    path,
+                    query.decode("latin-1"),
+                    # The cache's conditional request when it revalidates a stored answer.
+                    _as_list(headers) if revalidation is None else revalidation,
+                    body,
+                    request_id,
+                    monotonic() + timeout,
+                    line.client,
+                )
+            except BaseException:
+                chosen.give_back(instance)
+                raise
+            if reply[0] == STREAM:  # neither stored nor shared: sent below as it comes
+                raise Streamed(reply, _closer(reply[4], chosen, instance))
+            chosen.give_back(instance)
             if reply[0] == RESPONSE:
                 return reply[2], list(reply[3]), reply[4]
-            if reply[0] == STREAM:  # neither stored nor shared: sent below as it comes
-                raise Streamed(reply, reply[4].close)
             # The message alone: a collapsed waiter gets this too and renders its own request id.
             return reply[2], [_JSON, _NODE_ERROR], reply[3].encode()
 
         name = line.function
         ttl = self.cache_ttls.get(name, 0)
-        request = CachedRequest(name, isolate.spec.version, method, path, query, headers, ttl)
+        request = CachedRequest(name, chosen.spec.version, method, path, query, headers, ttl)
         try:
             result = await cache.handle(request, invoke)
         except Streamed as streamed:
             line.cache = "MISS"
-            await _send_stream(exchange, streamed.reply, line)
+            try:
+                await _send_stream(timed[0] if timed else exchange, streamed.reply, line)
+            finally:
+                streamed.close()  # the instance is busy until the stream ends
             return
+        if timed:
+            exchange = timed[0]
         response_headers, response_body = result.headers, result.body
         if _NODE_ERROR in response_headers:
             response_headers = [header for header in response_headers if header != _NODE_ERROR]
@@ -485,8 +531,7 @@ class NodeCore:
         kinds = [
             function.name
             for function in self._pool.functions.values()
-            if any(release.isolate.spec.kind == "lambda" for release in function.releases)
-            or (function.lazy is not None and function.lazy.kind == "lambda")
+            if any(release.instances.spec.kind == "lambda" for release in function.releases)
         ]
         return kinds[0] if len(kinds) == 1 else None
 
@@ -494,22 +539,7 @@ class NodeCore:
         if path == "/_edge/health":
             _send_json(exchange, 200, {"status": "ok"}, request_id)
         elif path == "/_edge/metrics":
-            serving = self._pool.functions if self._pool is not None else {}
-            isolates = [release.isolate for function in serving.values() for release in function.releases]
-            metrics: dict[str, Any] = {
-                "functions": len(serving),
-                "abandoned_isolates": self._pool.abandoned if self._pool is not None else 0,
-                "incomplete_bodies": self.bad_bodies,
-                # Abandoned isolates still stuck in C code in this worker, and why it asked to be recycled.
-                "wedged_isolates": len(self._pool.wedged_alive()) if self._pool is not None else 0,
-                "recycling": self.watch.recycle_reason if self.watch is not None else "",
-                # Requests reach isolates in batches; a batch for an idle isolate wakes it.
-                "isolate_batches": sum(isolate.batches for isolate in isolates),
-                "isolate_wakes": sum(isolate.wakes for isolate in isolates),
-            }
-            if self.cache is not None:
-                metrics["cache"] = self.cache.stats.as_dict()
-            _send_json(exchange, 200, metrics, request_id)
+            _send_json(exchange, 200, self._metrics_body(), request_id)
         elif path == "/_edge/ready":
             functions: dict[str, dict[str, Any]] = {}
             if self._pool is not None:
@@ -517,16 +547,63 @@ class NodeCore:
                     if function.error:
                         state = "failing" if function.failing else "error"
                         functions[name] = {"state": state, "error": function.error}
-                    elif function.lazy is not None:
-                        functions[name] = {"state": "cold", "versions": [function.lazy.version]}
-                    else:
-                        functions[name] = {"state": "serving", "versions": list(function.versions)}
+                        continue
+                    # "cold": no instance runs (lazy, or scaled to zero); the next request starts one.
+                    state = "serving" if function.instances else "cold"
+                    functions[name] = {"state": state, "versions": list(function.versions)}
             body = {"ready": self.ready, "functions": functions, **self.source.status()}
             _send_json(exchange, 200 if self.ready else 503, body, request_id)
         else:
             _send_json(
                 exchange, 404, {"error": f"no node endpoint {path}", "request_id": request_id}, request_id
             )
+
+    def _metrics_body(self) -> dict[str, Any]:
+        """This worker's figures for /_edge/metrics."""
+        pool = self._pool
+        serving = pool.functions if pool is not None else {}
+        sets = [release.instances for function in serving.values() for release in function.releases]
+        isolates = [instance.isolate for instances in sets for instance in instances.instances]
+        metrics: dict[str, Any] = {
+            "functions": len(serving),
+            "abandoned_isolates": pool.abandoned if pool is not None else 0,
+            "incomplete_bodies": self.bad_bodies,
+            # Abandoned isolates still stuck in C code in this worker, and why it asked to be recycled.
+            "wedged_isolates": len(pool.wedged_alive()) if pool is not None else 0,
+            "recycling": self.watch.recycle_reason if self.watch is not None else "",
+            # Requests reach isolates in batches; a batch for an idle isolate wakes it.
+            "isolate_batches": sum(isolate.batches for isolate in isolates),
+            "isolate_wakes": sum(isolate.wakes for isolate in isolates),
+            # Instances per function, requests waiting for one, and those refused (docs/scaling.md).
+            "scaling": {
+                name: {
+                    "instances": function.instances,
+                    "in_flight": sum(
+                        instance.in_flight
+                        for release in function.releases
+                        for instance in release.instances.instances
+                    ),
+                    "queued": sum(release.instances.queued for release in function.releases),
+                }
+                for name, function in serving.items()
+            },
+            "queued": sum(instances.queued for instances in sets),
+            # Subinterpreters alive in this worker (blank warm ones and draining ones included).
+            "interpreters": len(_interpreters.list_all()) - 1,
+            "refused": dict(pool.refused) if pool is not None else {},
+        }
+        if pool is not None:
+            budget = pool.budget
+            metrics["budget"] = {
+                "instances": budget.instances,
+                "max_instances": budget.max_instances,
+                "memory_mb": budget.used_mb,
+                "memory_budget_mb": budget.memory_mb,
+                "evicted": budget.evicted,
+            }
+        if self.cache is not None:
+            metrics["cache"] = self.cache.stats.as_dict()
+        return metrics
 
     async def startup(self) -> None:
         """Create the isolates (never at import: granian forks workers) and load the functions."""
@@ -540,6 +617,8 @@ class NodeCore:
             max_failures=settings.max_function_failures,
             failing=self._failing_marks.load(),
             on_failing=self._failing_marks.add,
+            budget=Budget(settings.budget.max_instances, settings.budget.memory_budget_mb),
+            instance_mb=settings.budget.interpreter_instance_mb,
         )
         self.watch = WorkerWatch(self._pool, settings.max_abandoned_isolates, self._recycle or _no_recycle)
         self._watch_task = asyncio.get_running_loop().create_task(self.watch.run())
@@ -690,10 +769,72 @@ def _send_json(exchange: Exchange, status: int, payload: dict[str, Any], request
     exchange.respond(status, [_JSON], msgspec.json.encode(payload), request_id)
 
 
-def _send_error(exchange: Exchange, status: int, message: str, line: AccessLine) -> None:
+def _send_error(
+    exchange: Exchange, status: int, message: str, line: AccessLine, retry_after: int = 0
+) -> None:
     body = msgspec.json.encode({"error": message, "request_id": line.request_id})
     line.status, line.bytes = status, len(body)
-    exchange.respond(status, [_JSON], body, line.request_id)
+    exchange.respond(status, [*_retry_after(retry_after), _JSON], body, line.request_id)
+
+
+def _retry_after(seconds: int) -> list[tuple[bytes, bytes]]:
+    return [(b"retry-after", str(seconds).encode())] if seconds else []
+
+
+def _closer(stream: Stream, chosen: InstanceSet, instance: Instance) -> Callable[[], None]:
+    """Drops a streamed miss's stream and gives its instance's slot back, once (the cache calls
+    it for a background refresh's stream, which nobody sends)."""
+    held = [instance]
+
+    def close() -> None:
+        stream.close()
+        if held:
+            chosen.give_back(held.pop())
+
+    return close
+
+
+async def _waited(chosen: InstanceSet, exchange: Exchange) -> tuple[Instance, Exchange]:
+    """A slot of `chosen` after waiting in its queue, and the exchange to answer through: one
+    that adds `Server-Timing: cold;dur=...` when the instance started during the wait.
+
+    Raises Refused."""
+    started = monotonic()
+    instance = await chosen.wait()
+    if instance.served == 1:
+        return instance, _ColdStart(exchange, (monotonic() - started) * 1000)
+    return instance, exchange
+
+
+class _ColdStart:
+    """An exchange whose answer says it paid a cold start (only such requests pay for this)."""
+
+    def __init__(self, exchange: Exchange, milliseconds: float) -> None:
+        self._exchange = exchange
+        self._timing = (b"server-timing", f"cold;dur={milliseconds:.1f}".encode())
+        self.method, self.path, self.query = exchange.method, exchange.path, exchange.query
+        self.headers, self.client = exchange.headers, exchange.client
+
+    def named(self) -> HeaderNames:
+        return self._exchange.named()
+
+    async def read_body(self, limit: int) -> bytes | None:
+        return await self._exchange.read_body(limit)
+
+    def respond(self, status: int, headers: Headers, body: bytes, request_id: str) -> None:
+        self._exchange.respond(status, [*headers, self._timing], body, request_id)
+
+    async def start_stream(self, status: int, headers: Headers, request_id: str) -> None:
+        await self._exchange.start_stream(status, [*headers, self._timing], request_id)
+
+    async def send_piece(self, data: bytes) -> None:
+        await self._exchange.send_piece(data)
+
+    async def end_stream(self, complete: bool) -> None:
+        await self._exchange.end_stream(complete)
+
+    async def disconnected(self) -> None:
+        await self._exchange.disconnected()
 
 
 def build_node[T: NodeCore](cls: Callable[..., T], backends: BackendLookup, metrics: bool) -> T:
