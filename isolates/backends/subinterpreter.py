@@ -1,12 +1,21 @@
 """A function version in one persistent, isolated subinterpreter (own GIL), driven from the event loop.
 
-A dedicated host thread creates the interpreter and stays inside it running the guest's serve
-loop (isolates/guest/_edge_runtime.py); requests cross as plain tuples on `_interpqueues` queues.
+No thread belongs to an interpreter: the node's shared runner threads (`_runners.py`, about one
+per core) run whichever interpreters have work. A runner creates the interpreter and boots the
+guest (isolates/guest/_edge_runtime.py), which parks at once: `_interpreters.exec` returns and
+the interpreter holds memory only. Work for a parked interpreter queues an activation; a runner
+enters it (`__edge_resume__()`), the guest serves what is queued and what comes within its linger
+time, then returns the thread. Requests cross as plain tuples on `_interpqueues` queues.
 Requests wait in a host-side outbox; everything submitted in one event-loop iteration goes in as
-one batch (one queue operation) at the next iteration, with one eventfd write only when the guest
-sleeps. The guest answers all it drained with one batch of replies and one write of the
-eventfd the loop watches with `add_reader`. So there is no thread hand-off per request, and the
-busier the node, the bigger the batches.
+one batch (one queue operation) at the next iteration, with one eventfd write (or one activation)
+only when the guest sleeps. The guest answers all it drained with one batch of replies and one
+write of the eventfd the loop watches with `add_reader`. So there is no thread hand-off per
+request while a function is busy, and the busier the node, the bigger the batches.
+
+The flag bytes shared with the guest (SLEEPING, PARK, ENDED, IDLE: see the guest runtime) and the
+runners' lock decide hand-offs: the loop raises work for a sleeping guest under the lock, and a
+runner whose guest returned checks under the same lock whether work came meanwhile, so no batch
+is left on the queue of a parked interpreter.
 
 A streamed reply (STREAM, then CHUNK pieces) resolves its request's future with a `Stream` fed as
 the pieces arrive (`StreamReplies`); one complete within the batches of one wake-up is answered
@@ -45,6 +54,7 @@ from isolates.backends import (
     StreamReplies,
     kind_options,
 )
+from isolates.backends._runners import Runners, default_floor
 from isolates.guest import GUEST_DIR
 from isolates.guest._edge_compat import (
     call_exec,
@@ -65,6 +75,13 @@ _ONE = (1).to_bytes(8, sys.byteorder)
 _STOP = (0,)
 # Stands in for a batch that came back unbound (None): its interpreter is gone (see _run).
 _NOTHING: tuple[Any, ...] = ()
+# The flag bytes shared with the guest (isolates/guest/_edge_runtime.py).
+_SLEEPING, _PARK, _ENDED, _IDLE = 0, 1, 2, 3
+# Run by a runner thread to serve a parked interpreter (`boot` put the name in its __main__).
+_RESUME = compile("__edge_resume__()", "<edge-resume>", "exec")
+# Runner threads at most: interpreters busy at once (running or blocked in a handler) beyond it
+# wait their turn.
+_RUNNER_LIMIT = 256
 _BLANK = IsolateSpec(name="", version="", directory="", module="", attribute="", timeout_ms=1)
 
 _BOOT = """\
@@ -106,8 +123,11 @@ class SubinterpreterIsolate:
         abandon_after: float = 1.0,
         preload: tuple[str, ...] = (),
         protected: tuple[str, ...] = (),
+        *,
+        runners: Runners,
     ) -> None:
         self.spec = _BLANK
+        self._runners = runners
         self._loop = loop
         self._log_sink = log_sink
         self._on_stuck = on_stuck
@@ -124,17 +144,21 @@ class SubinterpreterIsolate:
         self._streams = StreamReplies(loop, abandon_after, self._check_stuck)
         # Items for the guest not yet put on its queue: flushed as one batch (see _flush).
         self._outbox: list[tuple[Any, ...]] = []
-        # Batches put on the guest's queue and eventfd writes that woke it (in /_edge/metrics).
+        # Batches put on the guest's queue, and eventfd writes or activations that woke it (in
+        # /_edge/metrics).
         self.batches = 0
         self.wakes = 0
-        # One byte shared with the guest: 1 while it sleeps (or is about to) on the wake eventfd.
-        self._flag = memoryview(bytearray(1))
+        # Bytes shared with the guest, indexed by _SLEEPING, _PARK, _ENDED, _IDLE.
+        self._flag = memoryview(bytearray(4))
+        self._iid: int | None = None
+        # True while an activation is queued or running (under the runners' lock); stays True once ended.
+        self._scheduled = True
+        self._native_id: int | None = None
         self._sweep: asyncio.TimerHandle | None = None
         self._ready: asyncio.Future[None] = loop.create_future()
         self._exited: asyncio.Future[None] = loop.create_future()
         self._alive = True
         self._last_progress = 0.0
-        self._thread = threading.Thread(target=self._run, name="isolate", daemon=True)
         self._timeout_message = ""
         # Known once loaded: the handler is a coroutine function (its isolate runs an event loop).
         self.is_async = False
@@ -151,12 +175,12 @@ class SubinterpreterIsolate:
 
     @property
     def thread_id(self) -> int | None:
-        """The OS id of the host thread (for its CPU time in /proc), None before it started."""
-        return self._thread.native_id
+        """The OS id of the runner thread in it now or last (for its CPU time in /proc), None before."""
+        return self._native_id
 
     @property
     def exited(self) -> bool:
-        """True once the host thread has left the interpreter (an abandoned one may never)."""
+        """True once the interpreter was destroyed (an abandoned one, stuck in C, may never be)."""
         return self._exited.done()
 
     @property
@@ -165,14 +189,14 @@ class SubinterpreterIsolate:
         return len(self._pending)
 
     def start(self) -> None:
-        """Begin creating a blank interpreter on its own thread; it waits for `assign`."""
+        """Queue the creation of a blank interpreter on a runner thread; it parks until `assign`."""
         self._loop.add_reader(self._done_fd, self._on_replies)
-        self._thread.start()
+        with self._runners.lock:
+            self._runners.submit(self)
 
     def assign(self, spec: IsolateSpec) -> None:
         """Give a started (blank) isolate its function; `ready` resolves once it is loaded."""
         self.spec = spec
-        self._thread.name = f"isolate-{spec.name}"
         self._timeout_message = f"function {spec.name} timed out after {spec.timeout_ms} ms"
         self._streams.timeout_message = self._timeout_message
         directory = spec.directory
@@ -209,20 +233,51 @@ class SubinterpreterIsolate:
             (os.getpid(), os.getppid()),
         )
 
-    def _run(self) -> None:
-        """The host thread: create the interpreter, live inside its serve loop, then destroy it."""
-        error: str | None
-        try:
-            iid = create_interpreter()
-        except Exception as exc:
-            error = f"cannot create an interpreter: {exc}"
-        else:
+    def run_activation(self) -> None:
+        """On a runner thread: create the interpreter the first time, then serve it until it parks."""
+        self._native_id = threading.get_native_id()
+        flag, runners = self._flag, self._runners
+        error = self._boot() if self._iid is None else None
+        while error is None and not flag[_ENDED]:
+            with runners.lock:
+                flag[_PARK] = flag[_IDLE] = 0
+                if flag[_SLEEPING] and not queue_count(self._in_q):
+                    self._scheduled = False  # parked: the next batch queues an activation
+                    return
+                if runners.waiting:  # others wait for a thread: take a turn behind them
+                    runners.submit(self)
+                    return
             try:
-                try:
-                    # 3.13 shares a memoryview only into an interpreter that imported _interpreters.
-                    error = call_exec(iid, "import _interpreters") or call_exec(iid, _BOOT, self._shared())
-                except Exception as exc:  # the call itself refused (e.g. a value it cannot share)
-                    error = f"cannot boot the interpreter: {type(exc).__name__}: {exc}"
+                error = call_exec(self._iid, _RESUME)  # type: ignore[arg-type]
+            except Exception as exc:  # the call itself refused
+                error = f"cannot resume the interpreter: {type(exc).__name__}: {exc}"
+        self._end(error)
+
+    def evict(self) -> bool:
+        """Called under the runners' lock: ask a guest that idles in its linger time to park now."""
+        flag = self._flag
+        if flag[_IDLE] and not flag[_PARK]:
+            flag[_PARK] = 1
+            os.write(self._wake_fd, _ONE)
+            return True
+        return False
+
+    def _boot(self) -> str | None:
+        """Create the interpreter and boot the guest (it parks blank); returns an error or None."""
+        try:
+            self._iid = create_interpreter()
+        except Exception as exc:
+            return f"cannot create an interpreter: {exc}"
+        try:
+            # 3.13 shares a memoryview only into an interpreter that imported _interpreters.
+            return call_exec(self._iid, "import _interpreters") or call_exec(self._iid, _BOOT, self._shared())
+        except Exception as exc:  # the call itself refused (e.g. a value it cannot share)
+            return f"cannot boot the interpreter: {type(exc).__name__}: {exc}"
+
+    def _end(self, error: str | None) -> None:
+        """Serving is over (stopped, or crashed with `error`): destroy the interpreter."""
+        if self._iid is not None:
+            try:
                 # Replies still queued become unbound (lost) once their interpreter is destroyed:
                 # let the loop take them first.
                 drained = threading.Event()
@@ -230,7 +285,7 @@ class SubinterpreterIsolate:
                     self._loop.call_soon_threadsafe(self._drain, drained)
                     drained.wait(5.0)
             finally:
-                destroy_interpreter(iid)
+                destroy_interpreter(self._iid)
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._on_exit, error)
 
@@ -298,13 +353,20 @@ class SubinterpreterIsolate:
 
     def _wake(self) -> None:
         # The guest raises the flag before its last look at the queue and then blocks on the
-        # eventfd: a batch put after that look sees the flag and writes. While the guest is
-        # busy the flag is down and it finds new batches itself, so there is no syscall.
+        # eventfd or parks: a batch put after that look sees the flag and writes, or queues an
+        # activation. While the guest is busy the flag is down and it finds new batches itself,
+        # so there is no syscall and no lock.
         flag = self._flag
-        if flag[0]:
-            flag[0] = 0
+        if flag[_SLEEPING]:
+            runners = self._runners
+            with runners.lock:
+                flag[_SLEEPING] = 0
+                self.wakes += 1
+                if not self._scheduled:
+                    self._scheduled = True
+                    runners.submit(self)
+                    return
             os.write(self._wake_fd, _ONE)
-            self.wakes += 1
 
     def _schedule_sweep(self, deadline: float) -> None:
         self._sweep = self._loop.call_later(max(0.0, deadline - monotonic()), self._expire_overdue)
@@ -475,6 +537,8 @@ class WarmPool:
         self._abandon_after = options.abandon_after
         self._preload = options.preload
         self._options = options
+        # The host threads every interpreter of this node process runs on.
+        self.runners = Runners(default_floor(), _RUNNER_LIMIT)
         self._standby: list[SubinterpreterIsolate] = []
         self._standby_async: list[SubinterpreterIsolate] = []
         self._async_seen = False
@@ -508,6 +572,7 @@ class WarmPool:
             abandon_after=self._abandon_after,
             preload=preload,
             protected=self._options.protected,
+            runners=self.runners,
         )
         isolate.start()
         return isolate
@@ -525,3 +590,4 @@ class WarmPool:
         standby = self._standby + self._standby_async
         self._standby, self._standby_async = [], []
         await asyncio.gather(*(isolate.close(timeout) for isolate in standby))
+        self.runners.close()
