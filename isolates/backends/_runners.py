@@ -7,9 +7,12 @@ returns the thread. Each interpreter has its own GIL, so two activations on two 
 cores at once.
 
 Threads start on demand: while fewer than `floor` exist, or when an activation waits and every
-thread is busy with one that is not idle (a handler running or blocked); an idle lingering
-interpreter is asked to park first. Threads beyond `floor` exit after `idle_exit` seconds
-without work. `limit` bounds the threads; activations past it wait their turn.
+thread serves an interpreter that is not idle (a handler running, or blocked: it may never
+return); an idle lingering interpreter is asked to park first, and none lingers while others
+wait (the `pressure` byte every guest reads). A thread creating an interpreter or loading a
+function (CPU-bound, done in milliseconds) is waited for rather than joined by another, so
+starting 300 functions at once takes `floor` threads. Threads beyond `floor` exit after
+`idle_exit` seconds without work. `limit` bounds the threads; activations past it wait their turn.
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ log = logging.getLogger("edge.isolates")
 
 class Activation(Protocol):
     """An interpreter that runs on the shared threads."""
+
+    @property
+    def starting(self) -> bool:
+        """True while its thread creates the interpreter or loads its function (CPU-bound, short)."""
+        ...
 
     def run_activation(self) -> None:
         """Called on a runner thread; returns once the interpreter parked or ended (never raises)."""
@@ -58,6 +66,8 @@ class Runners:
         self._running: set[Activation] = set()
         self._idle = 0  # threads waiting for an activation
         self._closed = False
+        # One byte every guest reads before it lingers: 1 while activations wait for a thread.
+        self.pressure = memoryview(bytearray(1))
         # Threads alive now, and started in all (for metrics and tests).
         self.threads = 0
         self.started = 0
@@ -70,13 +80,15 @@ class Runners:
     def submit(self, activation: Activation) -> None:
         """Queue an activation; the caller holds `lock`."""
         self._queue.append(activation)
+        self.pressure[0] = 1
         if self._idle >= len(self._queue):
             self._work.notify()
-        elif self.threads < self._floor or not self._evict():
-            if self.threads < self._limit:
-                self._spawn()
-            else:
-                self._work.notify()
+        elif self.threads < self._floor:
+            self._spawn()
+        elif self._evict():
+            pass
+        elif self.threads < self._limit and not any(running.starting for running in self._running):
+            self._spawn()
 
     def _evict(self) -> bool:
         return any(running.evict() for running in self._running)
@@ -102,6 +114,7 @@ class Runners:
                         self.threads -= 1
                         return
                 activation = queue.popleft()
+                self.pressure[0] = 1 if queue else 0
                 self._running.add(activation)
             try:
                 activation.run_activation()

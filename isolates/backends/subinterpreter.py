@@ -82,6 +82,9 @@ _RESUME = compile("__edge_resume__()", "<edge-resume>", "exec")
 # Runner threads at most: interpreters busy at once (running or blocked in a handler) beyond it
 # wait their turn.
 _RUNNER_LIMIT = 256
+# Creating an interpreter and loading a function take milliseconds of CPU: a runner doing that is
+# waited for rather than joined by a new thread, unless it takes longer than this (seconds).
+_STARTING_AT_MOST = 0.5
 _BLANK = IsolateSpec(name="", version="", directory="", module="", attribute="", timeout_ms=1)
 
 _BOOT = """\
@@ -90,7 +93,7 @@ sys.path[:] = paths
 sys.path_importer_cache.clear()
 del sys
 import _edge_runtime
-_edge_runtime.boot(in_q, out_q, wake_fd, done_fd, flag, preload)
+_edge_runtime.boot(in_q, out_q, wake_fd, done_fd, flag, pressure, preload)
 """
 
 
@@ -154,6 +157,7 @@ class SubinterpreterIsolate:
         # True while an activation is queued or running (under the runners' lock); stays True once ended.
         self._scheduled = True
         self._native_id: int | None = None
+        self._activated_at = 0.0
         self._sweep: asyncio.TimerHandle | None = None
         self._ready: asyncio.Future[None] = loop.create_future()
         self._exited: asyncio.Future[None] = loop.create_future()
@@ -172,6 +176,12 @@ class SubinterpreterIsolate:
     def alive(self) -> bool:
         """False once the isolate was closed, crashed or abandoned."""
         return self._alive
+
+    @property
+    def starting(self) -> bool:
+        """True while a runner creates the interpreter or loads the function, for at most
+        _STARTING_AT_MOST seconds (then it may be stuck in the function's import)."""
+        return not self._ready.done() and monotonic() - self._activated_at < _STARTING_AT_MOST
 
     @property
     def thread_id(self) -> int | None:
@@ -236,17 +246,20 @@ class SubinterpreterIsolate:
     def run_activation(self) -> None:
         """On a runner thread: create the interpreter the first time, then serve it until it parks."""
         self._native_id = threading.get_native_id()
+        self._activated_at = monotonic()
         flag, runners = self._flag, self._runners
         error = self._boot() if self._iid is None else None
+        turn = False  # this activation ran the guest once already
         while error is None and not flag[_ENDED]:
             with runners.lock:
                 flag[_PARK] = flag[_IDLE] = 0
                 if flag[_SLEEPING] and not queue_count(self._in_q):
                     self._scheduled = False  # parked: the next batch queues an activation
                     return
-                if runners.waiting:  # others wait for a thread: take a turn behind them
+                if turn and runners.waiting:  # others wait for a thread: take a turn behind them
                     runners.submit(self)
                     return
+            turn = True
             try:
                 error = call_exec(self._iid, _RESUME)  # type: ignore[arg-type]
             except Exception as exc:  # the call itself refused
@@ -303,6 +316,7 @@ class SubinterpreterIsolate:
             "wake_fd": self._wake_fd,
             "done_fd": self._done_fd,
             "flag": self._flag,
+            "pressure": self._runners.pressure,
             "preload": self._preload,
         }
 

@@ -85,6 +85,8 @@ class _Channel:
         self.outbox: list[tuple[Any, ...]] = []
         # Items of a batch taken from the in-queue and not yet handled (see _next_item).
         self.leftover: list[tuple[Any, ...]] = []
+        # The host's byte: 1 while interpreters wait for a thread (then nothing lingers).
+        self.pressure = memoryview(bytearray(1))
         # Set by an event loop serving async handlers: arranges one flush per loop iteration.
         self.flush_soon: Any = None
         self._serving_thread = threading.get_ident()
@@ -742,7 +744,13 @@ _isolate: _Isolate | None = None
 
 
 def boot(
-    in_q: int, out_q: int, wake_fd: int, done_fd: int, flag: memoryview, preload: tuple[str, ...]
+    in_q: int,
+    out_q: int,
+    wake_fd: int,
+    done_fd: int,
+    flag: memoryview,
+    pressure: memoryview,
+    preload: tuple[str, ...],
 ) -> None:
     """Make the interpreter a blank isolate (standard library and this runtime warm) and park it.
 
@@ -753,6 +761,7 @@ def boot(
     channel._serving_thread = 0  # parked: any thread's messages go straight to the host
     warm_up(preload)
     _isolate = _Isolate(channel)
+    channel.pressure = memoryview(pressure)
     import __main__
 
     # A dunder: `_edge_guard.conceal` leaves it in __main__ for the host's resume code.
@@ -927,7 +936,7 @@ def _idle_wait(channel: _Channel) -> bool:
     """Wait up to _LINGER for the host's wake-up (then read it); False: park instead (nothing came,
     or the host asked for this thread and nothing is queued)."""
     flag = channel.flag
-    if flag[_PARK]:
+    if flag[_PARK] or channel.pressure[0]:
         return False
     flag[_IDLE] = 1
     woken = bool(_select([channel.wake_fd], (), (), _LINGER)[0])
@@ -1075,7 +1084,7 @@ class _AsyncServer:
         if not self.tasks:
             self.last_busy = time.monotonic()
             self.channel.flag[_IDLE] = 1
-            if self.channel.flag[_PARK]:
+            if self.channel.flag[_PARK] or self.channel.pressure[0]:
                 self.check()
 
     def check(self) -> None:
@@ -1084,7 +1093,8 @@ class _AsyncServer:
         if until.done():
             return
         idle = not self.tasks and not queue_count(channel.in_q)
-        if idle and (channel.flag[_PARK] or time.monotonic() - self.last_busy >= _LINGER) and self.quiet():
+        wanted = channel.flag[_PARK] or channel.pressure[0]
+        if idle and (wanted or time.monotonic() - self.last_busy >= _LINGER) and self.quiet():
             until.set_result(None)
             return
         self.timer.cancel()

@@ -1,0 +1,127 @@
+"""Interpreter isolates on the node's shared runner threads: idle ones hold no thread, busy ones
+still get one, and a parked interpreter serves (and times out) on whichever thread resumes it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from node_harness import RUNAWAY, write_function
+from test_isolate_pool import Harness, harness, run
+
+from edge.node.functions import isolate_spec
+from isolates.backends._runners import default_floor
+from isolates.manifest import load_manifest
+
+ASYNC = """
+    import asyncio
+
+    async def handler(request):
+        await asyncio.sleep(0.01)
+        return "slept"
+"""
+
+BLOCKING = """
+    import time
+
+    def handler(request):
+        if request.query_string == "block":
+            time.sleep(1.0)
+        return "ok"
+"""
+
+
+def threads() -> int:
+    """OS threads of this process (the runner threads and the watchdogs inside interpreters)."""
+    return len(os.listdir("/proc/self/task"))
+
+
+async def until(condition: Callable[[], bool], limit: float = 10.0) -> None:
+    """Poll `condition` every 10 ms; fail after `limit` seconds."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def parked(h: Harness, name: str) -> Callable[[], bool]:
+    function = h.pool.get(name)
+    assert function is not None
+    isolate: Any = function.pick()
+    return lambda: not isolate._scheduled
+
+
+def test_threads_stay_bounded_with_300_functions_deployed(tmp_path: Path) -> None:
+    names = [f"fn{index:03d}" for index in range(300)]
+    for name in names:
+        write_function(tmp_path, name, f"def handler(request):\n    return {name!r}\n")
+
+    async def body() -> None:
+        before = threads()
+        async with harness(tmp_path) as h:
+            # All at once, as a node starts: creating interpreters takes one thread per core.
+            specs = [isolate_spec(tmp_path / name, load_manifest(tmp_path / name), name) for name in names]
+            await asyncio.gather(*(h.pool.deploy(spec.name, [(spec, 100)]) for spec in specs))
+            runners = h.pool._backends["interpreter"].runners  # type: ignore[attr-defined]
+            assert runners.started <= default_floor()
+            for name in names:
+                assert (await h.call(name))[4] == name.encode()
+            # Once the last activations park, only the runner threads are left: one per core.
+            await until(lambda: threads() - before <= default_floor())
+            assert runners.started <= default_floor()
+
+    run(body())
+
+
+def test_handlers_blocked_in_every_runner_do_not_hold_up_another_function(tmp_path: Path) -> None:
+    blockers = [f"block{index}" for index in range(default_floor() + 2)]
+    for name in blockers:
+        write_function(tmp_path, name, BLOCKING)
+    write_function(tmp_path, "quick", "def handler(request):\n    return 'quick'\n")
+
+    async def body() -> None:
+        async with harness(tmp_path, *blockers, "quick") as h:
+            blocked = [asyncio.ensure_future(h.call(name, query="block")) for name in blockers]
+            await asyncio.sleep(0.1)  # every blocker is inside time.sleep now
+            started = time.monotonic()
+            assert (await h.call("quick"))[4] == b"quick"
+            assert time.monotonic() - started < 0.5
+            assert [reply[4] for reply in await asyncio.gather(*blocked)] == [b"ok"] * len(blockers)
+
+    run(body())
+
+
+def test_a_parked_async_function_serves_again(tmp_path: Path) -> None:
+    write_function(tmp_path, "napper", ASYNC)
+
+    async def body() -> None:
+        async with harness(tmp_path, "napper") as h:
+            for _ in range(3):
+                assert (await h.call("napper"))[4] == b"slept"
+                await until(parked(h, "napper"))
+            # Requests in one batch, each waiting on a timer, on one activation.
+            replies = await asyncio.gather(*(h.call("napper") for _ in range(20)))
+            assert {reply[4] for reply in replies} == {b"slept"}
+
+    run(body())
+
+
+def test_a_deadline_interrupts_a_handler_after_the_isolate_moved_threads(tmp_path: Path) -> None:
+    write_function(tmp_path, "runaway", RUNAWAY, "timeout_ms = 200\n")
+
+    async def body() -> None:
+        async with harness(tmp_path, "runaway") as h:
+            for calls in (1, 3):
+                assert (await h.call("runaway"))[4] == b'{"calls":%d}' % calls
+                await until(parked(h, "runaway"))
+                started = time.monotonic()
+                reply = await h.call("runaway", query="forever")
+                assert reply[2:] == (504, "function runaway timed out after 200 ms")
+                assert time.monotonic() - started < 1.0
+            assert h.pool.abandoned == 0
+
+    run(body())
