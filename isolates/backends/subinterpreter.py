@@ -198,15 +198,19 @@ class SubinterpreterIsolate:
         """Requests submitted and not yet answered."""
         return len(self._pending)
 
-    def start(self) -> None:
-        """Queue the creation of a blank interpreter on a runner thread; it parks until `assign`."""
+    def start(self, background: bool = False) -> None:
+        """Queue the creation of a blank interpreter on a runner thread; it parks until `assign`.
+
+        `background`: for the warm pool, after the activations that serve functions."""
         self._loop.add_reader(self._done_fd, self._on_replies)
         with self._runners.lock:
-            self._runners.submit(self)
+            self._runners.submit(self, background)
 
     def assign(self, spec: IsolateSpec) -> None:
         """Give a started (blank) isolate its function; `ready` resolves once it is loaded."""
         self.spec = spec
+        with self._runners.lock:  # a blank one not made yet: make it now, before background work
+            self._runners.promote(self)
         self._timeout_message = f"function {spec.name} timed out after {spec.timeout_ms} ms"
         self._streams.timeout_message = self._timeout_message
         directory = spec.directory
@@ -249,6 +253,7 @@ class SubinterpreterIsolate:
         self._activated_at = monotonic()
         flag, runners = self._flag, self._runners
         error = self._boot() if self._iid is None else None
+        iid = self._iid or 0  # (set by a successful _boot)
         turn = False  # this activation ran the guest once already
         while error is None and not flag[_ENDED]:
             with runners.lock:
@@ -261,7 +266,7 @@ class SubinterpreterIsolate:
                     return
             turn = True
             try:
-                error = call_exec(self._iid, _RESUME)  # type: ignore[arg-type]
+                error = call_exec(iid, _RESUME)
             except Exception as exc:  # the call itself refused
                 error = f"cannot resume the interpreter: {type(exc).__name__}: {exc}"
         self._end(error)
@@ -579,7 +584,7 @@ class WarmPool:
             self._async_seen = True
             self.refill()
 
-    def _new(self, preload: tuple[str, ...]) -> SubinterpreterIsolate:
+    def _new(self, preload: tuple[str, ...], background: bool = False) -> SubinterpreterIsolate:
         isolate = SubinterpreterIsolate(
             self._loop,
             self._log_sink,
@@ -588,15 +593,15 @@ class WarmPool:
             protected=self._options.protected,
             runners=self.runners,
         )
-        isolate.start()
+        isolate.start(background)
         return isolate
 
     def refill(self) -> None:
-        """Top the pool up to its size (interpreters are created on their own threads)."""
+        """Top the pool up to its size (interpreters are created in the background on runner threads)."""
         while not self._closed and len(self._standby) < self._size:
-            self._standby.append(self._new(self._preload))
+            self._standby.append(self._new(self._preload, background=True))
         if not self._closed and self._async_seen and self._size and not self._standby_async:
-            self._standby_async.append(self._new((*self._preload, "asyncio")))
+            self._standby_async.append(self._new((*self._preload, "asyncio"), background=True))
 
     async def close(self, timeout: float) -> None:
         """Stop the blank isolates."""

@@ -1,15 +1,18 @@
-"""The serve loop that runs inside an isolate, for the whole life of the isolate.
+"""The serve loop that runs inside an isolate, in activations on whichever host thread has time.
 
-The host thread that owns the isolate calls `boot(...)` once through `_interpreters.exec`; it
-loads the function, reports the outcome on the out-queue and then serves until told to stop.
-
-An isolate boots blank (standard library and this runtime imported, watchdog running) and waits
-for the function it is assigned, so a warm pool of blank isolates makes cold starts cheap. On
-assignment, before the function's module is imported, the audit hook of `_edge_guard` is
-installed with the function's permissions and the runtime's own modules leave sys.modules.
+A host runner thread calls `boot(...)` once through `_interpreters.exec`: the isolate is made
+blank (standard library and this runtime imported) and parks, holding no thread. Whenever there
+is work the host calls `resume()` (as `__edge_resume__()`) on any of its runner threads: the
+first activation takes the assignment, loads the function and reports the outcome on the
+out-queue; each one serves what is queued and what comes within _LINGER, then returns (parks)
+with the watchdog thread stopped, until told to stop. So a warm pool of blank isolates makes cold
+starts cheap, and an idle function costs memory only. On assignment, before the function's module
+is imported, the audit hook of `_edge_guard` is installed with the function's permissions and the
+runtime's own modules leave sys.modules.
 
 Both queues carry batches: tuples of the items below, in order.
-Host -> guest (in-queue); the host writes the wake eventfd only while the guest's flag is raised:
+Host -> guest (in-queue); the host writes the wake eventfd, or activates a parked isolate, only
+while the guest's SLEEPING flag is raised:
     (-1, paths, name, version, env, module, attribute, policy, kind)          assignment, first
         policy: None (no audit hook) or (directory, net, read, write, subprocess, ctypes,
         protected, node_pids), see _edge_guard.install; net is a bool or a tuple of "host:port"

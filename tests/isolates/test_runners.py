@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from node_harness import RUNAWAY, write_function
 from test_isolate_pool import Harness, harness, run
 
 from edge.node.functions import isolate_spec
-from isolates.backends._runners import default_floor
+from isolates.backends._runners import Runners, default_floor
 from isolates.manifest import load_manifest
 
 ASYNC = """
@@ -125,3 +126,61 @@ def test_a_deadline_interrupts_a_handler_after_the_isolate_moved_threads(tmp_pat
             assert h.pool.abandoned == 0
 
     run(body())
+
+
+class Fake:
+    """An activation that runs until released; idle (evictable) or starting as told."""
+
+    def __init__(self, idle: bool = False, starting: bool = False) -> None:
+        self.idle = idle
+        self.starting = starting
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.evicted = 0
+
+    def run_activation(self) -> None:
+        self.entered.set()
+        assert self.release.wait(10.0)
+
+    def evict(self) -> bool:
+        if not self.idle:
+            return False
+        self.evicted += 1
+        self.release.set()
+        return True
+
+
+def submit(runners: Runners, activation: Fake) -> None:
+    with runners.lock:
+        runners.submit(activation)
+
+
+def test_runners_evict_an_idle_interpreter_before_starting_a_thread_past_the_floor() -> None:
+    runners = Runners(floor=1, limit=8)
+    idle, waiting = Fake(idle=True), Fake()
+    submit(runners, idle)
+    assert idle.entered.wait(5.0)
+    submit(runners, waiting)
+    assert waiting.entered.wait(5.0)
+    assert (idle.evicted, runners.started) == (1, 1)
+    waiting.release.set()
+    runners.close()
+
+
+def test_runners_start_a_thread_when_every_one_is_busy_but_not_while_one_is_starting() -> None:
+    runners = Runners(floor=1, limit=8)
+    starting, busy, third = Fake(starting=True), Fake(), Fake()
+    submit(runners, starting)
+    assert starting.entered.wait(5.0)
+    submit(runners, busy)  # waits for the starting one (CPU-bound, done soon)
+    assert runners.started == 1
+    assert runners.pressure[0] == 1
+    starting.release.set()
+    assert busy.entered.wait(5.0)
+    submit(runners, third)  # the only thread is busy in a handler: a second one
+    assert third.entered.wait(5.0)
+    assert runners.started == 2
+    assert runners.pressure[0] == 0
+    busy.release.set()
+    third.release.set()
+    runners.close()
