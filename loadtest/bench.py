@@ -31,6 +31,7 @@ import msgspec
 
 from edge.node.app import SETTINGS_VARIABLE
 from edge.node.settings import load_settings
+from loadtest import churn
 from loadtest._servers import ROOT, Server, free_port
 from loadtest.propagation import measure, percentile
 
@@ -328,6 +329,12 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (it shares the 2 cores)")
     parser.add_argument("--cold", type=int, default=24, help="functions for the cold-start figure")
+    parser.add_argument(
+        "--churn", type=int, default=300, help="never-run functions called back to back (churn.py; 0: skip)"
+    )
+    parser.add_argument(
+        "--parallel", type=int, default=20, help="CPU-bound requests per round, two functions (0: skip)"
+    )
     parser.add_argument("--nodes", type=int, default=10, help="nodes for the propagation figure (0: skip)")
     parser.add_argument("--deploys", type=int, default=20, help="deploys for the propagation figure")
     parser.add_argument(
@@ -394,6 +401,7 @@ def main() -> int:
             p50 = statistics.median(times)
             print(f"\ncold start (first response, {what} created on demand), {len(times)} functions:")
             print(f"p50 {p50:.1f} ms, min {times[0]:.1f} ms, max {times[-1]:.1f} ms")
+    churn.report(args.churn, args.parallel)
     if args.respawns:
         times = sorted(respawn_times(args.respawns))
         print(f"\nworker respawn (SIGKILL the only worker until /hello answers again), {len(times)} kills:")

@@ -1,12 +1,21 @@
 """A function version in one persistent, isolated subinterpreter (own GIL), driven from the event loop.
 
-A dedicated host thread creates the interpreter and stays inside it running the guest's serve
-loop (isolates/guest/_edge_runtime.py); requests cross as plain tuples on `_interpqueues` queues.
+No thread belongs to an interpreter: the node's shared runner threads (`_runners.py`, about one
+per core) run whichever interpreters have work. A runner creates the interpreter and boots the
+guest (isolates/guest/_edge_runtime.py), which parks at once: `_interpreters.exec` returns and
+the interpreter holds memory only. Work for a parked interpreter queues an activation; a runner
+enters it (`__edge_resume__()`), the guest serves what is queued and what comes within its linger
+time, then returns the thread. Requests cross as plain tuples on `_interpqueues` queues.
 Requests wait in a host-side outbox; everything submitted in one event-loop iteration goes in as
-one batch (one queue operation) at the next iteration, with one eventfd write only when the guest
-sleeps. The guest answers all it drained with one batch of replies and one write of the
-eventfd the loop watches with `add_reader`. So there is no thread hand-off per request, and the
-busier the node, the bigger the batches.
+one batch (one queue operation) at the next iteration, with one eventfd write (or one activation)
+only when the guest sleeps. The guest answers all it drained with one batch of replies and one
+write of the eventfd the loop watches with `add_reader`. So there is no thread hand-off per
+request while a function is busy, and the busier the node, the bigger the batches.
+
+The flag bytes shared with the guest (SLEEPING, PARK, ENDED, IDLE: see the guest runtime) and the
+runners' lock decide hand-offs: the loop raises work for a sleeping guest under the lock, and a
+runner whose guest returned checks under the same lock whether work came meanwhile, so no batch
+is left on the queue of a parked interpreter.
 
 A streamed reply (STREAM, then CHUNK pieces) resolves its request's future with a `Stream` fed as
 the pieces arrive (`StreamReplies`); one complete within the batches of one wake-up is answered
@@ -45,6 +54,7 @@ from isolates.backends import (
     StreamReplies,
     kind_options,
 )
+from isolates.backends._runners import Runners, default_floor
 from isolates.guest import GUEST_DIR
 from isolates.guest._edge_compat import (
     call_exec,
@@ -65,6 +75,16 @@ _ONE = (1).to_bytes(8, sys.byteorder)
 _STOP = (0,)
 # Stands in for a batch that came back unbound (None): its interpreter is gone (see _run).
 _NOTHING: tuple[Any, ...] = ()
+# The flag bytes shared with the guest (isolates/guest/_edge_runtime.py).
+_SLEEPING, _PARK, _ENDED, _IDLE = 0, 1, 2, 3
+# Run by a runner thread to serve a parked interpreter (`boot` put the name in its __main__).
+_RESUME = compile("__edge_resume__()", "<edge-resume>", "exec")
+# Runner threads at most: interpreters busy at once (running or blocked in a handler) beyond it
+# wait their turn.
+_RUNNER_LIMIT = 256
+# Creating an interpreter and loading a function take milliseconds of CPU: a runner doing that is
+# waited for rather than joined by a new thread, unless it takes longer than this (seconds).
+_STARTING_AT_MOST = 0.5
 _BLANK = IsolateSpec(name="", version="", directory="", module="", attribute="", timeout_ms=1)
 
 _BOOT = """\
@@ -73,7 +93,7 @@ sys.path[:] = paths
 sys.path_importer_cache.clear()
 del sys
 import _edge_runtime
-_edge_runtime.boot(in_q, out_q, wake_fd, done_fd, flag, preload)
+_edge_runtime.boot(in_q, out_q, wake_fd, done_fd, flag, pressure, preload)
 """
 
 
@@ -110,8 +130,11 @@ class SubinterpreterIsolate:
         abandon_after: float = 1.0,
         preload: tuple[str, ...] = (),
         protected: tuple[str, ...] = (),
+        *,
+        runners: Runners,
     ) -> None:
         self.spec = _BLANK
+        self._runners = runners
         self._loop = loop
         self._log_sink = log_sink
         self._on_stuck = on_stuck
@@ -128,17 +151,22 @@ class SubinterpreterIsolate:
         self._streams = StreamReplies(loop, abandon_after, self._check_stuck)
         # Items for the guest not yet put on its queue: flushed as one batch (see _flush).
         self._outbox: list[tuple[Any, ...]] = []
-        # Batches put on the guest's queue and eventfd writes that woke it (in /_edge/metrics).
+        # Batches put on the guest's queue, and eventfd writes or activations that woke it (in
+        # /_edge/metrics).
         self.batches = 0
         self.wakes = 0
-        # One byte shared with the guest: 1 while it sleeps (or is about to) on the wake eventfd.
-        self._flag = memoryview(bytearray(1))
+        # Bytes shared with the guest, indexed by _SLEEPING, _PARK, _ENDED, _IDLE.
+        self._flag = memoryview(bytearray(4))
+        self._iid: int | None = None
+        # True while an activation is queued or running (under the runners' lock); stays True once ended.
+        self._scheduled = True
+        self._native_id: int | None = None
+        self._activated_at = 0.0
         self._sweep: asyncio.TimerHandle | None = None
         self._ready: asyncio.Future[None] = loop.create_future()
         self._exited: asyncio.Future[None] = loop.create_future()
         self._alive = True
         self._last_progress = 0.0
-        self._thread = threading.Thread(target=self._run, name="isolate", daemon=True)
         self._timeout_message = ""
         # Known once loaded: the handler is a coroutine function (its isolate runs an event loop).
         self.is_async = False
@@ -154,13 +182,19 @@ class SubinterpreterIsolate:
         return self._alive
 
     @property
+    def starting(self) -> bool:
+        """True while a runner creates the interpreter or loads the function, for at most
+        _STARTING_AT_MOST seconds (then it may be stuck in the function's import)."""
+        return not self._ready.done() and monotonic() - self._activated_at < _STARTING_AT_MOST
+
+    @property
     def thread_id(self) -> int | None:
-        """The OS id of the host thread (for its CPU time in /proc), None before it started."""
-        return self._thread.native_id
+        """The OS id of the runner thread in it now or last (for its CPU time in /proc), None before."""
+        return self._native_id
 
     @property
     def exited(self) -> bool:
-        """True once the host thread has left the interpreter (an abandoned one may never)."""
+        """True once the interpreter was destroyed (an abandoned one, stuck in C, may never be)."""
         return self._exited.done()
 
     @property
@@ -168,15 +202,19 @@ class SubinterpreterIsolate:
         """Requests submitted and not yet answered."""
         return len(self._pending)
 
-    def start(self) -> None:
-        """Begin creating a blank interpreter on its own thread; it waits for `assign`."""
+    def start(self, background: bool = False) -> None:
+        """Queue the creation of a blank interpreter on a runner thread; it parks until `assign`.
+
+        `background`: for the warm pool, after the activations that serve functions."""
         self._loop.add_reader(self._done_fd, self._on_replies)
-        self._thread.start()
+        with self._runners.lock:
+            self._runners.submit(self, background)
 
     def assign(self, spec: IsolateSpec) -> None:
         """Give a started (blank) isolate its function; `ready` resolves once it is loaded."""
         self.spec = spec
-        self._thread.name = f"isolate-{spec.name}"
+        with self._runners.lock:  # a blank one not made yet: make it now, before background work
+            self._runners.promote(self)
         self._timeout_message = f"function {spec.name} timed out after {spec.timeout_ms} ms"
         self._streams.timeout_message = self._timeout_message
         directory = spec.directory
@@ -213,20 +251,55 @@ class SubinterpreterIsolate:
             (os.getpid(), os.getppid()),
         )
 
-    def _run(self) -> None:
-        """The host thread: create the interpreter, live inside its serve loop, then destroy it."""
-        error: str | None
-        try:
-            iid = create_interpreter()
-        except Exception as exc:
-            error = f"cannot create an interpreter: {exc}"
-        else:
+    def run_activation(self) -> None:
+        """On a runner thread: create the interpreter the first time, then serve it until it parks."""
+        self._native_id = threading.get_native_id()
+        self._activated_at = monotonic()
+        flag, runners = self._flag, self._runners
+        error = self._boot() if self._iid is None else None
+        iid = self._iid or 0  # (set by a successful _boot)
+        turn = False  # this activation ran the guest once already
+        while error is None and not flag[_ENDED]:
+            with runners.lock:
+                flag[_PARK] = flag[_IDLE] = 0
+                if flag[_SLEEPING] and not queue_count(self._in_q):
+                    self._scheduled = False  # parked: the next batch queues an activation
+                    return
+                if turn and runners.waiting:  # others wait for a thread: take a turn behind them
+                    runners.submit(self)
+                    return
+            turn = True
             try:
-                try:
-                    # 3.13 shares a memoryview only into an interpreter that imported _interpreters.
-                    error = call_exec(iid, "import _interpreters") or call_exec(iid, _BOOT, self._shared())
-                except Exception as exc:  # the call itself refused (e.g. a value it cannot share)
-                    error = f"cannot boot the interpreter: {type(exc).__name__}: {exc}"
+                error = call_exec(iid, _RESUME)
+            except Exception as exc:  # the call itself refused
+                error = f"cannot resume the interpreter: {type(exc).__name__}: {exc}"
+        self._end(error)
+
+    def evict(self) -> bool:
+        """Called under the runners' lock: ask a guest that idles in its linger time to park now."""
+        flag = self._flag
+        if flag[_IDLE] and not flag[_PARK]:
+            flag[_PARK] = 1
+            os.write(self._wake_fd, _ONE)
+            return True
+        return False
+
+    def _boot(self) -> str | None:
+        """Create the interpreter and boot the guest (it parks blank); returns an error or None."""
+        try:
+            self._iid = create_interpreter()
+        except Exception as exc:
+            return f"cannot create an interpreter: {exc}"
+        try:
+            # 3.13 shares a memoryview only into an interpreter that imported _interpreters.
+            return call_exec(self._iid, "import _interpreters") or call_exec(self._iid, _BOOT, self._shared())
+        except Exception as exc:  # the call itself refused (e.g. a value it cannot share)
+            return f"cannot boot the interpreter: {type(exc).__name__}: {exc}"
+
+    def _end(self, error: str | None) -> None:
+        """Serving is over (stopped, or crashed with `error`): destroy the interpreter."""
+        if self._iid is not None:
+            try:
                 # Replies still queued become unbound (lost) once their interpreter is destroyed:
                 # let the loop take them first.
                 drained = threading.Event()
@@ -234,7 +307,7 @@ class SubinterpreterIsolate:
                     self._loop.call_soon_threadsafe(self._drain, drained)
                     drained.wait(5.0)
             finally:
-                destroy_interpreter(iid)
+                destroy_interpreter(self._iid)
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._on_exit, error)
 
@@ -252,6 +325,7 @@ class SubinterpreterIsolate:
             "wake_fd": self._wake_fd,
             "done_fd": self._done_fd,
             "flag": self._flag,
+            "pressure": self._runners.pressure,
             "preload": self._preload,
         }
 
@@ -302,13 +376,20 @@ class SubinterpreterIsolate:
 
     def _wake(self) -> None:
         # The guest raises the flag before its last look at the queue and then blocks on the
-        # eventfd: a batch put after that look sees the flag and writes. While the guest is
-        # busy the flag is down and it finds new batches itself, so there is no syscall.
+        # eventfd or parks: a batch put after that look sees the flag and writes, or queues an
+        # activation. While the guest is busy the flag is down and it finds new batches itself,
+        # so there is no syscall and no lock.
         flag = self._flag
-        if flag[0]:
-            flag[0] = 0
+        if flag[_SLEEPING]:
+            runners = self._runners
+            with runners.lock:
+                flag[_SLEEPING] = 0
+                self.wakes += 1
+                if not self._scheduled:
+                    self._scheduled = True
+                    runners.submit(self)
+                    return
             os.write(self._wake_fd, _ONE)
-            self.wakes += 1
 
     def _schedule_sweep(self, deadline: float) -> None:
         self._sweep = self._loop.call_later(max(0.0, deadline - monotonic()), self._expire_overdue)
@@ -479,6 +560,8 @@ class WarmPool:
         self._abandon_after = options.abandon_after
         self._preload = options.preload
         self._options = options
+        # The host threads every interpreter of this node process runs on.
+        self.runners = Runners(default_floor(), _RUNNER_LIMIT)
         self._standby: list[SubinterpreterIsolate] = []
         self._standby_async: list[SubinterpreterIsolate] = []
         self._async_seen = False
@@ -505,23 +588,24 @@ class WarmPool:
             self._async_seen = True
             self.refill()
 
-    def _new(self, preload: tuple[str, ...]) -> SubinterpreterIsolate:
+    def _new(self, preload: tuple[str, ...], background: bool = False) -> SubinterpreterIsolate:
         isolate = SubinterpreterIsolate(
             self._loop,
             self._log_sink,
             abandon_after=self._abandon_after,
             preload=preload,
             protected=self._options.protected,
+            runners=self.runners,
         )
-        isolate.start()
+        isolate.start(background)
         return isolate
 
     def refill(self) -> None:
-        """Top the pool up to its size (interpreters are created on their own threads)."""
+        """Top the pool up to its size (interpreters are created in the background on runner threads)."""
         while not self._closed and len(self._standby) < self._size:
-            self._standby.append(self._new(self._preload))
+            self._standby.append(self._new(self._preload, background=True))
         if not self._closed and self._async_seen and self._size and not self._standby_async:
-            self._standby_async.append(self._new((*self._preload, "asyncio")))
+            self._standby_async.append(self._new((*self._preload, "asyncio"), background=True))
 
     async def close(self, timeout: float) -> None:
         """Stop the blank isolates."""
@@ -529,3 +613,4 @@ class WarmPool:
         standby = self._standby + self._standby_async
         self._standby, self._standby_async = [], []
         await asyncio.gather(*(isolate.close(timeout) for isolate in standby))
+        self.runners.close()

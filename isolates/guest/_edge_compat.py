@@ -18,6 +18,7 @@ import sys
 
 TYPE_CHECKING = False  # importing typing would cost ~10 ms of every cold start
 if TYPE_CHECKING:
+    from types import CodeType
     from typing import Any
 
 __all__ = [
@@ -82,8 +83,9 @@ def destroy_interpreter(iid: int) -> None:
     _interpreters.destroy(iid)
 
 
-def call_exec(iid: int, source: str, shared: dict[str, Any] | None = None) -> str | None:
-    """Run `source` in the interpreter's __main__; returns None, or the formatted uncaught error."""
+def call_exec(iid: int, source: str | CodeType, shared: dict[str, Any] | None = None) -> str | None:
+    """Run `source` (text, or a code object without arguments) in the interpreter's __main__;
+    returns None, or the formatted uncaught error."""
     # Always a dict: 3.14 documents shared=None but refuses it ("argument 3 must be dict").
     error = _interpreters.exec(iid, source, shared if shared is not None else {})
     if error is None:

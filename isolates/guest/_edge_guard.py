@@ -44,7 +44,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["SYSTEM_READ", "SYSTEM_WRITE", "conceal", "install", "runtime_loaded_ctypes"]
+__all__ = ["SYSTEM_READ", "SYSTEM_WRITE", "conceal", "install", "runtime_loaded_ctypes", "watchdog_moved"]
 
 # Files of a process under /proc/<pid>/ (and /proc/<pid>/task/<tid>/) that hold its memory,
 # its environment or its command line: never readable, whatever `read` grants.
@@ -597,6 +597,12 @@ def _forget(packages: Any) -> None:
     modules = sys.modules
     for name in [name for name in modules if name.partition(".")[0] in packages]:
         _kept.append(modules.pop(name))
+
+
+def watchdog_moved(thread: int) -> None:
+    """The watchdog runs on a new thread (an interpreter isolate starts one per activation)."""
+    if _guard is not None:
+        _guard._watchdog_thread = thread
 
 
 def runtime_loaded_ctypes(function: Any) -> None:

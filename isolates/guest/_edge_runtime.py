@@ -1,15 +1,18 @@
-"""The serve loop that runs inside an isolate, for the whole life of the isolate.
+"""The serve loop that runs inside an isolate, in activations on whichever host thread has time.
 
-The host thread that owns the isolate calls `boot(...)` once through `_interpreters.exec`; it
-loads the function, reports the outcome on the out-queue and then serves until told to stop.
-
-An isolate boots blank (standard library and this runtime imported, watchdog running) and waits
-for the function it is assigned, so a warm pool of blank isolates makes cold starts cheap. On
-assignment, before the function's module is imported, the audit hook of `_edge_guard` is
-installed with the function's permissions and the runtime's own modules leave sys.modules.
+A host runner thread calls `boot(...)` once through `_interpreters.exec`: the isolate is made
+blank (standard library and this runtime imported) and parks, holding no thread. Whenever there
+is work the host calls `resume()` (as `__edge_resume__()`) on any of its runner threads: the
+first activation takes the assignment, loads the function and reports the outcome on the
+out-queue; each one serves what is queued and what comes within _LINGER, then returns (parks)
+with the watchdog thread stopped, until told to stop. So a warm pool of blank isolates makes cold
+starts cheap, and an idle function costs memory only. On assignment, before the function's module
+is imported, the audit hook of `_edge_guard` is installed with the function's permissions and the
+runtime's own modules leave sys.modules.
 
 Both queues carry batches: tuples of the items below, in order.
-Host -> guest (in-queue); the host writes the wake eventfd only while the guest's flag is raised:
+Host -> guest (in-queue); the host writes the wake eventfd, or activates a parked isolate, only
+while the guest's SLEEPING flag is raised:
     (-1, paths, name, version, env, module, attribute, policy, kind)          assignment, first
         policy: None (no audit hook) or (directory, net, read, write, subprocess, ctypes,
         protected, node_pids), see _edge_guard.install; net is a bool or a tuple of "host:port"
@@ -42,6 +45,7 @@ import os
 import sys
 import threading
 import time
+from select import select as _select
 
 import _edge_guard  # imported while the isolate is blank (in the warm pool), not at assignment
 from _edge_compat import queue_count, queue_get, queue_put
@@ -84,6 +88,8 @@ class _Channel:
         self.outbox: list[tuple[Any, ...]] = []
         # Items of a batch taken from the in-queue and not yet handled (see _next_item).
         self.leftover: list[tuple[Any, ...]] = []
+        # The host's byte: 1 while interpreters wait for a thread (then nothing lingers).
+        self.pressure = memoryview(bytearray(1))
         # Set by an event loop serving async handlers: arranges one flush per loop iteration.
         self.flush_soon: Any = None
         self._serving_thread = threading.get_ident()
@@ -145,15 +151,24 @@ class _Watchdog:
     a whole timeout without requests, or when a deadline does come out of order.
     """
 
-    def __init__(self, target_thread: int) -> None:
+    def __init__(self, target_thread: int, start: bool = True) -> None:
         self._target = target_thread
         self._cond = threading.Condition(threading.Lock())
         self._deadlines: dict[int, float] = {}
         self._tokens = itertools.count(1)
         self._latest = 0.0
         self._sleeping_until: float | None = None  # None: idle, waiting to be notified
-        self._stopped = False
+        self._stopped = True
         self.wakeups = 0
+        self._thread: threading.Thread | None = None
+        if start:
+            self.start(target_thread)
+
+    def start(self, target_thread: int) -> None:
+        """Watch `target_thread` on a new thread (an interpreter backend isolate: once per activation)."""
+        self._target = target_thread
+        self._stopped = False
+        self._sleeping_until = None
         self._thread = threading.Thread(target=self._run, name="edge-watchdog", daemon=False)
         self._thread.start()
 
@@ -181,13 +196,15 @@ class _Watchdog:
     @property
     def ident(self) -> int | None:
         """The watchdog thread's id (the audit hook lets it load ctypes)."""
-        return self._thread.ident
+        return self._thread.ident if self._thread is not None else None
 
     def stop(self) -> None:
         with self._cond:
             self._stopped = True
             self._cond.notify()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
 
     def _earliest(self) -> tuple[int, float] | None:
         # A copy in one C call: the serving thread changes the dict while this thread looks.
@@ -587,11 +604,16 @@ class _Function:
             self._loop = asyncio.new_event_loop()
         return self._loop.run_until_complete(awaitable)
 
+    def park(self) -> None:
+        """The activation ends: stop the flusher thread (the next stream starts another)."""
+        if self._flusher is not None:
+            self._flusher.stop()
+            self._flusher = None
+
     def close(self) -> None:
         if self._loop is not None:
             self._loop.close()
-        if self._flusher is not None:
-            self._flusher.stop()
+        self.park()
 
 
 async def _close_async(body: Any) -> None:
@@ -695,29 +717,123 @@ def warm_up(preload: tuple[str, ...]) -> None:
     import importlib  # noqa: F401
 
 
+# How long an activation waits for more work before it parks (returns its host thread), unless
+# the host asks it to park sooner because another interpreter waits for a thread.
+_LINGER = 0.25
+
+# Bytes of the memoryview shared with the host (isolates/backends/subinterpreter.py):
+# SLEEPING 1 while the guest sleeps on the wake eventfd or is parked (the host then writes the
+# eventfd, or activates the interpreter); PARK 1: the host asks the guest to park as soon as it is
+# idle; ENDED 1: serving is over (told to stop), the host destroys the interpreter; IDLE 1 while
+# the guest waits for work with nothing in hand (a candidate for PARK).
+_SLEEPING, _PARK, _ENDED, _IDLE = 0, 1, 2, 3
+
+
+class _Isolate:
+    """What this interpreter keeps between activations: while it is parked, no thread runs in it."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self.channel = channel
+        self.watchdog = _Watchdog(0, start=False)
+        # One activation's serving once assigned: returns True once told to stop, False to park.
+        self.serve: Any = None
+        # Runs once serving is over (the adapter's shutdown, closing the loop and the function).
+        self.close: Any = None
+        self.function: _Function | None = None
+        self.active = False
+
+
+_isolate: _Isolate | None = None
+
+
 def boot(
-    in_q: int, out_q: int, wake_fd: int, done_fd: int, flag: memoryview, preload: tuple[str, ...]
+    in_q: int,
+    out_q: int,
+    wake_fd: int,
+    done_fd: int,
+    flag: memoryview,
+    pressure: memoryview,
+    preload: tuple[str, ...],
 ) -> None:
-    """Wait (blank) for an assignment, load that function, report LOADED, serve until stop."""
+    """Make the interpreter a blank isolate (standard library and this runtime warm) and park it.
+
+    The host then calls `__edge_resume__()` (see `resume`) whenever there is work for it.
+    """
+    global _isolate
     channel = _Channel(in_q, out_q, wake_fd, done_fd, flag)
+    channel._serving_thread = 0  # parked: any thread's messages go straight to the host
     warm_up(preload)
-    watchdog = _Watchdog(threading.get_ident())
+    _isolate = _Isolate(channel)
+    channel.pressure = memoryview(pressure)
+    import __main__
+
+    # A dunder: `_edge_guard.conceal` leaves it in __main__ for the host's resume code.
+    __main__.__edge_resume__ = resume  # type: ignore[attr-defined]
+    channel.flag[_SLEEPING] = 1
+
+
+def resume() -> None:
+    """One activation on whichever host thread runs it: serve what is queued and what comes within
+    _LINGER, then return (the interpreter parks), or finish once told to stop."""
+    isolate = _isolate
+    # Only the host's resume code calls this, at the top level of an exec (no caller frame).
+    if isolate is None or isolate.active or sys._getframe(1).f_back is not None:
+        raise RuntimeError("only the node resumes an isolate")
+    isolate.active = True
+    channel, watchdog = isolate.channel, isolate.watchdog
+    channel.flag[_SLEEPING] = 0
+    thread = threading.get_ident()
+    channel._serving_thread = thread
+    watchdog.start(thread)
+    _edge_guard.watchdog_moved(watchdog.ident or 0)
+    ended = True
     try:
-        assignment = _next_item(channel)
-        if assignment[0] == 0:
-            return
-        _serve_assignment(channel, watchdog, *assignment[1:])
+        ended = (isolate.serve or _serve_blank)(isolate)
     finally:
-        watchdog.stop()
+        isolate.active = False
+        if ended:
+            _finish(isolate)
+        else:
+            _park(isolate)
+
+
+def _park(isolate: _Isolate) -> None:
+    channel = isolate.channel
+    if isolate.function is not None:
+        isolate.function.park()
+    isolate.watchdog.stop()
+    channel.flush()
+    channel._serving_thread = 0
+    channel.flag[_SLEEPING] = 1
+
+
+def _finish(isolate: _Isolate) -> None:
+    channel = isolate.channel
+    try:
+        if isolate.close is not None:
+            isolate.close()
+    finally:
+        isolate.watchdog.stop()
         channel.flush_soon = None
         sys.stdout.flush()
         sys.stderr.flush()
         channel.flush()
+        channel.flag[_ENDED] = 1
 
 
-def _serve_assignment(
-    channel: _Channel,
-    watchdog: _Watchdog,
+def _serve_blank(isolate: _Isolate) -> bool:
+    """Take the assignment (the first item), load that function, report LOADED and serve."""
+    assignment = _next_item(isolate.channel)
+    if assignment is None:
+        return False
+    if assignment[0] == 0:
+        return True
+    _assign(isolate, *assignment[1:])
+    return bool(isolate.serve(isolate))
+
+
+def _assign(
+    isolate: _Isolate,
     paths: tuple[str, ...],
     name: str,
     version: str,
@@ -727,6 +843,8 @@ def _serve_assignment(
     policy: tuple[Any, ...] | None = None,
     kind: tuple[str, tuple[tuple[str, Any], ...]] = ("edge", ()),
 ) -> None:
+    """Load the assigned function and set `isolate.serve` (and `close`) for it."""
+    channel, watchdog = isolate.channel, isolate.watchdog
     sys.path[:] = paths
     sys.path_importer_cache.clear()
     _isolate_environment(dict(env))
@@ -736,27 +854,33 @@ def _serve_assignment(
         _guard(name, paths, policy, watchdog)
     adapted = _load_reporting(channel, module_name, attribute, kind)
     if adapted is None:
-        _wait_for_stop(channel)
+        isolate.serve = _serve_until_stop
         return
     function = _Function(channel, watchdog, name, version, adapted.handler, kind[0])
     # Warm fully before reporting LOADED (the host switches traffic then): for an async handler
     # that includes importing asyncio and building the loop, tens of milliseconds.
     loop = _start(channel, adapted)
     if loop is False:
-        _wait_for_stop(channel)
+        isolate.serve = _serve_until_stop
         return
     channel.send((LOADED, True, "", loop is not None))
     channel.flush()
-    try:
-        if loop is not None:
-            _serve_async(channel, function, loop)
-        else:
-            _serve_sync(channel, function)
-    finally:
-        _stop(adapted, loop)
-        if loop is not None:
-            loop.close()
-        function.close()
+    isolate.function = function
+
+    def close() -> None:
+        try:
+            _stop(adapted, loop)
+        finally:
+            if loop is not None:
+                loop.remove_reader(channel.wake_fd)
+                loop.close()
+            function.close()
+
+    isolate.close = close
+    if loop is not None:
+        isolate.serve = _AsyncServer(channel, function, loop)
+    else:
+        isolate.serve = lambda isolate: _serve_sync(channel, function)
 
 
 def _start(channel: Any, adapted: Adapted) -> Any:
@@ -811,31 +935,52 @@ def _guard(name: str, paths: tuple[str, ...], policy: tuple[Any, ...], watchdog:
     _edge_guard.conceal()
 
 
-def _next_item(channel: _Channel) -> tuple[Any, ...]:
-    """Block until the host queues something; the rest of its batch waits in `channel.leftover`."""
+def _idle_wait(channel: _Channel) -> bool:
+    """Wait up to _LINGER for the host's wake-up (then read it); False: park instead (nothing came,
+    or the host asked for this thread and nothing is queued)."""
+    flag = channel.flag
+    if flag[_PARK] or channel.pressure[0]:
+        return False
+    flag[_IDLE] = 1
+    woken = bool(_select([channel.wake_fd], (), (), _LINGER)[0])
+    flag[_IDLE] = 0
+    if not woken:
+        return False
+    os.read(channel.wake_fd, 8)
+    return not (flag[_PARK] and not queue_count(channel.in_q))
+
+
+def _next_item(channel: _Channel) -> tuple[Any, ...] | None:
+    """The host's next item (the rest of its batch waits in `channel.leftover`); None: park."""
     while True:
         if channel.leftover:
             return channel.leftover.pop(0)
         if queue_count(channel.in_q):
-            channel.flag[0] = 0
+            channel.flag[_SLEEPING] = 0
             channel.leftover.extend(queue_get(channel.in_q))
             continue
-        channel.flag[0] = 1  # same protocol as _serve_sync
-        if not queue_count(channel.in_q):
-            os.read(channel.wake_fd, 8)
+        channel.flag[_SLEEPING] = 1  # same protocol as _serve_sync
+        if not queue_count(channel.in_q) and not _idle_wait(channel):
+            return None
 
 
-def _wait_for_stop(channel: _Channel) -> None:
-    while _next_item(channel)[0] != 0:
-        pass
+def _serve_until_stop(isolate: _Isolate) -> bool:
+    """A function that failed to load: wait for the stop (True), parking meanwhile (False)."""
+    while True:
+        item = _next_item(isolate.channel)
+        if item is None:
+            return False
+        if item[0] == 0:
+            return True
 
 
 # A long batch sends the replies it has every this many seconds, not only at its end.
 _FLUSH_EVERY = 0.0005
 
 
-def _serve_sync(channel: _Channel, function: _Function) -> None:
-    read, in_q, wake_fd, call, flag = os.read, channel.in_q, channel.wake_fd, function.call_sync, channel.flag
+def _serve_sync(channel: _Channel, function: _Function) -> bool:
+    """Serve until told to stop (True) or idle for _LINGER (False: park)."""
+    in_q, call, flag = channel.in_q, function.call_sync, channel.flag
     flush, clock = channel.flush, time.monotonic
     batch: tuple[tuple[Any, ...], ...] = tuple(channel.leftover)
     channel.leftover.clear()
@@ -846,7 +991,7 @@ def _serve_sync(channel: _Channel, function: _Function) -> None:
             for item in batch or queue_get(in_q):
                 if item[0] == 0:
                     flush()
-                    return
+                    return True
                 call(item)
                 now = clock()
                 if now - flushed_at > _FLUSH_EVERY:
@@ -855,13 +1000,14 @@ def _serve_sync(channel: _Channel, function: _Function) -> None:
             batch = ()
         flush()
         # Raise the flag, then look once more: a batch put after this look finds the flag
-        # raised and writes the eventfd, so the read below cannot miss it.
-        flag[0] = 1
+        # raised and writes the eventfd (or activates a parked isolate), so none is missed.
+        flag[_SLEEPING] = 1
         if queue_count(in_q):
-            flag[0] = 0
+            flag[_SLEEPING] = 0
             continue
-        read(wake_fd, 8)
-        flag[0] = 0
+        if not _idle_wait(channel):
+            return False
+        flag[_SLEEPING] = 0
 
 
 def _new_loop() -> Any:
@@ -872,41 +1018,98 @@ def _new_loop() -> Any:
     return loop
 
 
-def _serve_async(channel: _Channel, function: _Function, loop: Any) -> None:
-    import asyncio
+class _AsyncServer:
+    """Serves an async handler on its event loop, one activation per call.
 
-    stopped = loop.create_future()
-    tasks: set[asyncio.Task[None]] = set()
+    An activation parks once no request is in hand, nothing of the function's own is scheduled
+    on the loop (tasks, timers, ready callbacks) and nothing came for _LINGER, or sooner when the
+    host asks; a loop with work of its own keeps its thread.
+    """
 
-    def on_wake() -> None:
-        os.read(channel.wake_fd, 8)
+    def __init__(self, channel: _Channel, function: _Function, loop: Any) -> None:
+        self.channel = channel
+        self.function = function
+        self.loop = loop
+        self.tasks: set[Any] = set()
+        self.stopped = False
+        self.until: Any = None
+        self.timer: Any = None  # the pending `check`
+        self.last_busy = time.monotonic()
+        # Replies and log lines go back once per loop iteration, in one batch.
+        channel.flush_soon = lambda: loop.call_soon(channel.flush)
+        loop.add_reader(channel.wake_fd, self.on_wake)
+
+    def __call__(self, isolate: _Isolate) -> bool:
+        import asyncio
+
+        loop = self.loop
+        asyncio.set_event_loop(loop)  # per thread, and the thread changes between activations
+        self.until = until = loop.create_future()
+        self.take()  # what came while parked
+        self.timer = loop.call_later(_LINGER, self.check)
+        try:
+            loop.run_until_complete(until)
+        finally:
+            self.timer.cancel()
+        if self.stopped and self.tasks:
+            # Requests in flight finish (each is bounded by its own deadline) before the isolate stops.
+            loop.run_until_complete(asyncio.gather(*self.tasks, return_exceptions=True))
+        self.channel.flush()
+        return self.stopped
+
+    def on_wake(self) -> None:
+        os.read(self.channel.wake_fd, 8)
+        self.take()
+        if self.channel.flag[_PARK]:
+            self.check()
+
+    def take(self) -> None:
+        channel, loop = self.channel, self.loop
         # The loop only looks at the queue when woken: keep the flag raised, before draining.
-        channel.flag[0] = 1
+        channel.flag[_SLEEPING] = 1
         items = channel.leftover
         while queue_count(channel.in_q):
             items.extend(queue_get(channel.in_q))
         channel.leftover = []
         for item in items:
             if item[0] == 0:
-                if not stopped.done():
-                    stopped.set_result(None)
+                self.stopped = True
+                if not self.until.done():
+                    self.until.set_result(None)
                 return
-            task = loop.create_task(function.call_async(item))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            task = loop.create_task(self.function.call_async(item))
+            self.tasks.add(task)
+            task.add_done_callback(self.done)
+        channel.flag[_IDLE] = 0 if self.tasks else 1
 
-    # Replies and log lines go back once per loop iteration, in one batch.
-    channel.flush_soon = lambda: loop.call_soon(channel.flush)
-    loop.add_reader(channel.wake_fd, on_wake)
-    channel.flag[0] = 1
-    if channel.leftover or queue_count(channel.in_q):
-        os.write(channel.wake_fd, _ONE)
-    try:
-        loop.run_until_complete(stopped)
-        # Requests in flight finish (each is bounded by its own deadline) before the isolate stops.
-        if tasks:
-            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-    finally:
-        channel.flush_soon = None
-        channel.flush()
-        loop.remove_reader(channel.wake_fd)
+    def done(self, task: Any) -> None:
+        self.tasks.discard(task)
+        if not self.tasks:
+            self.last_busy = time.monotonic()
+            self.channel.flag[_IDLE] = 1
+            if self.channel.flag[_PARK] or self.channel.pressure[0]:
+                self.check()
+
+    def check(self) -> None:
+        """Park when idle for _LINGER (or asked to), else look again later."""
+        until, loop, channel = self.until, self.loop, self.channel
+        if until.done():
+            return
+        idle = not self.tasks and not queue_count(channel.in_q)
+        wanted = channel.flag[_PARK] or channel.pressure[0]
+        if idle and (wanted or time.monotonic() - self.last_busy >= _LINGER) and self.quiet():
+            until.set_result(None)
+            return
+        self.timer.cancel()
+        self.timer = loop.call_later(_LINGER, self.check)
+
+    def quiet(self) -> bool:
+        """Nothing of the function's own waits on the loop (a task, a timer, a ready callback)."""
+        import asyncio
+
+        loop = self.loop
+        return (
+            not loop._ready
+            and all(handle.cancelled() or handle is self.timer for handle in loop._scheduled)
+            and not asyncio.all_tasks(loop)
+        )
