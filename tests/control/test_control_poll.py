@@ -34,3 +34,14 @@ def test_poller() -> None:
     assert poller.on_state(3) == 0.0  # an older revision never moves the node back
     assert (poller.revision, poller.failures) == (5, 0)
     assert 0.25 <= poller.on_failure() <= 0.5
+
+
+def test_an_unreachable_origin_is_retried_within_the_reconnect_cap() -> None:
+    poller = Poller(rng=random.Random(3), cap=30.0, reconnect_cap=1.0)
+    delays = [poller.on_unreachable() for _ in range(50)]
+    assert 0.25 <= delays[0] <= 0.5
+    assert all(0.5 <= d <= 1.0 for d in delays[1:])  # never the 30 s an erring origin gets
+    assert len(set(delays)) > 10  # jittered: a fleet that lost the origin together spreads out
+    assert poller.failures == 50
+    assert 15.0 <= poller.on_failure() <= 30.0  # an origin that answers badly still backs off far
+    assert poller.on_unchanged() == 0.0 and poller.failures == 0
