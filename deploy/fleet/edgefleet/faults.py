@@ -143,10 +143,18 @@ class Delayer:
             raise FaultError(f"the delayer refused {command}: {answer or 'it exited'}")
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(5)
-            self.process = None
+        """End the delayer (its stdin closing ends it; it is killed if it does not go)."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.close()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        process.stdout.close()
 
 
 class Shaper:

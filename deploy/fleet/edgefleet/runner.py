@@ -334,15 +334,19 @@ class Runner:
     def _heal(self, step: sc.Heal) -> None:
         assert self.shaper is not None
         targets = [n for n in self._targets(step) if not self.shaper.current.get(n.index, LinkFaults()).clean]
-        cut = [n for n in targets if self.shaper.current[n.index].partition]
+        cut = {n.index for n in targets if self.shaper.current[n.index].partition}
+        healed = {}
         for node in targets:
             self.shaper.apply(node, LinkFaults())
-        self._converge(cut, time.monotonic())
+            healed[node.index] = time.monotonic()
+        self._converge([n for n in targets if n.index in cut], healed)
 
-    def _converge(self, nodes: list[NodeLink], t0: float) -> None:
-        """Record, per node, the time from `t0` until it serves the last deployed version."""
-        for when in self._times(nodes, t0 + DEADLINE_S).values():
-            self.results["convergence_ms"].append(round((when - t0) * 1000, 1) if when else math.inf)
+    def _converge(self, nodes: list[NodeLink], since: dict[int, float]) -> None:
+        """Record, per node, the time from `since[node]` until it serves the last deployed version."""
+        deadline = min(since.values(), default=time.monotonic()) + DEADLINE_S
+        for index, when in self._times(nodes, deadline).items():
+            took = (when - since[index]) * 1000 if when is not None else math.inf
+            self.results["convergence_ms"].append(round(took, 1))
 
     def _flap(self, step: sc.Flap) -> None:
         assert self.shaper is not None
@@ -352,11 +356,12 @@ class Runner:
                 self.shaper.apply(node, LinkFaults(partition=step.partition))
             self._deploy_one()  # something the cut nodes miss
             time.sleep(step.down_s)
+            healed = {}
             for node in targets:
                 self.shaper.apply(node, LinkFaults())
-            t0 = time.monotonic()
-            self._converge(targets, t0)
-            time.sleep(max(0.0, step.up_s - (time.monotonic() - t0)))
+                healed[node.index] = time.monotonic()
+            self._converge(targets, healed)
+            time.sleep(max(0.0, step.up_s - (time.monotonic() - max(healed.values()))))
 
     def _wait(self, step: sc.Wait) -> None:
         time.sleep(step.seconds)
@@ -371,7 +376,8 @@ class Runner:
         self.origin.wait_ready("/v1/health", 60)
         # Convergence after the origin's return: a version deployed at once reaches every node.
         t0 = self._deploy_one()
-        self._converge(self._reachable(), t0)
+        reachable = self._reachable()
+        self._converge(reachable, dict.fromkeys((node.index for node in reachable), t0))
 
     def _load_start(self, step: sc.LoadStart) -> None:
         if self.load is not None:
