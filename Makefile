@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-314 bench lint clean fleet fleet-deps
+.PHONY: setup run test test-314 dist bench lint clean fleet fleet-deps
 
 # Creates $(VENV) with a Python >= 3.13 when it is missing or older, then upgrades pip.
 define venv
@@ -42,6 +42,14 @@ test: $(STAMP)
 test-314:
 	.ci/test-python314
 
+# dist/edge-x86_64.pyz, dist/edge-aarch64.pyz (shiv zipapps for Debian 13's python3) and
+# dist/SHA256SUMS; deploy/install.sh --artifact installs one. Wheels are cached in $EDGE_DIST_CACHE
+# (default ~/.cache/edge-dist). `make test` installs the x86_64 one into a Debian 13 tree
+# (tests/deploy/test_dist_debian.py) that .ci/debian-trixie-tree builds once into $EDGE_TRIXIE_ROOT
+# (default /var/tmp/edge-trixie; about a minute); `pytest -m "not debian_tree"` leaves it out.
+dist: $(STAMP)
+	$(BIN)/python deploy/dist.py --out dist
+
 bench: $(STAMP)
 	$(BIN)/python loadtest/bench.py
 
@@ -65,4 +73,4 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist

@@ -14,10 +14,12 @@ __all__ = [
     "ISOLATION_LEVELS",
     "LAMBDA_PAYLOADS",
     "MANIFEST_NAME",
+    "SCALE_LIMITS",
     "CachePolicy",
     "Manifest",
     "ManifestError",
     "Permissions",
+    "Scale",
     "decode_manifest",
     "load_manifest",
 ]
@@ -49,6 +51,22 @@ class CachePolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     """`[cache]`: the default freshness for responses that carry no caching headers of their own."""
 
     ttl: int = 0
+
+
+class Scale(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """`[scale]`: how many instances of the function a node runs and how requests wait for one.
+
+    A key left out takes the node's default (`[scale]` in config/node.toml); docs/scaling.md.
+    """
+
+    min_instances: int | None = None
+    max_instances: int | None = None
+    # In-flight requests one instance takes (sync handlers: 1 unless `threadsafe`).
+    concurrency: int | None = None
+    threadsafe: bool | None = None
+    max_queue: int | None = None
+    queue_timeout_ms: int | None = None
+    idle_timeout_s: float | None = None
 
 
 class Permissions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -88,6 +106,7 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Who may call the function and which web pages may (isolates/access.py, docs/auth.md).
     auth: AuthPolicy | None = None
     cors: CorsPolicy | None = None
+    scale: Scale = Scale()
 
     @property
     def module(self) -> str:
@@ -142,6 +161,28 @@ def _check(manifest: Manifest, source: str) -> None:
         )
     _check_permissions(manifest.permissions, source)
     check_access(manifest.auth, manifest.cors, lambda *fault: _fail(source, *fault))
+    _check_scale(manifest.scale, source)
+
+
+# `[scale]` key -> (lowest, highest) accepted value.
+SCALE_LIMITS: dict[str, tuple[float, float]] = {
+    "min_instances": (0, 64),
+    "max_instances": (1, 64),
+    "concurrency": (1, 10_000),
+    "max_queue": (0, 100_000),
+    "queue_timeout_ms": (1, MAX_TIMEOUT_MS),
+    "idle_timeout_s": (0.01, 86_400),
+}
+
+
+def _check_scale(scale: Scale, source: str) -> None:
+    for key, (lowest, highest) in SCALE_LIMITS.items():
+        value = getattr(scale, key)
+        if value is not None and not lowest <= value <= highest:
+            raise _fail(source, f"a number from {lowest:g} to {highest:g}", value, f"$.scale.{key}")
+    low, high = scale.min_instances, scale.max_instances
+    if low is not None and high is not None and low > high:
+        raise _fail(source, f"`int` <= max_instances ({high})", low, "$.scale.min_instances")
 
 
 def _check_permissions(permissions: Permissions, source: str) -> None:

@@ -1,13 +1,16 @@
 """The isolates of one node process: which versions of which functions run, and switching them.
 
-A function's releases (version, weight) switch atomically: new versions are started and warmed
-first; only when every one of them loaded does the function point at them. Requests in flight
-finish on the isolates they were sent to, which are retired once they drain.
+Each version runs as a set of instances (isolates/instances.py), grown while requests queue and
+reaped when idle, within the node's budget. A function's releases (version, weight) switch
+atomically: new versions are started and warmed first; only when every one of them loaded does
+the function point at them. The versions switched away from drain: their queued requests are
+still served, then their instances retire.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -27,6 +30,7 @@ from isolates.backends import (
     LogSink,
     backend_factory,
 )
+from isolates.instances import REFUSALS, Budget, InstanceSet, ScalePolicy
 
 __all__ = ["BackendLookup", "Function", "IsolatePool", "Release", "Wedged", "thread_cpu_seconds"]
 
@@ -73,16 +77,16 @@ class Wedged(NamedTuple):
 
 
 class Release(NamedTuple):
-    """One version of a function and its share of the traffic (a weight out of the total)."""
+    """One version of a function (its instances) and its share of the traffic (a weight out of the total)."""
 
-    isolate: Isolate
+    instances: InstanceSet
     weight: int
 
 
 class Function:
     """What requests for one function are dispatched to: its live releases, or why it is down."""
 
-    __slots__ = ("_cumulative", "_total", "error", "failing", "lazy", "name", "releases", "timeout")
+    __slots__ = ("_cumulative", "_total", "error", "failing", "name", "releases", "timeout")
 
     def __init__(
         self,
@@ -90,7 +94,6 @@ class Function:
         timeout: float,
         releases: Sequence[Release] = (),
         error: str = "",
-        lazy: IsolateSpec | None = None,
         failing: bool = False,
     ) -> None:
         self.name = name
@@ -99,8 +102,6 @@ class Function:
         self.error = error
         # Down because it kept getting stuck or crashing (see IsolatePool), not because it failed to load.
         self.failing = failing
-        # Started on its first request instead of at start-up (scale from zero).
-        self.lazy = lazy
         running = 0
         cumulative = []
         for release in self.releases:
@@ -112,20 +113,32 @@ class Function:
     @property
     def versions(self) -> tuple[str, ...]:
         """The versions serving, stable one first."""
-        return tuple(release.isolate.spec.version for release in self.releases)
+        return tuple(release.instances.spec.version for release in self.releases)
 
-    def pick(self) -> Isolate | None:
-        """The isolate for the next request: weighted at random between releases."""
+    @property
+    def instances(self) -> int:
+        """Instances running, over every version."""
+        return sum(len(release.instances.instances) for release in self.releases)
+
+    def choose(self) -> InstanceSet | None:
+        """The version for the next request: weighted at random between releases."""
         releases = self.releases
         if len(releases) == 1:
-            return releases[0].isolate
+            return releases[0].instances
         if not releases or self._total <= 0:
             return None
         ticket = random.random() * self._total
         for release, edge in zip(releases, self._cumulative, strict=True):
             if ticket < edge:
-                return release.isolate
-        return releases[-1].isolate
+                return release.instances
+        return releases[-1].instances
+
+    def pick(self) -> Isolate | None:
+        """A running isolate of the next request's version, without taking a slot (tools, tests)."""
+        chosen = self.choose()
+        if chosen is None or not chosen.instances:
+            return None
+        return min(chosen.instances, key=lambda instance: instance.in_flight).isolate
 
 
 class IsolatePool:
@@ -142,6 +155,10 @@ class IsolatePool:
         failing: Mapping[tuple[str, str], str] | None = None,
         on_failing: OnFailing | None = None,
         clock: Callable[[], float] = time.monotonic,
+        policy: ScalePolicy | None = None,
+        budget: Budget | None = None,
+        instance_mb: int = 0,
+        reap_interval: float = 1.0,
         **option_fields: Any,
     ) -> None:
         """Parameters
@@ -153,6 +170,15 @@ class IsolatePool:
             (function, version) -> reason of versions marked failing earlier (by a previous worker).
         on_failing:
             Called when a version is marked failing (the node keeps the marks across workers).
+        policy:
+            How functions deployed without a policy of their own scale (isolates/instances.py).
+        budget:
+            The node-wide ceiling on instances and their memory (none by default).
+        instance_mb:
+            What an interpreter instance counts against the budget's memory (MiB); a process
+            instance counts its memory limit.
+        reap_interval:
+            Seconds between looks for instances idle past their idle_timeout (0: only `reap()`).
         option_fields:
             Override single fields of `options` (warm_pool=0, abandon_after=0.2, ...).
         """
@@ -165,9 +191,16 @@ class IsolatePool:
         self._backend("interpreter")
         self._drain_timeout = drain_timeout
         self._functions: dict[str, Function] = {}
-        self._isolates: dict[tuple[str, str], Isolate] = {}
+        self._sets: dict[tuple[str, str], InstanceSet] = {}
+        # Sets switched away from that still serve their queued requests (closed at shutdown).
+        self._draining: set[InstanceSet] = set()
         self._retiring: set[asyncio.Task[bool]] = set()
-        self._warming: dict[str, asyncio.Task[None]] = {}
+        self._policy = policy or ScalePolicy()
+        self.budget = budget or Budget()
+        # Requests refused for want of an instance since start, by reason (isolates/instances.py).
+        self.refused = dict.fromkeys(REFUSALS, 0)
+        self._instance_mb = instance_mb
+        self._reaper = self._loop.create_task(self._reap_forever(reap_interval)) if reap_interval else None
         self.abandoned = 0
         self._max_failures = max_failures
         self._failure_window = failure_window
@@ -194,72 +227,96 @@ class IsolatePool:
         """The function called `name`, if this node has it."""
         return self._functions.get(name)
 
-    async def deploy(self, name: str, releases: Sequence[tuple[IsolateSpec, int]]) -> None:
+    def _new_set(self, spec: IsolateSpec, policy: ScalePolicy, expect_async: bool) -> InstanceSet:
+        if not policy.memory_mb:
+            memory = spec.memory_mb or self._options.memory_mb if spec.isolation == "process" else 0
+            policy = msgspec.structs.replace(policy, memory_mb=memory or self._instance_mb)
+        return InstanceSet(
+            spec,
+            policy,
+            self._start_isolate,
+            self._retire,
+            self.budget,
+            self._clock,
+            expect_async,
+            self._failed_to_start,
+            self.refused,
+        )
+
+    def _start_isolate(self, spec: IsolateSpec, expect_async: bool) -> Isolate:
+        isolate = self._backend(spec.isolation).take(spec, self._replace_stuck, expect_async)
+        self._loop.create_task(self._note_async(isolate))
+        return isolate
+
+    async def _note_async(self, isolate: Isolate) -> None:
+        with contextlib.suppress(LoadError):
+            await isolate.ready
+            if isolate.is_async:
+                self._backend(isolate.spec.isolation).saw_async()
+
+    def _failed_to_start(self, instances: InstanceSet, message: str) -> None:
+        """A set with no instance could not start one: its function answers 503 with why."""
+        function = self._functions.get(instances.spec.name)
+        if function is not None and any(release.instances is instances for release in function.releases):
+            log.error("%s", message)
+            self._close_sets(function)
+            self._functions[function.name] = Function(function.name, function.timeout, error=message)
+
+    async def deploy(
+        self,
+        name: str,
+        releases: Sequence[tuple[IsolateSpec, int]],
+        policies: Sequence[ScalePolicy] | None = None,
+    ) -> None:
         """Warm every version in `releases`, then switch the function to them; raises LoadError.
 
+        Each new version starts max(min_instances, 1) instances first (so a version that does not
+        load is never switched to). `policies`: one per release (the pool's default without).
         On LoadError the function keeps serving what it served before.
         """
         for spec, _ in releases:
             reason = self.failing.get((name, spec.version))
             if reason is not None:
                 raise LoadError(reason)
-        started: list[Isolate] = []
+        started: list[InstanceSet] = []
         chosen: list[Release] = []
         current = self._functions.get(name)
         # A new version of an async function is most likely async too (see WarmPool).
-        expect_async = current is not None and any(release.isolate.is_async for release in current.releases)
-        for spec, weight in releases:
-            isolate = self._isolates.get((name, spec.version))
-            if isolate is None or not isolate.alive or isolate.spec != spec:
-                isolate = self._backend(spec.isolation).take(spec, self._replace_stuck, expect_async)
-                started.append(isolate)
-            chosen.append(Release(isolate, weight))
+        expect_async = current is not None and any(release.instances.is_async for release in current.releases)
+        for index, (spec, weight) in enumerate(releases):
+            policy = policies[index] if policies else self._policy
+            instances = self._sets.get((name, spec.version))
+            if instances is None or instances.closed or instances.spec != spec:
+                instances = self._new_set(spec, policy, expect_async)
+                started.append(instances)
+            else:
+                instances.update(policy)
+            chosen.append(Release(instances, weight))
         try:
-            await asyncio.gather(*(isolate.ready for isolate in started))
+            await asyncio.gather(
+                *(instances.start(max(instances.policy.min_instances, 1)) for instances in started)
+            )
         except LoadError:
-            for isolate in started:
-                self._retire(isolate)
+            for instances in started:
+                for isolate in instances.close():
+                    self._retire(isolate)
             raise
-        for isolate in started:
-            if isolate.is_async:
-                self._backend(isolate.spec.isolation).saw_async()
         old = self._functions.get(name)
         timeout = releases[0][0].timeout_ms / 1000 if releases else 30.0
         self._functions[name] = Function(name, timeout, chosen)
-        for isolate in started:
-            self._isolates[(name, isolate.spec.version)] = isolate
-        keep = {id(release.isolate) for release in chosen}
+        for instances in started:
+            self._sets[(name, instances.spec.version)] = instances
+        keep = {id(release.instances) for release in chosen}
         if old is not None:
             for release in old.releases:
-                if id(release.isolate) not in keep:
-                    self._isolates.pop((name, release.isolate.spec.version), None)
-                    self._retire(release.isolate)
+                if id(release.instances) not in keep:
+                    self._drain_set(release.instances)
 
-    def register_lazy(self, spec: IsolateSpec) -> None:
-        """Route to a function whose isolate starts on its first request (see `warm`)."""
-        self._functions[spec.name] = Function(spec.name, spec.timeout_ms / 1000, lazy=spec)
-
-    async def warm(self, name: str) -> Function | None:
-        """Start a lazily registered function (once, however many requests wait); returns it."""
-        function = self._functions.get(name)
-        if function is None or function.lazy is None:
-            return function
-        task = self._warming.get(name)
-        if task is None:
-            task = self._loop.create_task(self._warm(function.lazy))
-            self._warming[name] = task
-            task.add_done_callback(lambda _: self._warming.pop(name, None))
-        await asyncio.shield(task)
-        return self._functions.get(name)
-
-    async def _warm(self, spec: IsolateSpec) -> None:
-        try:
-            await self.deploy(spec.name, [(spec, 100)])
-        except LoadError as exc:
-            log.error("function %s: failed to load: %s", spec.name, exc)
-            self._functions[spec.name] = Function(
-                spec.name, spec.timeout_ms / 1000, error=f"function {spec.name} failed to load: {exc}"
-            )
+    def register_lazy(self, spec: IsolateSpec, policy: ScalePolicy | None = None) -> None:
+        """Route to a function whose first instance starts on its first request (a set of none)."""
+        instances = self._new_set(spec, policy or self._policy, False)
+        self._sets[(spec.name, spec.version)] = instances
+        self._functions[spec.name] = Function(spec.name, spec.timeout_ms / 1000, [Release(instances, 100)])
 
     def fail(self, name: str, error: str, timeout: float = 30.0) -> None:
         """Record a function that cannot run (its routes answer 503 with `error`)."""
@@ -270,16 +327,43 @@ class IsolatePool:
     async def remove(self, name: str) -> None:
         """Stop routing to `name` and retire its isolates once they drain."""
         function = self._functions.pop(name, None)
-        if function is None:
-            return
+        if function is not None:
+            for release in function.releases:
+                self._drain_set(release.instances)
+
+    def _close_sets(self, function: Function) -> None:
         for release in function.releases:
-            self._isolates.pop((name, release.isolate.spec.version), None)
-            self._retire(release.isolate)
+            self._close_set(release.instances)
+
+    def _close_set(self, instances: InstanceSet) -> None:
+        key = (instances.spec.name, instances.spec.version)
+        if self._sets.get(key) is instances:
+            del self._sets[key]
+        for isolate in instances.close():
+            self._retire(isolate)
+
+    def _drain_set(self, instances: InstanceSet) -> None:
+        key = (instances.spec.name, instances.spec.version)
+        if self._sets.get(key) is instances:
+            del self._sets[key]
+        self._draining.add(instances)
+        instances.drain()
 
     def _retire(self, isolate: Isolate) -> None:
         task = self._loop.create_task(isolate.close(self._drain_timeout))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
+
+    def reap(self) -> int:
+        """Retire the instances idle past their idle_timeout (beyond min_instances); returns how many."""
+        now = self._clock()
+        self._draining = {instances for instances in self._draining if instances.instances}
+        return sum(instances.reap(now) for instances in list(self._sets.values()))
+
+    async def _reap_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.reap()
 
     def wedged_alive(self) -> list[Wedged]:
         """The abandoned isolates whose thread is still stuck in their interpreter."""
@@ -313,10 +397,8 @@ class IsolatePool:
     def _mark_failing(self, name: str, timeout: float, reason: str) -> None:
         function = self._functions.get(name)
         self._functions[name] = Function(name, timeout, error=reason, failing=True)
-        for release in function.releases if function is not None else ():
-            self._isolates.pop((name, release.isolate.spec.version), None)
-            if release.isolate.alive:
-                self._retire(release.isolate)
+        if function is not None:
+            self._close_sets(function)
 
     def _replace_stuck(self, stuck: Any) -> None:
         """An isolate hung in C code (or, for one that `recovers`, crashed and was restarted).
@@ -343,20 +425,19 @@ class IsolatePool:
         fresh: Any = self._backend(spec.isolation).take(spec, self._replace_stuck, stuck.is_async)
         fresh.adopt(stuck.take_queued())
         stuck.abandon()
-        self._isolates[(spec.name, spec.version)] = fresh
-        function = self._functions.get(spec.name)
-        if function is not None:
-            releases = [
-                Release(fresh, release.weight) if release.isolate is stuck else release
-                for release in function.releases
-            ]
-            self._functions[spec.name] = Function(function.name, function.timeout, releases, function.error)
+        instances = self._sets.get((spec.name, spec.version))
+        if instances is None or not instances.replace(stuck, fresh):
+            self._retire(fresh)  # its set is gone: the adopted requests are answered, then it stops
 
     async def close(self, timeout: float) -> None:
         """Stop every isolate (called from lifespan shutdown, so the worker exits without hanging)."""
-        isolates = list(self._isolates.values())
+        if self._reaper is not None:
+            self._reaper.cancel()
+        sets = [*self._sets.values(), *self._draining]
+        isolates = [isolate for instances in sets for isolate in instances.close()]
+        self._draining.clear()
         self._functions.clear()
-        self._isolates.clear()
+        self._sets.clear()
         await asyncio.gather(*(backend.close(timeout) for backend in self._backends.values()))
         results = await asyncio.gather(*(isolate.close(timeout) for isolate in isolates), *self._retiring)
         stuck = results.count(False)

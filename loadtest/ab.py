@@ -3,8 +3,8 @@
     git worktree add /tmp/base <commit> && .venv/bin/python loadtest/ab.py /tmp/base --rounds 12
 
 Both nodes (`edge node --functions examples`, one worker each) run at once; each round drives
-them in turn (order alternating) with `wrk -t1 -c64 -d3s`; the ratio of a round compares the two
-within that round, because this VM's speed drifts. Reports req/s and CPU per request.
+them in turn (order alternating) with `wrk -t1 -c64 -d3s` (`--connections`); the ratio of a
+round compares the two within that round, because this VM's speed drifts. Reports req/s and CPU per request.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ def main() -> int:
     parser.add_argument("base", type=Path, help="the other checkout (e.g. a git worktree)")
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument(
+        "--connections", type=int, default=64, help="wrk connections (1: each request finds an idle instance)"
+    )
     args = parser.parse_args()
     wrk = ensure_wrk()
     results: dict[str, list[WrkResult]] = {"base": [], "this": []}
@@ -42,12 +45,12 @@ def main() -> int:
             port = free_port()
             targets[name] = (f"http://127.0.0.1:{port}/hello", stack.enter_context(_node(tree, port)))
         for url, server in targets.values():
-            run_wrk(wrk, url, 64, 1, 1, server)  # warm-up
+            run_wrk(wrk, url, args.connections, 1, 1, server)  # warm-up
         for index in range(args.rounds):
             order = ("base", "this") if index % 2 == 0 else ("this", "base")
             for name in order:
                 url, server = targets[name]
-                results[name].append(run_wrk(wrk, url, 64, args.seconds, 1, server))
+                results[name].append(run_wrk(wrk, url, args.connections, args.seconds, 1, server))
     base, this = results["base"], results["this"]
     ratios = [b.rps / a.rps for a, b in zip(base, this, strict=True)]
     for name, runs in results.items():

@@ -1,4 +1,4 @@
-"""The baseline: a bare granian ASGI app answering "hello world", nothing else."""
+"""The baselines: bare granian apps answering "hello world", nothing else (`app`: ASGI, `rsgi_app`: RSGI)."""
 
 from __future__ import annotations
 
@@ -21,3 +21,14 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
     await send({"type": "http.response.body", "body": b"hello world"})
+
+
+class _BareRsgi:
+    """The same answer on granian's native RSGI interface."""
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        proto.response_bytes(200, _STR_HEADERS, b"hello world")
+
+
+_STR_HEADERS = [("content-type", "text/plain; charset=utf-8")]
+rsgi_app = _BareRsgi()

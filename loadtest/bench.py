@@ -89,12 +89,21 @@ def _ms(text: str) -> float:
 
 
 def run_wrk(
-    wrk: str, url: str, connections: int, seconds: int, threads: int, server: Server | None = None
+    wrk: str,
+    url: str,
+    connections: int,
+    seconds: int,
+    threads: int,
+    server: Server | None = None,
+    headers: tuple[str, ...] = (),
 ) -> WrkResult:
-    """Drive `url` with wrk and parse its report; with `server`, also its CPU time per request."""
+    """Drive `url` with wrk and parse its report; with `server`, also its CPU time per request.
+
+    `headers` ("Name: value") go with every request, besides wrk's own Host."""
     cpu_before = process_tree_cpu(server.pid) if server is not None else 0.0
+    extra = [arg for header in headers for arg in ("-H", header)]
     out = subprocess.run(
-        [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *extra, url],
         capture_output=True,
         text=True,
         check=True,
@@ -112,10 +121,12 @@ def run_wrk(
     return WrkResult(rps, p50, p99, errors, cpu_us)
 
 
-def bare_server(port: int) -> Server:
-    """The baseline under the same granian settings as the node (1 worker, uvloop, HTTP/1)."""
-    argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop", "--http", "1"]
-    argv += ["--workers", "1", "--port", str(port), "--log-level", "warning", "loadtest.bare_app:app"]
+def bare_server(port: int, interface: str = "asgi") -> Server:
+    """The baseline under the same granian settings as the node (1 worker, uvloop, HTTP/1), on
+    granian's ASGI interface (the bench's reference) or its native RSGI one."""
+    target = "loadtest.bare_app:app" if interface == "asgi" else "loadtest.bare_app:rsgi_app"
+    argv = [sys.executable, "-m", "granian", "--interface", interface, "--loop", "uvloop", "--http", "1"]
+    argv += ["--workers", "1", "--port", str(port), "--log-level", "warning", target]
     return Server(argv, f"http://127.0.0.1:{port}/")
 
 
@@ -133,7 +144,8 @@ def ceiling_server(port: int, factory: str) -> Server:
 
 
 def node_server(port: int, functions: Path, **env: str) -> Server:
-    """An edge node serving `functions` (1 worker, uvloop, HTTP/1, the defaults)."""
+    """An edge node serving `functions` (1 worker, uvloop, HTTP/1, the defaults; EDGE_INTERFACE=asgi
+    for the ASGI front end)."""
     argv = [sys.executable, "-m", "edge", "node", "--functions", str(functions), "--port", str(port)]
     return Server(argv, f"http://127.0.0.1:{port}/_edge/ready", env={"EDGE_LOG_LEVEL": "warning", **env})
 
@@ -152,6 +164,26 @@ def bench_functions(root: Path, names: tuple[str, ...] = ("hello", "cached")) ->
 
 # Handler kinds driven beside the `edge` kind's hello (loadtest/kinds/: the same answer each).
 KINDS = ("lambda", "openfaas", "asgi", "wsgi")
+
+# What a browser sends besides Host (Chrome's navigation request, a session cookie): the
+# cached-hit rows with "browser headers" carry these 14, 15 headers with Host.
+BROWSER_HEADERS = (
+    "Connection: keep-alive",
+    'sec-ch-ua: "Chromium";v="131", "Not_A Brand";v="24"',
+    "sec-ch-ua-mobile: ?0",
+    'sec-ch-ua-platform: "Linux"',
+    "Upgrade-Insecure-Requests: 1",
+    "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)"
+    " Chrome/131.0.0.0 Safari/537.36",
+    "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
+    "Sec-Fetch-Site: none",
+    "Sec-Fetch-Mode: navigate",
+    "Sec-Fetch-User: ?1",
+    "Sec-Fetch-Dest: document",
+    "Accept-Encoding: gzip, deflate, br, zstd",
+    "Accept-Language: en-US,en;q=0.9,de;q=0.8",
+    "Cookie: session=3f2a9c0e7b5d4e1f8a6b2c9d0e3f4a5b; theme=dark",
+)
 
 
 def throughput(
@@ -172,23 +204,31 @@ def throughput(
     """
     hello, cached = "node: hello through an isolate", "node: cached hit"
     in_process = "node: hello through a process"
-    results: dict[str, list[WrkResult]] = {"bare granian": [], hello: [], in_process: [], cached: []}
-    bare_port, node_port = free_port(), free_port()
+    bare_port, rsgi_port, node_port, asgi_port = free_port(), free_port(), free_port(), free_port()
     with contextlib.ExitStack() as stack:
         functions = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         bench_functions(functions)
         bare = stack.enter_context(bare_server(bare_port))
+        bare_rsgi = stack.enter_context(bare_server(rsgi_port, "rsgi"))
         node = stack.enter_context(node_server(node_port, functions))
-        targets = {
-            "bare granian": (f"http://127.0.0.1:{bare_port}/", bare),
-            hello: (f"http://127.0.0.1:{node_port}/hello", node),
-            in_process: (f"http://127.0.0.1:{node_port}/hello-process", node),
-            cached: (f"http://127.0.0.1:{node_port}/cached", node),
+        asgi_node = stack.enter_context(node_server(asgi_port, functions, EDGE_INTERFACE="asgi"))
+        node_url, asgi_url = f"http://127.0.0.1:{node_port}", f"http://127.0.0.1:{asgi_port}"
+        # name -> (url, server, request headers); the node's default front end is RSGI.
+        targets: dict[str, tuple[str, Server, tuple[str, ...]]] = {
+            "bare granian": (f"http://127.0.0.1:{bare_port}/", bare, ()),
+            "bare granian, rsgi": (f"http://127.0.0.1:{rsgi_port}/", bare_rsgi, ()),
+            "bare granian, browser headers": (f"http://127.0.0.1:{bare_port}/", bare, BROWSER_HEADERS),
+            hello: (f"{node_url}/hello", node, ()),
+            "node asgi: hello through an isolate": (f"{asgi_url}/hello", asgi_node, ()),
+            in_process: (f"{node_url}/hello-process", node, ()),
+            cached: (f"{node_url}/cached", node, ()),
+            "node asgi: cached hit": (f"{asgi_url}/cached", asgi_node, ()),
+            "node: cached hit, browser headers": (f"{node_url}/cached", node, BROWSER_HEADERS),
+            "node asgi: cached hit, browser headers": (f"{asgi_url}/cached", asgi_node, BROWSER_HEADERS),
         }
         if kinds:
             for kind in KINDS:
-                targets[kind_row(kind)] = (f"http://127.0.0.1:{node_port}/kind-{kind}", node)
-                results[kind_row(kind)] = []
+                targets[kind_row(kind)] = (f"{node_url}/kind-{kind}", node, ())
         if ceiling:
             for factory, name in (
                 ("instant", "ceiling: reply at once"),
@@ -198,13 +238,14 @@ def throughput(
                 targets[name] = (
                     f"http://127.0.0.1:{port}/hello",
                     stack.enter_context(ceiling_server(port, factory)),
+                    (),
                 )
-                results[name] = []
-        for url, _ in targets.values():
-            run_wrk(wrk, url, connections, 1, threads)  # warm-up (and fills the cache)
+        results: dict[str, list[WrkResult]] = {name: [] for name in targets}
+        for url, _, headers in targets.values():
+            run_wrk(wrk, url, connections, 1, threads, headers=headers)  # warm-up (and fills the cache)
         for _ in range(rounds):
-            for name, (url, server) in targets.items():
-                results[name].append(run_wrk(wrk, url, connections, seconds, threads, server))
+            for name, (url, server, headers) in targets.items():
+                results[name].append(run_wrk(wrk, url, connections, seconds, threads, server, headers))
     return results
 
 
@@ -313,10 +354,10 @@ def main() -> int:
     )
     bare = results["bare granian"]
     print(
-        f"| {'what':<34} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'ratio':>6} | {'ratios':>10} "
+        f"| {'what':<38} | {'req/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'ratio':>6} | {'ratios':>10} "
         f"| {'cpu us/req':>10} |"
     )
-    print(f"| {'-' * 34} | {'-' * 9} | {'-' * 7} | {'-' * 7} | {'-' * 6} | {'-' * 10} | {'-' * 10} |")
+    print(f"| {'-' * 38} | {'-' * 9} | {'-' * 7} | {'-' * 7} | {'-' * 6} | {'-' * 10} | {'-' * 10} |")
     for name, runs in results.items():
         rps = statistics.median(r.rps for r in runs)
         p50 = statistics.median(r.p50 for r in runs)
@@ -325,10 +366,14 @@ def main() -> int:
         ratios = [run.rps / base.rps for run, base in zip(runs, bare, strict=True)]
         spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
         print(
-            f"| {name:<34} | {rps:>9.0f} | {p50:>7.2f} | {p99:>7.2f} | "
+            f"| {name:<38} | {rps:>9.0f} | {p50:>7.2f} | {p99:>7.2f} | "
             f"{statistics.median(ratios):>5.2f}x | {spread:>10} | {cpu:>10.1f} |"
         )
     print("ratio: median over rounds of (target / bare in the same round); ratios: their range")
+    print('node: the RSGI front end (the default); node asgi: the ASGI one (interface = "asgi")')
+    print(
+        f"browser headers: {len(BROWSER_HEADERS) + 1} request headers (Host and bench.py's BROWSER_HEADERS)"
+    )
     print("cpu us/req: CPU time of the server's processes per request served (median over rounds)")
     if args.kinds:
         edge = results["node: hello through an isolate"]

@@ -11,6 +11,11 @@ from typing import Any, NamedTuple
 
 from loadtest._servers import Server
 
+# The node's front ends (its `interface` setting). A test module that sets `EVERY_FRONT_END = True`
+# runs each of its tests that use the `front_end` fixture (start_node does) once per front end.
+FRONT_ENDS = ("rsgi", "asgi")
+DEFAULT_FRONT_END = "rsgi"
+
 
 class Reply(NamedTuple):
     """An HTTP response, read whole."""

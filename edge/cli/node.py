@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import msgspec
 
 from edge.cli._abort import abort
+from edge.cli._self import edge_argv
 from edge.node.functions import scan_functions
 from edge.node.settings import NodeSettings, SettingsError, load_settings, read_token_file
 
@@ -32,7 +33,11 @@ def register(subparsers: Any) -> None:
         "node", help="run an edge node", description="Serve functions from persistent subinterpreters."
     )
     parser.add_argument("--functions", metavar="DIR", help="serve every function directory in DIR")
-    parser.add_argument("--origin", metavar="URL", help="sync functions from this origin instead")
+    parser.add_argument(
+        "--origin",
+        metavar="URL",
+        help="sync functions from this origin instead (URL1,URL2,...: origins on one database, failed over)",
+    )
     parser.add_argument(
         "--token-file", metavar="FILE", help="origin mode: a file holding the node token (or EDGE_TOKEN)"
     )
@@ -133,7 +138,7 @@ def _load(args: argparse.Namespace) -> NodeSettings:
 def _check_tls(settings: NodeSettings) -> NodeSettings:
     """Abort on TLS settings that cannot work; returns them with absolute paths (workers read them)."""
     from edge.cli._tls import server_pair
-    from edge.control.client import OriginClient
+    from edge.control.failover import origin_client
 
     cert = Path(settings.tls_cert) if settings.tls_cert else None
     key = Path(settings.tls_key) if settings.tls_key else None
@@ -141,7 +146,7 @@ def _check_tls(settings: NodeSettings) -> NodeSettings:
     origin_ca = os.path.abspath(settings.origin_ca) if settings.origin_ca else ""
     if settings.origin:
         try:
-            OriginClient(settings.origin, None, ca_file=origin_ca or None)
+            origin_client(settings.origin, None, ca_file=origin_ca or None)
         except ValueError as exc:
             abort(f"{exc} - at `$.origin`", 2)
     elif origin_ca:
@@ -191,7 +196,7 @@ def _reexec(settings: NodeSettings) -> NoReturn:
     }
     sys.stdout.flush()
     sys.stderr.flush()
-    argv = [sys.executable, "-m", "edge", "node", "--settings-fd", str(fd)]
+    argv = [*edge_argv(), "node", "--settings-fd", str(fd)]
     os.execve(sys.executable, argv, environ)
 
 
@@ -303,6 +308,10 @@ def _node_id(settings: NodeSettings) -> str:
         return ""
 
 
+# `interface` setting -> (the granian factory of that front end, granian's interface name).
+_FRONT_ENDS = {"rsgi": ("edge.node.rsgi:create_app", "rsgi"), "asgi": ("edge.node.app:create_app", "asgi")}
+
+
 def serve(settings: NodeSettings) -> None:
     """Run granian in this process until it is told to stop (workers are forked processes)."""
     from granian.constants import HTTPModes, Interfaces, Loops
@@ -315,12 +324,13 @@ def serve(settings: NodeSettings) -> None:
     runtime_dir = tempfile.mkdtemp(prefix="edge-node-")
     os.environ[RUNTIME_DIR_VARIABLE] = runtime_dir
     admin = start_admin(settings, runtime_dir)
+    front_end, interface = _FRONT_ENDS[settings.interface]
     server = NodeServer(
-        "edge.node.app:create_app",
+        front_end,
         factory=True,
         address=settings.host,
         port=settings.port,
-        interface=Interfaces.ASGI,
+        interface=Interfaces(interface),
         workers=settings.workers,
         loop=Loops.uvloop,
         http=HTTPModes(settings.http),

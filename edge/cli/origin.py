@@ -17,7 +17,9 @@ from edge.cli._abort import abort
 from edge.cli._args import count, seconds
 from edge.cli._tls import add_origin_tls_options, check_origin_tls_options, origin_tls
 from edge.control.signing import SignatureError
+from edge.origin.blobs import check_blobs_url, check_s3_credentials
 from edge.origin.datadir import DataDir
+from edge.origin.metadata import DatabaseError, check_database
 from edge.origin.settings import SETTINGS_ENV, OriginSettings
 
 __all__ = ["register"]
@@ -34,6 +36,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--data", default=None, help=f"data directory (default {DEFAULT_DATA})")
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        default="",
+        help="metadata in PostgreSQL, postgresql://[user@]host[:port]/dbname, shared by every origin"
+        " given it (password: ~/.pgpass or PGPASSFILE; default: SQLite in the data directory)",
+    )
+    parser.add_argument(
+        "--blobs",
+        metavar="URL",
+        default="",
+        help="bundles in an S3-compatible bucket, s3://bucket[/prefix] (credentials: AWS_ACCESS_KEY_ID"
+        " and AWS_SECRET_ACCESS_KEY; default: the data directory's blobs/)",
+    )
+    parser.add_argument(
+        "--blobs-endpoint",
+        metavar="URL",
+        default="",
+        help="the S3-compatible server's URL, for a bucket not on AWS (e.g. http://127.0.0.1:9000)",
+    )
     parser.add_argument(
         "--keep-versions", type=count, default=10, help="versions kept per function (default 10)"
     )
@@ -100,9 +122,23 @@ def _serve(args: argparse.Namespace) -> int:
     from granian.constants import Interfaces, Loops
     from granian.log import LogLevels
 
-    data = DataDir(Path(args.data or DEFAULT_DATA).resolve())
+    try:
+        database = check_database(args.database)
+        if args.blobs:
+            check_blobs_url(args.blobs)
+            check_s3_credentials(args.blobs, os.environ)
+    except ValueError as exc:
+        abort(str(exc), 2)
+    if args.blobs_endpoint and not args.blobs:
+        abort(f"--blobs-endpoint {args.blobs_endpoint}: only an S3 bucket (--blobs s3://...) uses it", 2)
+    if args.blobs_endpoint and not args.blobs_endpoint.startswith(("http://", "https://")):
+        abort(f"--blobs-endpoint: Expected http://host:port or https://host, got {args.blobs_endpoint!r}", 2)
+    data = DataDir(Path(args.data or DEFAULT_DATA).resolve(), database)
     settings = OriginSettings(
         data_dir=str(data.root),
+        database=database,
+        blobs=args.blobs,
+        blobs_endpoint=args.blobs_endpoint,
         keep_versions=args.keep_versions,
         heartbeat_interval_s=args.heartbeat_interval,
         live_intervals=args.live_intervals,
@@ -120,13 +156,18 @@ def _serve(args: argparse.Namespace) -> int:
         data.root.mkdir(parents=True, exist_ok=True)
         lock = _lock(data)
         created = data.initialize()
-    except (OSError, SignatureError) as exc:
+    except DatabaseError as exc:
+        abort(str(exc))
+    except (OSError, SignatureError, ValueError) as exc:
         abort(f"{data.root}: cannot prepare the data directory: {exc}")
     if created:
         print(f"created the signing key and the first admin token; the token is in {data.admin_token}")
     tls = origin_tls(args, data.root)
     scheme = "https" if tls else "http"
-    print(f"origin on {scheme}://{args.host}:{args.port}, data in {data.root}", flush=True)
+    where = "".join(
+        f", {what} in {place}" for what, place in (("metadata", database), ("blobs", args.blobs)) if place
+    )
+    print(f"origin on {scheme}://{args.host}:{args.port}, data in {data.root}{where}", flush=True)
     os.environ[SETTINGS_ENV] = msgspec.json.encode(settings).decode()
     Granian(
         "edge.origin.app:create_app",

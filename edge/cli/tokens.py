@@ -25,8 +25,8 @@ from edge.control.admin import NewToken, TokenInfo
 from edge.control.client import ControlError, OriginClient
 from edge.origin import tokens
 from edge.origin.datadir import ROLES, DataDir
+from edge.origin.metadata import DatabaseError, MetadataStore, check_database
 from edge.origin.service import ApiError
-from edge.origin.store import Store
 
 __all__ = ["register"]
 
@@ -41,6 +41,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         dest="token_data",
         metavar="DIR",
         help=f"work on this data directory (default {DEFAULT_DATA})",
+    )
+    where.add_argument(
+        "--database",
+        dest="token_database",
+        metavar="URL",
+        help="with --data: the PostgreSQL database that origin was started with (--database)",
     )
     where.add_argument(
         "--origin", metavar="URL", help="use this origin's admin API instead (default $EDGE_ORIGIN)"
@@ -74,7 +80,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _client(args: argparse.Namespace) -> OriginClient | None:
     """The admin API client, or None when the command works on a data directory."""
     url = args.origin or os.environ.get("EDGE_ORIGIN")
-    if args.token_data is not None or args.data is not None or not url:
+    if args.token_data is not None or args.data is not None or args.token_database or not url:
         return None
     try:
         token = args.token or os.environ.get("EDGE_TOKEN") or None
@@ -83,11 +89,16 @@ def _client(args: argparse.Namespace) -> OriginClient | None:
         abort(str(exc))
 
 
-def _store(args: argparse.Namespace) -> Store:
-    data = DataDir(Path(args.token_data or args.data or DEFAULT_DATA))
-    if not data.database.exists():
+def _store(args: argparse.Namespace) -> MetadataStore:
+    database = args.token_database or getattr(args, "database", "") or ""
+    data = DataDir(Path(args.token_data or args.data or DEFAULT_DATA), database)
+    if not database and not data.database.exists():
         abort(f"{data.root}: no origin data here; start `edge origin --data {data.root}` once first")
-    return data.open_store()
+    try:
+        check_database(database)
+        return data.open_store()
+    except DatabaseError as exc:
+        abort(str(exc))
 
 
 def _fail(exc: ApiError | ControlError) -> NoReturn:

@@ -20,6 +20,7 @@ from typing import Any
 
 from edge.bundle import BundleError, build
 from edge.cli._abort import abort
+from edge.cli._self import edge_argv
 from edge.control.client import ControlError, OriginClient
 from edge.node.functions import scan_functions
 
@@ -64,7 +65,7 @@ def edge_command() -> str:
         return "edge"
     if script.is_file() and os.access(script, os.X_OK):
         return str(script)
-    return f"{sys.executable} -m edge"
+    return " ".join(edge_argv())
 
 
 def _activate_hint() -> str:
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     (data / "origin").mkdir(parents=True, exist_ok=True)
     origin_url = f"http://127.0.0.1:{args.origin_port}"
     node_url = f"http://127.0.0.1:{args.port}"
-    edge = [sys.executable, "-m", "edge"]
+    edge = edge_argv()
     processes: list[subprocess.Popen[bytes]] = []
     check_free("127.0.0.1", args.origin_port, "--origin-port")
     check_free("127.0.0.1", args.port, "--port")

@@ -50,6 +50,8 @@ class FunctionTotals:
         "in_flight",
         "instances",
         "queue_depth",
+        "queued",
+        "refused",
         "seconds",
         "statuses",
         "timeouts",
@@ -64,6 +66,8 @@ class FunctionTotals:
         self.in_flight = 0
         self.queue_depth = 0
         self.instances = 0
+        self.queued = 0
+        self.refused = 0
 
     def add_counters(self, sample: FunctionSample | FunctionTotals) -> None:
         self.statuses = [a + b for a, b in zip(self.statuses, sample.statuses, strict=True)]
@@ -71,6 +75,7 @@ class FunctionTotals:
         self.seconds += sample.seconds
         self.cold_starts += sample.cold_starts
         self.timeouts += sample.timeouts
+        self.refused += sample.refused
 
 
 class NodeTotals(msgspec.Struct, kw_only=True):
@@ -134,6 +139,7 @@ class SampleReader:
                 entry.in_flight += function.in_flight
                 entry.queue_depth += function.queue_depth
                 entry.instances += function.instances
+                entry.queued += function.queued
             totals.workers += 1
             totals.rss_bytes += sample.rss_bytes
             totals.isolates += sample.isolates
@@ -217,6 +223,14 @@ def _function_families(totals: NodeTotals) -> Iterator[Metric]:
         "edge_function_queue_depth", "Requests handed to isolates and not answered yet", labels=labels
     )
     instances = GaugeMetricFamily("edge_function_instances", "Isolates serving the version", labels=labels)
+    queued = GaugeMetricFamily(
+        "edge_function_queued", "Requests waiting for an instance (all busy)", labels=labels
+    )
+    refused = CounterMetricFamily(
+        "edge_function_refused",
+        "Requests refused for want of an instance (429 queue full, 503 queue timeout or budget)",
+        labels=labels,
+    )
     for (function, version), entry in sorted(totals.functions.items()):
         values = [function, version]
         for index, count in enumerate(entry.statuses):
@@ -232,7 +246,9 @@ def _function_families(totals: NodeTotals) -> Iterator[Metric]:
         in_flight.add_metric(values, entry.in_flight)
         queue.add_metric(values, entry.queue_depth)
         instances.add_metric(values, entry.instances)
-    yield from (requests, duration, cold, timeouts, in_flight, queue, instances)
+        queued.add_metric(values, entry.queued)
+        refused.add_metric(values, entry.refused)
+    yield from (requests, duration, cold, timeouts, in_flight, queue, instances, queued, refused)
 
 
 def _node_families(totals: NodeTotals, main_pid: int) -> Iterator[Metric]:

@@ -7,10 +7,12 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
+from edge.node.settings import ScaleSettings
 from isolates.backends import IsolateSpec
+from isolates.instances import ScalePolicy
 from isolates.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
 
-__all__ = ["FunctionDir", "content_version", "isolate_spec", "scan_functions"]
+__all__ = ["FunctionDir", "content_version", "isolate_spec", "scale_policy", "scan_functions"]
 
 _SKIP_DIRS = {"__pycache__", ".git"}
 
@@ -64,4 +66,27 @@ def isolate_spec(directory: Path, manifest: Manifest, version: str) -> IsolateSp
         memory_mb=manifest.memory_mb,
         kind=manifest.kind,
         lambda_payload=manifest.lambda_payload,
+    )
+
+
+def scale_policy(manifest: Manifest, defaults: ScaleSettings) -> ScalePolicy:
+    """How the function's instances scale: its manifest's `[scale]`, the node's `[scale]` for the rest."""
+    scale = manifest.scale
+
+    def pick[T](value: T | None, default: T) -> T:
+        return default if value is None else value
+
+    # A key the manifest sets wins over the node's default of the other one (min <= max).
+    high = max(pick(scale.max_instances, defaults.max_instances), scale.min_instances or 0)
+    low = min(pick(scale.min_instances, defaults.min_instances), high)
+    queue_timeout_ms = pick(scale.queue_timeout_ms, defaults.queue_timeout_ms)
+    return ScalePolicy(
+        min_instances=low,
+        max_instances=high,
+        concurrency=scale.concurrency or 0,
+        threadsafe=pick(scale.threadsafe, defaults.threadsafe),
+        async_concurrency=defaults.concurrency,
+        max_queue=pick(scale.max_queue, defaults.max_queue),
+        queue_timeout=queue_timeout_ms / 1000,
+        idle_timeout=pick(scale.idle_timeout_s, defaults.idle_timeout_s),
     )

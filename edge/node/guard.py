@@ -15,9 +15,9 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import msgspec
 
@@ -27,10 +27,9 @@ from isolates.manifest import MANIFEST_NAME, Manifest, ManifestError
 if TYPE_CHECKING:  # PyJWT (and cryptography) are imported only by nodes with a `type = "jwt"` function
     from jwt import PyJWK
 
-__all__ = ["IDENTITY_HEADERS", "Admitted", "Answer", "Guard", "build_guard", "with_headers"]
+__all__ = ["IDENTITY_HEADERS", "Admitted", "Answer", "Guard", "build_guard", "with_cors"]
 
 Headers = list[tuple[bytes, bytes]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 IDENTITY_HEADERS = (b"x-edge-auth-subject", b"x-edge-auth-claims")
 _SUBJECT, _CLAIMS = IDENTITY_HEADERS
@@ -47,6 +46,14 @@ _VARY_ORIGIN = (b"vary", b"Origin")
 # validity times are still checked on every request.
 MAX_REMEMBERED_TOKENS = 512
 _VARY_PREFLIGHT = (b"vary", b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers")
+
+
+class Named(Protocol):
+    """A request's headers by (lower-case) name: a dict, or a front end's lazy view."""
+
+    def get(self, name: bytes, /) -> bytes | None: ...
+
+    def __contains__(self, name: object, /) -> bool: ...
 
 
 class Answer(NamedTuple):
@@ -119,7 +126,7 @@ class Guard:
             ]
 
     def check(
-        self, method: str, path: str, headers: Headers, named: Mapping[bytes, bytes], request_id: str
+        self, method: str, path: str, headers: Headers, named: Named, request_id: str
     ) -> Answer | Admitted:
         """Answer a preflight or refuse a request (Answer), or admit it (Admitted); never raises."""
         cors = None
@@ -242,16 +249,16 @@ class Guard:
             return [(b"access-control-allow-origin", origin), _VARY_ORIGIN, *self._cors_extra]
         return [_VARY_ORIGIN]
 
-    def _preflight(self, origin: bytes, named: Mapping[bytes, bytes], request_id: str) -> Answer:
+    def _preflight(self, origin: bytes, named: Named, request_id: str) -> Answer:
         """Answer an OPTIONS preflight without the function (and without credentials: browsers send none)."""
         vary = [_VARY_PREFLIGHT]
         if not self._any_origin and origin not in self._origins:
             shown = origin.decode("latin-1")
             return _answer(403, f"CORS: origin {shown!r} is not in [cors] origins", request_id, vary)
-        wanted = named[b"access-control-request-method"].decode("latin-1")
+        wanted = (named.get(b"access-control-request-method") or b"").decode("latin-1")
         if wanted not in self._methods:
             return _answer(403, f"CORS: method {wanted!r} is not in [cors] methods", request_id, vary)
-        requested = named.get(b"access-control-request-headers", b"").decode("latin-1")
+        requested = (named.get(b"access-control-request-headers") or b"").decode("latin-1")
         names = [name.strip().lower() for name in requested.split(",") if name.strip()]
         if "*" not in self._allowed_headers:
             refused = [name for name in names if name not in self._allowed_headers]
@@ -270,16 +277,9 @@ def _answer(status: int, message: str, request_id: str, headers: Headers) -> Ans
     return Answer(status, [_JSON, *headers], body)
 
 
-def with_headers(send: Send, extra: Headers) -> Send:
-    """`send` that adds `extra` to the response's headers (replacing the function's own CORS headers)."""
-
-    async def send_with(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            kept = [header for header in message["headers"] if header[0] not in _CORS_NAMES]
-            message["headers"] = [*kept, *extra]
-        await send(message)
-
-    return send_with
+def with_cors(headers: Headers, cors: Headers) -> Headers:
+    """A response's headers with the node's CORS headers in place of the function's own."""
+    return [*(header for header in headers if header[0] not in _CORS_NAMES), *cors]
 
 
 def build_guard(

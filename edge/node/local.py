@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from edge.bundle import DEPS_DIR, BundleError, install_requirements, remove_tree
-from edge.node.functions import FunctionDir, content_version, isolate_spec, scan_functions
+from edge.node.functions import FunctionDir, content_version, isolate_spec, scale_policy, scan_functions
 from edge.node.guard import build_guard
 from edge.node.source import NodeControl
 from isolates.backends import IsolateSpec, LoadError
+from isolates.instances import ScalePolicy
 from isolates.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
 
 __all__ = ["LocalSource", "function_dirs", "read_function", "sync_requirements"]
@@ -177,17 +178,18 @@ class LocalSource:
             spec = isolate_spec(found.directory, found.manifest, content_version(found.directory))
             if not _guard(app, found.directory, found.manifest, spec.version):
                 continue
+            policy = scale_policy(found.manifest, app.settings.scale)
             if app.settings.preload:
-                launches.append(self._launch(app, spec.name, spec))
+                launches.append(self._launch(app, spec.name, spec, policy))
             else:
-                pool.register_lazy(spec)
+                pool.register_lazy(spec, policy)
         app.set_routes(routes)
         await asyncio.gather(*launches)
 
-    async def _launch(self, app: NodeControl, name: str, spec: IsolateSpec) -> bool:
+    async def _launch(self, app: NodeControl, name: str, spec: IsolateSpec, policy: ScalePolicy) -> bool:
         started = time.perf_counter()
         try:
-            await app.pool.deploy(name, [(spec, 100)])
+            await app.pool.deploy(name, [(spec, 100)], [policy])
         except LoadError as exc:
             log.error("function %s: failed to load: %s", name, exc)
             await app.pool.remove(name)  # watch mode: the old version stops answering too
@@ -262,7 +264,7 @@ class LocalSource:
         if not _guard(app, directory, found.manifest, spec.version):
             await app.pool.remove(found.name)
             return
-        await self._launch(app, found.name, spec)
+        await self._launch(app, found.name, spec, scale_policy(found.manifest, app.settings.scale))
         serving = {version for function in app.pool.functions.values() for version in function.versions}
         for version in [version for version in app.guards if version not in serving]:
             del app.guards[version]  # an edited version's guard goes once the pool switched away

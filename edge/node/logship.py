@@ -24,7 +24,8 @@ from collections.abc import Callable
 
 import msgspec
 
-from edge.control.client import ControlError, OriginClient, OriginError
+from edge.control.client import ControlError, OriginError
+from edge.control.failover import origin_client
 from edge.control.messages import LogBatch, LogLine
 from edge.node.settings import NodeSettings
 
@@ -68,7 +69,7 @@ class LogShipper:
         self._lines: deque[LogLine] = deque(maxlen=max_lines)
         # Lines pushed out of the full buffer and not yet reported to the origin.
         self.dropped = 0
-        self._client = OriginClient(
+        self._client = origin_client(
             settings.origin,
             settings.token or None,
             timeout=POST_TIMEOUT_S,

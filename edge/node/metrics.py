@@ -11,12 +11,14 @@ Definitions:
 - a request counts once it is answered, under its function and version (version "" when the
   function had no version to run: it failed to load), by status class;
 - its duration runs from routing to the last byte handed to the server (a cache hit included);
-- a cold start is the first request an isolate serves: one started for it (a lazy function's
-  first request), the first one after a deploy switched versions, the first in a new worker, or
-  the first after a stuck isolate was replaced;
+- a cold start is the first request an instance serves: one started for it (a lazy function's
+  first request, or one the pool grew for queued requests), the first one after a deploy switched
+  versions, the first in a new worker (a stuck isolate replaced in its instance does not count);
 - a timeout is a 504 (only deadlines make one);
 - in flight: requests routed to the function version and not finished; queue depth: requests
-  handed to its isolates and not answered yet (waiting or running); instances: its isolates.
+  handed to its isolates and not answered yet (waiting or running); queued: requests waiting for
+  an instance (docs/scaling.md); refused: requests answered 429 (queue full) or 503 (queue
+  timeout, node budget, no instance could start); instances: its isolates.
 
 `function_stats()` reports this worker's own figures: with several workers each worker reports
 to the origin as a node of its own (edge/node/sync.py).
@@ -84,7 +86,7 @@ def process_start(pid: int) -> int:
 class Counters:
     """What one worker counted for one function version (updated per request)."""
 
-    __slots__ = ("buckets", "cold_starts", "in_flight", "isolate", "seconds", "statuses", "timeouts")
+    __slots__ = ("buckets", "cold_starts", "in_flight", "refused", "seconds", "statuses", "timeouts")
 
     def __init__(self) -> None:
         # Index: the status class (2 for 2xx); statuses past 999 count as 9xx.
@@ -94,17 +96,12 @@ class Counters:
         self.cold_starts = 0
         self.timeouts = 0
         self.in_flight = 0
-        # The isolate that served the last request: another one means a cold start.
-        self.isolate: object = None
+        # Answered 429 or 503 for want of an instance (queue full or timed out, node budget).
+        self.refused = 0
 
-    def begin(self, isolate: object) -> bool:
-        """Called when a request is routed to this version; returns True for a cold start."""
+    def begin(self) -> None:
+        """Called when a request is routed to this version (the core counts its cold starts)."""
         self.in_flight += 1
-        if isolate is self.isolate or isolate is None:
-            return False
-        self.isolate = isolate
-        self.cold_starts += 1
-        return True
 
     def end(self, status: int, seconds: float) -> None:
         """Called once the request's answer is sent."""
@@ -129,6 +126,8 @@ class FunctionSample(msgspec.Struct, array_like=True):
     in_flight: int
     queue_depth: int
     instances: int
+    queued: int = 0
+    refused: int = 0
 
 
 class WorkerSample(msgspec.Struct, kw_only=True):
@@ -213,15 +212,16 @@ class WorkerMetrics:
         serving = 0
         for name, function in pool.functions.items() if pool is not None else ():
             for release in function.releases:
-                isolate = release.isolate
-                entry = gauges.setdefault((name, isolate.spec.version), [0, 0])
-                entry[0] += isolate.pending
-                entry[1] += 1
-                serving += 1
+                running = release.instances
+                entry = gauges.setdefault((name, running.spec.version), [0, 0, 0])
+                entry[0] += sum(instance.isolate.pending for instance in running.instances)
+                entry[1] += len(running.instances)
+                entry[2] += running.queued
+                serving += len(running.instances)
         functions = []
         for key in sorted(self.functions.keys() | gauges.keys()):
             counters = self.functions.get(key) or Counters()
-            queue_depth, instances = gauges.get(key, (0, 0))
+            queue_depth, instances, queued = gauges.get(key, (0, 0, 0))
             functions.append(
                 FunctionSample(
                     key[0],
@@ -234,6 +234,8 @@ class WorkerMetrics:
                     counters.in_flight,
                     queue_depth,
                     instances,
+                    queued,
+                    counters.refused,
                 )
             )
         revision, lag = None, None

@@ -10,8 +10,16 @@ from typing import Any
 import msgspec
 
 from cache import CacheSettings
+from isolates.manifest import SCALE_LIMITS
 
-__all__ = ["NodeSettings", "SettingsError", "load_settings", "read_token_file"]
+__all__ = [
+    "BudgetSettings",
+    "NodeSettings",
+    "ScaleSettings",
+    "SettingsError",
+    "load_settings",
+    "read_token_file",
+]
 
 
 class SettingsError(ValueError):
@@ -22,6 +30,30 @@ DEFAULT_SCRUB = ("EDGE_*", "*TOKEN*", "*SECRET*", "*PASSWORD*", "*_KEY")
 DEFAULT_PROTECTED = (".edge", "/var/lib/edge", "/etc/edge")
 
 
+class ScaleSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """`[scale]`: what a function's manifest `[scale]` keys default to (docs/scaling.md)."""
+
+    min_instances: int = 1
+    max_instances: int = 4
+    # In-flight requests per instance of an async or `threadsafe` handler (sync ones take 1).
+    concurrency: int = 100
+    # Treat sync handlers as thread-safe unless their manifest says otherwise: batches of requests
+    # handed to one instance (less CPU per request under load, no spreading over instances).
+    threadsafe: bool = False
+    max_queue: int = 1000
+    queue_timeout_ms: int = 10_000
+    idle_timeout_s: float = 300.0
+
+
+class BudgetSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """`[budget]`: the ceiling on instances of every function in one worker (0: none)."""
+
+    max_instances: int = 256
+    memory_budget_mb: int = 0
+    # What an interpreter instance counts against memory_budget_mb (a process one: its memory limit).
+    interpreter_instance_mb: int = 24
+
+
 class NodeSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """How an edge node runs. `config/node.toml` documents the same defaults."""
 
@@ -30,6 +62,8 @@ class NodeSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     workers: int = 1
     # "1" (HTTP/1.1 only, fastest), "2" (h2c prior knowledge only) or "auto" (both, sniffed per connection)
     http: str = "1"
+    # Granian's interface to the node's app: "rsgi" (its native one, faster) or "asgi" (the reference).
+    interface: str = "rsgi"
     functions: str = ""
     # Origin mode: sync functions from this origin (http://host:port) with a node token.
     origin: str = ""
@@ -66,6 +100,9 @@ class NodeSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     shutdown_timeout_ms: int = 5000
     # The response cache in front of the functions (`[cache]` in the file, EDGE_CACHE__MAX_BYTES, ...).
     cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
+    # Instances per function (`[scale]`, EDGE_SCALE__MAX_INSTANCES, ...) and the worker's budget.
+    scale: ScaleSettings = msgspec.field(default_factory=ScaleSettings)
+    budget: BudgetSettings = msgspec.field(default_factory=BudgetSettings)
     # Environment variables removed from the node process before any isolate exists (fnmatch).
     scrub_env: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_SCRUB))
     # Directories no function may open besides `data` (e.g. an origin's data directory on this host).
@@ -100,6 +137,7 @@ def _check(settings: NodeSettings, source: str) -> None:
         ("workers", settings.workers, 1 <= settings.workers <= 256, "`int` from 1 to 256"),
         ("max_body_bytes", settings.max_body_bytes, settings.max_body_bytes >= 0, "`int` >= 0"),
         ("http", settings.http, settings.http in ("1", "2", "auto"), "one of 1, 2, auto"),
+        ("interface", settings.interface, settings.interface in ("rsgi", "asgi"), "one of rsgi, asgi"),
         ("log_level", settings.log_level, settings.log_level in _LEVELS, f"one of {', '.join(_LEVELS)}"),
         (
             "poll_timeout_s",
@@ -135,6 +173,27 @@ def _check(settings: NodeSettings, source: str) -> None:
     for field, value, ok, expected in problems:
         if not ok:
             raise SettingsError(f"{source}: Expected {expected}, got {value!r} - at `$.{field}`")
+    _check_scale(settings, source)
+
+
+def _check_scale(settings: NodeSettings, source: str) -> None:
+    scale, budget = settings.scale, settings.budget
+    for key, (lowest, highest) in SCALE_LIMITS.items():
+        value = getattr(scale, key)
+        if not lowest <= value <= highest:
+            expected = f"a number from {lowest:g} to {highest:g}"
+            raise SettingsError(f"{source}: Expected {expected}, got {value!r} - at `$.scale.{key}`")
+    if scale.min_instances > scale.max_instances:
+        raise SettingsError(
+            f"{source}: Expected `int` <= scale.max_instances ({scale.max_instances}), got"
+            f" {scale.min_instances!r} - at `$.scale.min_instances`"
+        )
+    for key in ("max_instances", "memory_budget_mb", "interpreter_instance_mb"):
+        value = getattr(budget, key)
+        if value < 0:
+            raise SettingsError(
+                f"{source}: Expected `int` >= 0 (0: no ceiling), got {value!r} - at `$.budget.{key}`"
+            )
 
 
 def _nested_path(message: str) -> str:
@@ -159,18 +218,19 @@ def _convert(variable: str, raw: str, kind: Any) -> Any:
         raise SettingsError(f"environment variable {variable}={raw!r}: {exc}") from None
 
 
-def _cache_from_environment(current: CacheSettings, environ: Mapping[str, str]) -> CacheSettings:
+def _nested_from_environment[T: msgspec.Struct](table: str, current: T, environ: Mapping[str, str]) -> T:
+    """`current` with the fields set by `EDGE_<TABLE>__<FIELD>` variables (e.g. EDGE_CACHE__MAX_BYTES)."""
     changes = {}
-    for field in msgspec.structs.fields(CacheSettings):
-        variable = f"EDGE_CACHE__{field.name.upper()}"
+    for field in msgspec.structs.fields(type(current)):
+        variable = f"EDGE_{table.upper()}__{field.name.upper()}"
         if variable in environ:
             changes[field.name] = _convert(variable, environ[variable], field.type)
     if not changes:
         return current
     try:
-        return msgspec.convert({**msgspec.structs.asdict(current), **changes}, CacheSettings)
+        return msgspec.convert({**msgspec.structs.asdict(current), **changes}, type(current))
     except msgspec.ValidationError as exc:
-        raise SettingsError(f"environment: {exc}".replace("`$.", "`$.cache.")) from None
+        raise SettingsError(f"environment: {exc}".replace("`$.", f"`$.{table}.")) from None
 
 
 def _one_token_source(layer: dict[str, Any], source: str) -> dict[str, Any]:
@@ -219,8 +279,8 @@ def load_settings(
         _one_token_source(msgspec.structs.asdict(settings), str(file))
     changes: dict[str, Any] = {}
     for name, kind in _field_types().items():
-        if name == "cache":
-            changes["cache"] = _cache_from_environment(settings.cache, environ or {})
+        if name in ("cache", "scale", "budget"):
+            changes[name] = _nested_from_environment(name, getattr(settings, name), environ or {})
             continue
         variable = f"EDGE_{name.upper()}"
         raw = (environ or {}).get(variable)

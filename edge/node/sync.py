@@ -32,7 +32,8 @@ from typing import Any
 import msgspec
 
 from edge.bundle import BundleError, clear_bytecode, digest, extract, replace_tree, seal, verify_tree
-from edge.control.client import ControlError, OriginClient, OriginError, OriginUnreachable
+from edge.control.client import ControlError, OriginError, OriginUnreachable
+from edge.control.failover import origin_client
 from edge.control.messages import (
     DesiredState,
     FunctionState,
@@ -44,13 +45,14 @@ from edge.control.messages import (
 from edge.control.poll import Poller
 from edge.control.sealing import SealError
 from edge.control.signing import SignatureError, open_state
-from edge.node.functions import isolate_spec
+from edge.node.functions import isolate_spec, scale_policy
 from edge.node.guard import build_guard
 from edge.node.nodeinfo import node_info
 from edge.node.secrets import MissingSecrets, NodeSecrets
 from edge.node.settings import NodeSettings
 from edge.node.source import NodeControl
 from isolates.backends import IsolateSpec, LoadError
+from isolates.instances import ScalePolicy
 from isolates.manifest import ManifestError, load_manifest
 
 __all__ = ["AppliedState", "OriginSource"]
@@ -127,7 +129,8 @@ class OriginSource:
     def __init__(self, settings: NodeSettings, rng: random.Random | None = None) -> None:
         self.settings = settings
         self.data = Path(settings.data)
-        self.client = OriginClient(
+        # One origin, or several (`URL1,URL2`) that it fails over between (edge/control/failover.py).
+        self.client = origin_client(
             settings.origin,
             settings.token or None,
             ca_file=settings.origin_ca or None,
@@ -445,10 +448,12 @@ class OriginSource:
             self._failed_to_load(function, current, known, error, log_it=False)
             return
         try:
-            releases = [
-                (await self._spec(function, release.version), release.weight) for release in function.releases
-            ]
-            await self._require_app().pool.deploy(function.name, releases)
+            releases, policies = [], []
+            for release in function.releases:
+                spec, policy = await self._spec(function, release.version)
+                releases.append((spec, release.weight))
+                policies.append(policy)
+            await self._require_app().pool.deploy(function.name, releases, policies)
         except (LoadError, ManifestError) as exc:
             # The version itself cannot load, wherever and whenever it is tried.
             serving = self._require_app().pool.get(function.name)
@@ -496,19 +501,20 @@ class OriginSource:
             text = text.replace(root, "<node data>")
         return text
 
-    async def _spec(self, function: FunctionState, version: str) -> IsolateSpec:
+    async def _spec(self, function: FunctionState, version: str) -> tuple[IsolateSpec, ScalePolicy]:
         directory = await self._bundle(function.name, version)
         manifest = load_manifest(directory, function.name)
         guard = build_guard(manifest, directory, function.jwks)  # raises ManifestError
         if guard is not None:
             self._require_app().guards[version] = guard  # before the version can serve
         # The desired state's name, timeout and env (with the secrets) win over the bundle's manifest.
-        return msgspec.structs.replace(
+        spec = msgspec.structs.replace(
             isolate_spec(directory, manifest, version),
             name=function.name,
             timeout_ms=function.timeout_ms,
             env=self.secrets.environment(function),
         )
+        return spec, scale_policy(manifest, self.settings.scale)
 
     async def _bundle(self, name: str, version: str) -> Path:
         """The unpacked bundle, fetched, or checked against its stored archive, first (see the module)."""

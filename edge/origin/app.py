@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from edge.control.signing import Signer
 from edge.origin import dashboard, keysets, logs, secrets, tokens
-from edge.origin.blobs import BlobStore
+from edge.origin.blobs import Blobs, BlobStore
 from edge.origin.datadir import DataDir
 from edge.origin.http import (
     Disconnected,
@@ -25,7 +26,11 @@ from edge.origin.service import ApiError, Clock, Origin
 from edge.origin.settings import OriginSettings, settings_from_env
 from edge.origin.vault import Vault
 
-__all__ = ["OriginApp", "build_origin", "create_app"]
+__all__ = ["SHARED_GRACE_S", "OriginApp", "build_origin", "create_app", "open_blobs"]
+
+# Seconds a blob no version refers to is kept when origins share the database (one may have
+# stored it and not yet recorded its version).
+SHARED_GRACE_S = 600.0
 
 log = logging.getLogger("edge.origin")
 
@@ -98,6 +103,8 @@ class OriginApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                # Another origin's revision bump wakes this origin's long polls too.
+                self.origin.store.listen(_threadsafe(asyncio.get_running_loop(), self.origin.wake))
                 interval = self.origin.settings.jwks_refresh_s
                 if interval > 0:
                     self._refreshing = asyncio.get_running_loop().create_task(
@@ -112,11 +119,30 @@ class OriginApp:
                 return
 
 
+def _threadsafe(loop: asyncio.AbstractEventLoop, call: Callable[[], None]) -> Callable[[], None]:
+    """`call`, run on `loop` whichever thread asks for it."""
+
+    def threadsafe() -> None:
+        loop.call_soon_threadsafe(call)
+
+    return threadsafe
+
+
+def open_blobs(settings: OriginSettings, data: DataDir) -> Blobs:
+    """The blob store `settings.blobs` names: the data directory's `blobs/` or an S3 bucket."""
+    if settings.blobs:
+        from edge.origin.s3blobs import S3BlobStore
+
+        return S3BlobStore(settings.blobs, data.blobs, settings.blobs_endpoint)
+    # Origins sharing a database may share this directory too: keep fresh blobs a while.
+    return BlobStore(data.blobs, grace_s=SHARED_GRACE_S if settings.database else 0.0)
+
+
 def build_origin(settings: OriginSettings, clock: Clock = time.time) -> Origin:
     """Open (and initialise if needed) the data directory and build the origin on it."""
-    data = DataDir(settings.data)
+    data = DataDir(settings.data, settings.database)
     data.initialize()
-    blobs = BlobStore(data.blobs)
+    blobs = open_blobs(settings, data)
     blobs.clear_uploads()
     vault = Vault.load_or_create(data.secrets_key)
     origin = Origin(settings, data.open_store(), blobs, Signer.from_file(data.signing_key), clock, vault)

@@ -13,7 +13,7 @@ from edge import bundle
 from edge.control.admin import Health, PurgeRequest, RollbackRequest, TokenRequest
 from edge.control.messages import NodeInfo, NodeReport, PublicKey
 from edge.origin import keysets, tokens
-from edge.origin.blobs import is_digest
+from edge.origin.blobs import BlobsUnavailable, CorruptBlob, is_digest
 from edge.origin.datadir import Role
 from edge.origin.http import Request, Response, json_response
 from edge.origin.service import ApiError, Origin
@@ -136,11 +136,17 @@ async def blob(origin: Origin, request: Request) -> Response:
     digest = request.params["digest"]
     if not is_digest(digest):
         raise ApiError(400, f"blob digest: Expected 64 lowercase hex digits, got {digest!r}")
-    path = origin.blobs.path(digest)
     try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise ApiError(404, f"no blob {digest}") from None
+        path = await asyncio.to_thread(origin.blobs.fetch, digest)
+        size = None if path is None else path.stat().st_size
+    except FileNotFoundError:  # collected between the two calls
+        path, size = None, None
+    except CorruptBlob as exc:
+        raise ApiError(500, str(exc)) from None
+    except BlobsUnavailable as exc:
+        raise ApiError(503, str(exc)) from None
+    if path is None or size is None:
+        raise ApiError(404, f"no blob {digest}")
 
     async def chunks() -> AsyncIterator[bytes]:
         with path.open("rb") as source:
@@ -223,7 +229,13 @@ async def deploy(origin: Origin, request: Request) -> Response:
     except BaseException:
         upload.discard()
         raise
-    origin.blobs.commit(upload, version)
+    try:
+        await asyncio.to_thread(origin.blobs.commit, upload, version)
+    except BaseException as exc:
+        upload.discard()
+        if isinstance(exc, BlobsUnavailable):
+            raise ApiError(503, f"{exc}; nothing was deployed: send it again") from None
+        raise
     try:
         result = origin.deploy(name, version, upload.size, manifest, canary, force=force == "1", jwks=jwks)
     except BaseException:

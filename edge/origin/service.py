@@ -28,10 +28,11 @@ from edge.control.messages import (
 )
 from edge.control.signing import Signer, seal_state
 from edge.origin import releases
-from edge.origin.blobs import BlobStore
+from edge.origin.blobs import Blobs
+from edge.origin.metadata import MetadataStore
 from edge.origin.releases import ReleaseError, Track
 from edge.origin.settings import OriginSettings
-from edge.origin.store import FunctionRecord, Store, VersionRecord
+from edge.origin.store import FunctionRecord, VersionRecord
 from edge.origin.vault import Secrets, SecretsRefused, Vault
 from isolates.manifest import Manifest
 
@@ -67,8 +68,8 @@ class Origin:
     def __init__(
         self,
         settings: OriginSettings,
-        store: Store,
-        blobs: BlobStore,
+        store: MetadataStore,
+        blobs: Blobs,
         signer: Signer,
         clock: Clock,
         vault: Vault,
@@ -91,9 +92,14 @@ class Origin:
     def _bumped(self) -> int:
         """Call inside a transaction after a change: bump the revision and wake the long polls."""
         revision = self.store.bump()
+        self.wake()
+        return revision
+
+    def wake(self) -> None:
+        """Wake every long poll to look at the revision again (on the event loop's thread; another
+        origin's bump arrives here through `MetadataStore.listen`)."""
         self._changed.set()
         self._changed = asyncio.Event()
-        return revision
 
     async def wait_newer(self, revision: int, timeout: float) -> bool:
         """Wait up to `timeout` seconds until the revision is above `revision`; True if it is."""

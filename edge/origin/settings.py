@@ -18,6 +18,12 @@ class OriginSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Where the origin keeps its data and how it treats versions, nodes and purges."""
 
     data_dir: str = ".edge/origin"
+    # "" for SQLite in the data directory, or postgresql://[user@]host[:port]/dbname (shared).
+    database: str = ""
+    # "" for the data directory's blobs/, or s3://bucket[/prefix] (shared), at `blobs_endpoint`
+    # for an S3-compatible server other than AWS.
+    blobs: str = ""
+    blobs_endpoint: str = ""
     keep_versions: int = 10
     heartbeat_interval_s: float = 10.0
     live_intervals: float = 3.0

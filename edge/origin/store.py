@@ -4,7 +4,7 @@ which node reported which version failing to load, and functions' secrets (encry
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0);
 CREATE TABLE IF NOT EXISTS secrets (
     function TEXT NOT NULL, key TEXT NOT NULL, sealed BLOB NOT NULL, size INTEGER NOT NULL,
     updated_at REAL NOT NULL, PRIMARY KEY (function, key));
+CREATE TABLE IF NOT EXISTS pins (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # Columns added after the first release: (table, column, type), added to older databases on open.
 _ADDED_COLUMNS = (
@@ -134,6 +135,15 @@ class Store:
     def close(self) -> None:
         """Close the database."""
         self._db.close()
+
+    def listen(self, changed: Callable[[], None]) -> None:
+        """Nothing to watch: one origin holds a SQLite database (the data directory's lock)."""
+
+    def pin(self, name: str, value: str) -> str:
+        """Store `value` under `name` unless a value is stored already; returns the stored one."""
+        self._db.execute("INSERT OR IGNORE INTO pins VALUES (?, ?)", (name, value))
+        row = self._db.execute("SELECT value FROM pins WHERE name = ?", (name,)).fetchone()
+        return str(row[0])
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 
 from edge.control.admin import NewToken, TokenInfo
 from edge.origin.datadir import ROLES, hash_token, new_token
+from edge.origin.metadata import MetadataStore
 from edge.origin.service import ApiError, Origin
-from edge.origin.store import Store, TokenRecord
+from edge.origin.store import TokenRecord
 
 __all__ = [
     "LAST_USE_EVERY_S",
@@ -75,7 +76,7 @@ def _info(record: TokenRecord, nodes: dict[str, list[str]]) -> TokenInfo:
 
 
 def create(
-    store: Store, role: str, now: float, expires_in_s: float | None = None, node_id: str | None = None
+    store: MetadataStore, role: str, now: float, expires_in_s: float | None = None, node_id: str | None = None
 ) -> NewToken:
     """Mint a token; raises ApiError 400 naming the bad field."""
     if role not in ROLES:
@@ -103,13 +104,13 @@ def create(
     return NewToken(token=token, info=_info(record, {}))
 
 
-def listing(store: Store) -> list[TokenInfo]:
+def listing(store: MetadataStore) -> list[TokenInfo]:
     """Every token, oldest first, with the nodes that belong to it."""
     nodes = store.token_nodes()
     return [_info(record, nodes) for record in store.tokens()]
 
 
-def revoke(store: Store, token_id: str, now: float) -> TokenInfo:
+def revoke(store: MetadataStore, token_id: str, now: float) -> TokenInfo:
     """Revoke the token with this id; raises ApiError 400 (bad id), 404 (none), 409 (already revoked,
     or the last valid admin token)."""
     if not _ID.fullmatch(token_id):

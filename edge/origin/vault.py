@@ -25,7 +25,8 @@ from edge.control.admin import KeyForgotten, SecretChanged, SecretInfo, SecretLi
 from edge.control.messages import NodeInfo, NodeSecrets, SealedSecrets
 from edge.control.sealing import SealError, load_public_key, seal_secrets
 from edge.control.signing import Signer
-from edge.origin.store import SecretRecord, Store
+from edge.origin.metadata import MetadataStore
+from edge.origin.store import SecretRecord
 
 __all__ = ["MAX_SECRETS", "MAX_VALUE_BYTES", "Secrets", "SecretsRefused", "Vault"]
 
@@ -135,7 +136,12 @@ class Secrets:
     """Every function's secrets: set, removed, listed without values, sealed per node."""
 
     def __init__(
-        self, store: Store, vault: Vault, signer: Signer, bump: Callable[[], int], clock: Callable[[], float]
+        self,
+        store: MetadataStore,
+        vault: Vault,
+        signer: Signer,
+        bump: Callable[[], int],
+        clock: Callable[[], float],
     ) -> None:
         self.store = store
         self.vault = vault

@@ -81,15 +81,19 @@ _edge_runtime.boot(in_q, out_q, wake_fd, done_fd, flag, preload)
 def stdlib_paths() -> tuple[str, ...]:
     """The host's standard-library entries of sys.path (no site-packages, no project paths).
 
-    Computed once per process: every isolate boot and assignment needs it.
+    Computed once per process: every isolate boot and assignment needs it. Only directories and
+    the standard library's own zip: the single-file artifact (make dist) is a zip on sys.path that
+    may sit under the prefix too (/usr/local/lib/edge/edge.pyz with Debian's /usr).
     """
     base = os.path.realpath(sys.base_prefix)
+    stdlib_zip = f"python{sys.version_info.major}{sys.version_info.minor}.zip"
     return tuple(
         entry
         for entry in sys.path
         if entry
         and os.path.realpath(entry).startswith(base + os.sep)
         and not {"site-packages", "dist-packages"} & set(entry.split(os.sep))
+        and (os.path.isdir(entry) or os.path.basename(entry) == stdlib_zip)
     )
 
 

@@ -7,7 +7,9 @@ run changes nothing. `systemd-analyze verify` checks the units.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 import shutil
 import stat
 import subprocess
@@ -108,8 +110,8 @@ def test_install_refuses_bad_arguments(tmp_path: Path) -> None:
     result = install(tmp_path, "nodes")
     assert (result.returncode, result.stderr) == (
         1,
-        "install.sh: error: unknown argument 'nodes': expected origin, node, --root DIR, --force-units"
-        " or --token-stdin\n",
+        "install.sh: error: unknown argument 'nodes': expected origin, node, --root DIR, --artifact FILE,"
+        " --sha256sums FILE, --force-units or --token-stdin\n",
     )
     result = install(tmp_path)
     assert result.stderr == (
@@ -123,11 +125,12 @@ def test_install_refuses_bad_arguments(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_systemd_analyze_verifies_the_units(tmp_path: Path) -> None:
-    # The units name /opt/edge/.venv/bin/edge; verify checks that it is executable: use this venv's.
+    # The units name /usr/local/bin/edge; verify checks that it is executable: use this venv's.
     edge = Path(sys.executable).with_name("edge")
     for name in ("edge-origin.service", "edge-node.service"):
         text = (REPO / "deploy" / name).read_text()
-        (tmp_path / name).write_text(text.replace("/opt/edge/.venv/bin/edge", str(edge)))
+        assert "ExecStart=/usr/local/bin/edge " in text
+        (tmp_path / name).write_text(text.replace("/usr/local/bin/edge", str(edge)))
     result = subprocess.run(
         [
             "systemd-analyze",
@@ -141,3 +144,54 @@ def test_systemd_analyze_verifies_the_units(tmp_path: Path) -> None:
         check=False,
     )
     assert (result.returncode, result.stderr, result.stdout) == (0, "", "")
+
+
+@needs_root
+def test_install_checks_the_artifact_before_changing_anything(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    here = platform.machine()
+    other = "aarch64" if here != "aarch64" else "x86_64"
+    for arch in (here, other):
+        (tmp_path / f"edge-{arch}.pyz").write_bytes(f"not really {arch}".encode())
+    sums = tmp_path / "SHA256SUMS"
+    artifact = tmp_path / f"edge-{here}.pyz"
+
+    result = install(root, "--artifact", str(tmp_path / "edge.pyz"), "node")
+    assert result.stderr == (
+        f"install.sh: error: --artifact {tmp_path}/edge.pyz: no such file"
+        f" (make dist writes dist/edge-{here}.pyz)\n"
+    )
+    result = install(root, "--artifact", str(artifact), "node")
+    assert result.stderr == (
+        f"install.sh: error: --artifact {artifact}: no checksum file {sums} (make dist writes it beside"
+        " the artifacts; or give --sha256sums FILE)\n"
+    )
+    sums.write_text(f"{'0' * 64}  edge-{other}.pyz\n")
+    result = install(root, "--artifact", str(artifact), "node")
+    assert result.stderr == (
+        f"install.sh: error: --artifact {artifact}: {sums} has no line for edge-{here}.pyz\n"
+    )
+    digest = {arch: hashlib.sha256(f"not really {arch}".encode()).hexdigest() for arch in (here, other)}
+    sums.write_text(f"{'0' * 64}  edge-{here}.pyz\n{digest[other]}  edge-{other}.pyz\n")
+    result = install(root, "--artifact", str(artifact), "node")
+    assert result.stderr == (
+        f"install.sh: error: --artifact {artifact}: sha256 {digest[here]} does not match {'0' * 64}"
+        f" in {sums}: the file is damaged or not the one built; copy it again\n"
+    )
+    result = install(root, "--artifact", str(tmp_path / f"edge-{other}.pyz"), "node")
+    assert result.stderr == (
+        f"install.sh: error: --artifact {tmp_path}/edge-{other}.pyz is built for {other}, this machine is"
+        f" {here}: use edge-{here}.pyz\n"
+    )
+    # Checksums from elsewhere; a root tree without Debian's python3.
+    elsewhere = tmp_path / "sums"
+    elsewhere.write_text(f"{digest[here]}  edge-{here}.pyz\n")
+    result = install(root, "--artifact", str(artifact), "--sha256sums", str(elsewhere), "node")
+    assert result.stderr == (
+        f"install.sh: error: --artifact needs Python 3.13 at {root}/usr/bin/python3"
+        " (Debian 13: apt-get install python3)\n"
+    )
+    result = install(root, "--sha256sums", str(elsewhere), "node")
+    assert result.stderr == "install.sh: error: --sha256sums goes with --artifact FILE\n"
+    assert list(root.iterdir()) == []

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 from node_harness import Node, NodeFactory, write_function
 
+# Every test runs on both front ends (tests/conftest.py).
+EVERY_FRONT_END = True
+
 # Counts the requests that reached it and the body sizes it saw.
 COUNTER = """
     seen = []

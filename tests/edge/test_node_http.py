@@ -37,6 +37,7 @@ NODE_ENV = {
     "EDGE_ABANDON_AFTER_MS": "600",
 }
 EDGE = [sys.executable, "-m", "edge"]
+EVERY_FRONT_END = True  # its node tests run on both front ends (tests/conftest.py)
 VALID_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 ENVIRONMENT = """
@@ -162,9 +163,10 @@ def start_node(functions: Path, log: Path, env: dict[str, str] | None = None) ->
 
 
 @pytest.fixture(scope="module")
-def node(functions: Path) -> Iterator[Node]:
-    """The shared node: started once for this module, stopped (SIGTERM, then kill) at its end."""
-    running = start_node(functions, functions.parent / "node.log", NODE_ENV)
+def node(functions: Path, front_end: str) -> Iterator[Node]:
+    """The shared node: started once per front end, stopped (SIGTERM, then kill) at its end."""
+    log = functions.parent / f"node-{front_end}.log"
+    running = start_node(functions, log, {**NODE_ENV, "EDGE_INTERFACE": front_end})
     try:
         yield running
     finally:

@@ -331,17 +331,18 @@ def test_function_stats_cover_the_last_minute() -> None:
     now = [1000.0]
     metrics = WorkerMetrics(None, monotonic=lambda: now[0])
     counters = metrics.counters("f", "v1")
-    assert counters.begin("isolate") is True
+    counters.begin()
+    counters.cold_starts += 1  # the core counts the first request an instance serves
     counters.end(200, 0.002)
-    assert counters.begin("isolate") is False
+    counters.begin()
     counters.end(200, 0.002)
     for step in range(1, 19):  # a sample every 5 s: 2 fast answers a step for 30 s, then 4 slow and a 503
         now[0] = 1000 + 5 * step
         for status in (200, 200) if step <= 6 else (200, 200, 200, 200, 503):
-            counters.begin("isolate")
+            counters.begin()
             counters.end(status, 0.002 if step <= 6 else 0.02)
         metrics.remember()
-    counters.begin("isolate")
+    counters.begin()
     counters.end(404, 0.02)
     [stats] = metrics.stats()
     assert (stats.name, stats.version, stats.requests, stats.errors, stats.client_errors) == (
@@ -405,7 +406,7 @@ def test_an_idle_workers_sample_is_not_rewritten_every_second(tmp_path: Path) ->
     metrics.write(metrics.sample(None, None, {}))
     assert path.read_bytes() == b"marker"  # unchanged: not written
     counters = metrics.counters("f", "v1")
-    counters.begin("isolate")
+    counters.begin()
     counters.end(200, 0.001)
     metrics.write(metrics.sample(None, None, {}))
     assert msgspec.json.decode(path.read_bytes(), type=WorkerSample).functions[0].statuses[2] == 1

@@ -10,7 +10,14 @@ import msgspec
 import pytest
 
 from cache import CacheSettings
-from edge.node.settings import NodeSettings, SettingsError, load_settings, read_token_file
+from edge.node.settings import (
+    BudgetSettings,
+    NodeSettings,
+    ScaleSettings,
+    SettingsError,
+    load_settings,
+    read_token_file,
+)
 
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "node.toml"
 
@@ -75,6 +82,9 @@ def test_no_layers_give_the_defaults() -> None:
         ("EDGE_LABELS", "region=eu,tier=1", "labels", {"region": "eu", "tier": "1"}),
         ("EDGE_CACHE__ENABLED", "false", "cache", CacheSettings(enabled=False)),
         ("EDGE_CACHE__MAX_OBJECT_BYTES", "10", "cache", CacheSettings(max_object_bytes=10)),
+        ("EDGE_SCALE__MIN_INSTANCES", "0", "scale", ScaleSettings(min_instances=0)),
+        ("EDGE_SCALE__IDLE_TIMEOUT_S", "1.5", "scale", ScaleSettings(idle_timeout_s=1.5)),
+        ("EDGE_BUDGET__MEMORY_BUDGET_MB", "512", "budget", BudgetSettings(memory_budget_mb=512)),
     ],
 )
 def test_an_edge_variable_overrides_its_field(variable: str, raw: str, field: str, value: Any) -> None:
@@ -131,11 +141,22 @@ def test_a_flag_left_unset_keeps_the_environment_value() -> None:
             "Expected one of critical, error, warning, info, debug, got 'loud' - at `$.log_level`",
         ),
         ('http = "3"', "Expected one of 1, 2, auto, got '3' - at `$.http`"),
+        ('interface = "wsgi"', "Expected one of rsgi, asgi, got 'wsgi' - at `$.interface`"),
         ("warm_pool = 65", "Expected `int` from 0 to 64, got 65 - at `$.warm_pool`"),
         ("abandon_after_ms = 0", "Expected `int` > 0, got 0 - at `$.abandon_after_ms`"),
         ("prot = 1", "Object contains unknown field `prot`"),
         ("warm_imports = 3", "Expected `array`, got `int` - at `$.warm_imports`"),
         ("[cache]\nmax_bytes = 0", "Expected an int >= 1, got 0 - at `$.cache.max_bytes`"),
+        ("[scale]\nmax_instances = 0", "Expected a number from 1 to 64, got 0 - at `$.scale.max_instances`"),
+        (
+            "[scale]\nmin_instances = 5",
+            "Expected `int` <= scale.max_instances (4), got 5 - at `$.scale.min_instances`",
+        ),
+        (
+            "[budget]\nmax_instances = -1",
+            "Expected `int` >= 0 (0: no ceiling), got -1 - at `$.budget.max_instances`",
+        ),
+        ("[scale]\nconcurency = 2", "Object contains unknown field `concurency` - at `$.scale`"),
     ],
 )
 def test_a_bad_file_value_names_the_file_the_field_and_the_value(
@@ -164,6 +185,10 @@ def test_a_missing_file_is_an_error(tmp_path: Path) -> None:
         ({"EDGE_WORKERS": "0"}, "environment: Expected `int` from 1 to 256, got 0 - at `$.workers`"),
         ({"EDGE_HTTP": "3"}, "environment: Expected one of 1, 2, auto, got '3' - at `$.http`"),
         (
+            {"EDGE_INTERFACE": "ASGI"},
+            "environment: Expected one of rsgi, asgi, got 'ASGI' - at `$.interface`",
+        ),
+        (
             {"EDGE_POLL_TIMEOUT_S": "0.5"},
             "environment: Expected a number from 1 to 60, got 0.5 - at `$.poll_timeout_s`",
         ),
@@ -178,6 +203,14 @@ def test_a_missing_file_is_an_error(tmp_path: Path) -> None:
         (
             {"EDGE_MAX_BODY_BYTES": "-1"},
             "environment: Expected `int` >= 0, got -1 - at `$.max_body_bytes`",
+        ),
+        (
+            {"EDGE_SCALE__QUEUE_TIMEOUT_MS": "0"},
+            "environment: Expected a number from 1 to 900000, got 0 - at `$.scale.queue_timeout_ms`",
+        ),
+        (
+            {"EDGE_BUDGET__MEMORY_BUDGET_MB": "lots"},
+            "environment variable EDGE_BUDGET__MEMORY_BUDGET_MB='lots': Expected `int`, got `str`",
         ),
     ],
 )

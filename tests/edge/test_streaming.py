@@ -16,6 +16,9 @@ from node_harness import Node, write_function
 
 from loadtest._servers import Server, free_port
 
+# Every test runs on both front ends (tests/conftest.py).
+EVERY_FRONT_END = True
+
 PROCESS = 'isolation = "process"\n'
 NODE_ENV = {"EDGE_ABANDON_AFTER_MS": "300", "EDGE_WARM_POOL": "1"}
 
@@ -145,7 +148,7 @@ LAMBDA_SHAPED = """
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+def node(tmp_path_factory: pytest.TempPathFactory, front_end: str) -> Iterator[Node]:
     root = tmp_path_factory.mktemp("streaming") / "functions"
     write_function(root, "streams", STREAMS, "timeout_ms = 2000\n")
     write_function(root, "astreams", ASYNC_STREAMS, "timeout_ms = 2000\n")
@@ -155,7 +158,8 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     port = free_port()
     log = root.parent / "node.log"
     argv = [sys.executable, "-m", "edge", "node", "--functions", str(root), "--port", str(port)]
-    server = Server(argv, f"http://127.0.0.1:{port}/_edge/ready", env=NODE_ENV, log_path=log)
+    env = {**NODE_ENV, "EDGE_INTERFACE": front_end}
+    server = Server(argv, f"http://127.0.0.1:{port}/_edge/ready", env=env, log_path=log)
     server.start(60)
     try:
         yield Node(port, log, server)

@@ -1,0 +1,104 @@
+"""A node given several origins (`--origin URL1,URL2`): one client that moves to the next origin when
+the one it uses cannot be reached or answers 5xx.
+
+Every origin on one database serves the same signed state (same revision, same key), so a node may
+ask any of them; it keeps asking the one that answered last. A long poll cut by its origin dying
+is sent again at once to the next one.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from edge.control.client import ControlError, OriginClient, OriginError, OriginUnreachable, Progress
+
+__all__ = ["FailoverClient", "origin_client", "origin_urls"]
+
+
+def origin_urls(spec: str) -> list[str]:
+    """The URLs in `URL[,URL...]`; raises ValueError for an empty entry."""
+    urls = [url.strip() for url in spec.split(",")]
+    if not all(urls):
+        raise ValueError(
+            f"origin URL: Expected http(s)://host[:port], or several separated by commas, got {spec!r}"
+        )
+    return urls
+
+
+def origin_client(
+    spec: str,
+    token: str | None,
+    timeout: float = 30.0,
+    ca_file: str | None = None,
+    keep_alive: bool = False,
+    connect_timeout: float | None = None,
+) -> OriginClient:
+    """A client for `URL` or, for `URL1,URL2,...`, one that fails over between them; raises
+    ValueError for a URL that is not one."""
+    urls = origin_urls(spec)
+    if len(urls) == 1:
+        return OriginClient(urls[0], token, timeout, ca_file, keep_alive, connect_timeout)
+    return FailoverClient(urls, token, timeout, ca_file, keep_alive, connect_timeout)
+
+
+class FailoverClient(OriginClient):
+    """An `OriginClient` over several origins: each call goes to the current one and, when that one
+    is unreachable or answers 5xx, to the others in turn; the first that answers becomes current."""
+
+    def __init__(
+        self,
+        urls: list[str],
+        token: str | None,
+        timeout: float = 30.0,
+        ca_file: str | None = None,
+        keep_alive: bool = False,
+        connect_timeout: float | None = None,
+    ) -> None:
+        self.clients = [
+            OriginClient(url, token, timeout, ca_file, keep_alive, connect_timeout) for url in urls
+        ]
+        super().__init__(urls[0], token, timeout, ca_file, keep_alive, connect_timeout)
+        self._current = 0
+        self._switch = threading.Lock()
+
+    def close(self) -> None:
+        """Close every origin's idle connections."""
+        for client in self.clients:
+            client.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        *,
+        content_type: str = "application/json",
+        timeout: float | None = None,
+        progress: Progress | None = None,
+    ) -> tuple[int, bytes]:
+        """Send to the current origin, then to each other one while they fail to answer."""
+        start = self._current
+        failures: list[ControlError] = []
+        for step in range(len(self.clients)):
+            index = (start + step) % len(self.clients)
+            client = self.clients[index]
+            try:
+                answer = client.request(
+                    method, path, body, content_type=content_type, timeout=timeout, progress=progress
+                )
+            except OriginUnreachable as exc:
+                failures.append(exc)
+                continue
+            except OriginError as exc:
+                if exc.status < 500:
+                    raise
+                failures.append(exc)
+                continue
+            if index != self._current:
+                with self._switch:
+                    self._current = index
+                self.url = client.url
+            return answer
+        if len(failures) == 1:
+            raise failures[0]
+        raise OriginUnreachable("; ".join(str(exc) for exc in failures))
