@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-314 dist bench lint clean
+.PHONY: setup run test test-314 dist bench lint clean fleet fleet-deps
 
 # Creates $(VENV) with a Python >= 3.13 when it is missing or older, then upgrades pip.
 define venv
@@ -35,6 +35,7 @@ run: $(RUN_STAMP)
 	$(BIN)/edge up
 
 test: $(STAMP)
+	-deploy/fleet/install-deps $(BIN)/python
 	$(BIN)/python -m pytest
 
 # The suite under CPython 3.14 in a Debian sid tree (root; builds the tree on first use).
@@ -51,6 +52,20 @@ dist: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python loadtest/bench.py
+
+# The network-fault fleet (root): every scenario in deploy/fleet/scenarios/ but the 5-node smoke
+# one (that is in `make test`); each prints its table and writes docs/perf/fleet/NAME.json.
+FLEET_SCENARIOS := clean clean-100 lossy lossy-100 partition origin-down flap
+
+fleet-deps: $(STAMP)
+	deploy/fleet/install-deps $(BIN)/python
+
+fleet: fleet-deps
+	@status=0; for name in $(FLEET_SCENARIOS); do \
+		echo "== $$name"; \
+		PYTHONPATH=deploy/fleet $(BIN)/python -m edgefleet run deploy/fleet/scenarios/$$name.toml \
+			--out docs/perf/fleet/$$name.json || status=1; \
+	done; exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

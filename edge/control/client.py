@@ -42,6 +42,7 @@ __all__ = [
     "OriginUnreachable",
     "OriginUntrusted",
     "Progress",
+    "tune_socket",
 ]
 
 Progress = Callable[[int, int], None]
@@ -57,6 +58,15 @@ _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
 _TLS_ALERT = "\x15\x03"
 # OpenSSL's reasons when the other end answered in plain HTTP, not TLS.
 _NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST")
+# The origin answers a long poll at its timeout; a read that waits this much longer has lost the
+# answer (a silent cut, a hung origin) and gives up rather than wait for TCP to retransmit.
+POLL_GRACE_S = 3.0
+# TCP keep-alive on every connection to the origin: probes after 2 s idle, every second, three
+# unanswered and the connection is dead. TCP_USER_TIMEOUT bounds how long sent data may stay
+# unacknowledged. Together they end a connection through a silently cut link within ~5 s instead
+# of after minutes of retransmission, also while a long poll waits for its answer.
+KEEPALIVE = (2, 1, 3)
+USER_TIMEOUT_MS = 5000
 
 
 class ControlError(Exception):
@@ -112,6 +122,37 @@ class BlobMismatch(ControlError):
     """A downloaded blob whose sha256 is not the digest that was asked for."""
 
 
+def tune_socket(sock: socket.socket) -> None:
+    """Turn on keep-alive probes and a bound on unacknowledged data (see KEEPALIVE above)."""
+    idle, interval, count = KEEPALIVE
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_MS)
+
+
+class _Connection(http.client.HTTPConnection):
+    """HTTP with a tuned socket; `connect_timeout` limits connecting (and, for TLS, the handshake)."""
+
+    connect_timeout: float | None = None
+
+    def connect(self) -> None:
+        read_timeout = self.timeout
+        if self.connect_timeout is not None:
+            self.timeout = min(self.connect_timeout, read_timeout or self.connect_timeout)
+        try:
+            super().connect()  # HTTPSConnection's, for _TLSConnection: connect, then the handshake
+        finally:
+            self.timeout = read_timeout
+        tune_socket(self.sock)
+        self.sock.settimeout(read_timeout)
+
+
+class _TLSConnection(_Connection, http.client.HTTPSConnection):
+    """HTTPS with a tuned socket (the MRO puts HTTPSConnection.connect under _Connection's)."""
+
+
 class OriginClient:
     """One origin at `url` with a bearer token, safe to use from several threads.
 
@@ -119,7 +160,8 @@ class OriginClient:
     session instead of a handshake each; `close()` ends them); one that the origin closed while
     idle is replaced and the call sent again. Without it, each call has its own connection.
     `ca_file` pins the origin's certificate (or its CA) for an https:// URL; without it the
-    system's trust store decides."""
+    system's trust store decides. `connect_timeout` limits connecting (and the TLS handshake)
+    apart from `timeout`, so an unreachable origin is given up on, and tried again, quickly."""
 
     def __init__(
         self,
@@ -128,6 +170,7 @@ class OriginClient:
         timeout: float = 30.0,
         ca_file: str | None = None,
         keep_alive: bool = False,
+        connect_timeout: float | None = None,
     ) -> None:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -144,6 +187,8 @@ class OriginClient:
         self._prefix = parts.path.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.poll_grace_s = POLL_GRACE_S
         self.ca_file = ca_file
         # Made once: loading the CA file for every connection would cost each call a file read.
         self._tls = client_context(ca_file) if self._https else None
@@ -160,11 +205,13 @@ class OriginClient:
             if conn.sock is not None:
                 conn.sock.settimeout(timeout)
             return conn, True
+        fresh: _Connection | _TLSConnection
         if self._tls is not None:
-            return http.client.HTTPSConnection(
-                self._host, self._port, timeout=timeout, context=self._tls
-            ), False
-        return http.client.HTTPConnection(self._host, self._port, timeout=timeout), False
+            fresh = _TLSConnection(self._host, self._port, timeout=timeout, context=self._tls)
+        else:
+            fresh = _Connection(self._host, self._port, timeout=timeout)
+        fresh.connect_timeout = self.connect_timeout
+        return fresh, False
 
     def _keep(self, conn: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -290,7 +337,7 @@ class OriginClient:
     def sync(self, revision: int, node_id: str, timeout: float = 25.0) -> SignedState | None:
         """Long-poll for a state newer than `revision`; None when nothing newer came in `timeout`."""
         query = urllib.parse.urlencode({"revision": revision, "node_id": node_id, "timeout": timeout})
-        status, data = self.request("GET", f"/v1/sync?{query}", timeout=timeout + self.timeout)
+        status, data = self.request("GET", f"/v1/sync?{query}", timeout=timeout + self.poll_grace_s)
         if status == 204:
             return None
         return _decode(data, SignedState, "GET /v1/sync")

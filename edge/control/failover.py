@@ -26,14 +26,19 @@ def origin_urls(spec: str) -> list[str]:
 
 
 def origin_client(
-    spec: str, token: str | None, timeout: float = 30.0, ca_file: str | None = None, keep_alive: bool = False
+    spec: str,
+    token: str | None,
+    timeout: float = 30.0,
+    ca_file: str | None = None,
+    keep_alive: bool = False,
+    connect_timeout: float | None = None,
 ) -> OriginClient:
     """A client for `URL` or, for `URL1,URL2,...`, one that fails over between them; raises
     ValueError for a URL that is not one."""
     urls = origin_urls(spec)
     if len(urls) == 1:
-        return OriginClient(urls[0], token, timeout, ca_file, keep_alive)
-    return FailoverClient(urls, token, timeout, ca_file, keep_alive)
+        return OriginClient(urls[0], token, timeout, ca_file, keep_alive, connect_timeout)
+    return FailoverClient(urls, token, timeout, ca_file, keep_alive, connect_timeout)
 
 
 class FailoverClient(OriginClient):
@@ -47,9 +52,12 @@ class FailoverClient(OriginClient):
         timeout: float = 30.0,
         ca_file: str | None = None,
         keep_alive: bool = False,
+        connect_timeout: float | None = None,
     ) -> None:
-        self.clients = [OriginClient(url, token, timeout, ca_file, keep_alive) for url in urls]
-        super().__init__(urls[0], token, timeout, ca_file, keep_alive)
+        self.clients = [
+            OriginClient(url, token, timeout, ca_file, keep_alive, connect_timeout) for url in urls
+        ]
+        super().__init__(urls[0], token, timeout, ca_file, keep_alive, connect_timeout)
         self._current = 0
         self._switch = threading.Lock()
 

@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 
 from edge.bundle import BundleError, clear_bytecode, digest, extract, replace_tree, seal, verify_tree
-from edge.control.client import ControlError, OriginError
+from edge.control.client import ControlError, OriginError, OriginUnreachable
 from edge.control.failover import origin_client
 from edge.control.messages import (
     DesiredState,
@@ -58,6 +58,14 @@ from isolates.manifest import ManifestError, load_manifest
 __all__ = ["AppliedState", "OriginSource"]
 
 log = logging.getLogger("edge.sync")
+
+# Connecting to the origin (and the TLS handshake) gives up after this long and is tried again
+# (after the reconnect back-off): a connect stuck in SYN retransmission (1 s, 3 s, 7 s ...) after a
+# cut link heals would otherwise keep the node away from the origin for seconds more.
+CONNECT_TIMEOUT_S = 1.5
+# Bundles fetched from the origin at once by one node: a fleet that reconnects together after a
+# heal asks for every missing bundle, and each node spreads its own fetches over this many.
+BLOB_FETCHES = 2
 
 
 class AppliedState(msgspec.Struct, kw_only=True):
@@ -123,8 +131,13 @@ class OriginSource:
         self.data = Path(settings.data)
         # One origin, or several (`URL1,URL2`) that it fails over between (edge/control/failover.py).
         self.client = origin_client(
-            settings.origin, settings.token or None, ca_file=settings.origin_ca or None, keep_alive=True
+            settings.origin,
+            settings.token or None,
+            ca_file=settings.origin_ca or None,
+            keep_alive=True,
+            connect_timeout=CONNECT_TIMEOUT_S,
         )
+        self._fetches = threading.BoundedSemaphore(BLOB_FETCHES)
         self.rng = rng or random.Random()
         self.node_id = ""
         self.key = ""
@@ -283,21 +296,23 @@ class OriginSource:
                 raise
             except (ControlError, SignatureError, SealError) as exc:
                 self.connected = isinstance(exc, SignatureError | SealError | OriginError)
-                delay = await self._sync_failed(poller, f"sync: {exc}")
+                retry = poller.on_unreachable if isinstance(exc, OriginUnreachable) else poller.on_failure
+                delay = await self._sync_failed(retry, f"sync: {exc}")
             except Exception as exc:  # a bug here must not stop syncing for good
                 log.exception("sync failed")
-                delay = await self._sync_failed(poller, f"sync: {type(exc).__name__}: {exc}")
+                delay = await self._sync_failed(poller.on_failure, f"sync: {type(exc).__name__}: {exc}")
             if delay:
                 await asyncio.sleep(delay)
 
-    async def _sync_failed(self, poller: Poller, message: str) -> float:
-        """Record the failure, tell the origin at once when it can hear us, and back off."""
+    async def _sync_failed(self, retry: Callable[[], float], message: str) -> float:
+        """Record the failure, tell the origin at once when it can hear us, and back off (`retry`:
+        the poller's delay for this kind of failure)."""
         if message != self.sync_error:
             log.error("%s", message)
         self.sync_error = message
-        if self._registered:
+        if self._registered and self.connected:
             await self.report()
-        return poller.on_failure()
+        return retry()
 
     async def _sync_once(self, poller: Poller) -> float:
         await self._ensure_key()
@@ -546,7 +561,8 @@ class OriginSource:
             problem = f"the stored archive {path} does not match its digest"
             log.error("function %s: bundle %s: %s; fetching it again", name, version[:12], problem)
         try:
-            data = self.client.blob(version)  # raises BlobMismatch on a bad digest
+            with self._fetches:
+                data = self.client.blob(version)  # raises BlobMismatch on a bad digest
         except ControlError as exc:
             if not problem:
                 raise

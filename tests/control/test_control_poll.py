@@ -34,3 +34,18 @@ def test_poller() -> None:
     assert poller.on_state(3) == 0.0  # an older revision never moves the node back
     assert (poller.revision, poller.failures) == (5, 0)
     assert 0.25 <= poller.on_failure() <= 0.5
+
+
+def test_an_unreachable_origin_is_retried_within_the_reconnect_cap() -> None:
+    poller = Poller(rng=random.Random(3), cap=30.0, reconnect_cap=1.0)
+    delays = [poller.on_unreachable() for _ in range(50)]
+    assert 0.25 <= delays[0] <= 0.5
+    assert all(0.5 <= d <= 1.0 for d in delays[1:])  # never the 30 s an erring origin gets
+    assert len(set(delays)) > 10  # jittered: a fleet that lost the origin together spreads out
+    assert poller.failures == 50
+    # The first bad answer after a long outage backs off as a first one, not as the 51st.
+    assert 0.25 <= poller.on_failure() <= 0.5
+    assert [0.5 <= poller.on_failure() <= 1.0, 1.0 <= poller.on_failure() <= 2.0] == [True, True]
+    assert (poller.failures, poller.refusals) == (53, 3)
+    assert 0.5 <= poller.on_unreachable() <= 1.0  # an unreachable origin: never past reconnect_cap
+    assert poller.on_unchanged() == 0.0 and (poller.failures, poller.refusals) == (0, 0)
