@@ -42,6 +42,11 @@ class Activation(Protocol):
         """Called on a runner thread; returns once the interpreter parked or ended (never raises)."""
         ...
 
+    @property
+    def booting(self) -> bool:
+        """True until its interpreter exists and its function is loaded."""
+        ...
+
     def evict(self) -> bool:
         """Called under `Runners.lock` when a thread is wanted: ask an idle interpreter to park
         early; True when it was asked (it returns its thread soon), False when it is busy."""
@@ -111,6 +116,20 @@ class Runners:
             self._later.remove(activation)
             self.submit(activation)
 
+    def _grow(self) -> None:
+        """After a thread took an activation: one more thread while others still wait and no
+        thread is idle, none is starting an interpreter and no lingering guest can give its
+        thread back (the caller holds `lock`). Submitting alone decides only once, when an
+        activation is queued; the threads it counted on may be in handlers that block."""
+        if (
+            self._queue
+            and not self._idle
+            and self.threads < self._limit
+            and not any(running.starting for running in self._running)
+            and not self._evict()
+        ):
+            self._spawn()
+
     def _evict(self) -> bool:
         return any(running.evict() for running in self._running)
 
@@ -148,7 +167,9 @@ class Runners:
                     if taken is None and not notified and self.threads > self._floor:
                         self.threads -= 1
                         return
-            activation, background = taken
+                activation, background = taken
+                if not background and not activation.booting:
+                    self._grow()
             try:
                 activation.run_activation()
             except BaseException:  # run_activation reports its own failures; this is a bug

@@ -188,6 +188,11 @@ class SubinterpreterIsolate:
         return not self._ready.done() and monotonic() - self._activated_at < _STARTING_AT_MOST
 
     @property
+    def booting(self) -> bool:
+        """True until the interpreter exists and its function is loaded (or failed to)."""
+        return not self._ready.done()
+
+    @property
     def thread_id(self) -> int | None:
         """The OS id of the runner thread in it now or last (for its CPU time in /proc), None before."""
         return self._native_id
@@ -276,13 +281,15 @@ class SubinterpreterIsolate:
         self._end(error)
 
     def evict(self) -> bool:
-        """Called under the runners' lock: ask a guest that idles in its linger time to park now."""
+        """Called under the runners' lock: ask a guest that idles in its linger time to park now;
+        True when it idles there (it gives its thread back soon, asked now or before)."""
         flag = self._flag
-        if flag[_IDLE] and not flag[_PARK]:
+        if not flag[_IDLE]:
+            return False
+        if not flag[_PARK]:
             flag[_PARK] = 1
             os.write(self._wake_fd, _ONE)
-            return True
-        return False
+        return True
 
     def _boot(self) -> str | None:
         """Create the interpreter and boot the guest (it parks blank); returns an error or None."""
