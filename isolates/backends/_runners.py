@@ -22,12 +22,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import deque
 from typing import Protocol
 
 __all__ = ["Activation", "Runners", "default_floor"]
 
 log = logging.getLogger("edge.isolates")
+
+# How often waiting activations are looked at again while none gets a thread.
+_RECHECK_S = 0.1
 
 
 class Activation(Protocol):
@@ -83,6 +87,7 @@ class Runners:
         # Threads alive now, and started in all (for metrics and tests).
         self.threads = 0
         self.started = 0
+        self._watching = False  # a thread looks again while activations wait (`_watch`)
 
     @property
     def waiting(self) -> bool:
@@ -105,9 +110,31 @@ class Runners:
         elif self.threads < self._floor:
             self._spawn()
         elif self._evict():
-            pass
+            self._watch()
         elif self.threads < self._limit and not any(running.starting for running in self._running):
             self._spawn()
+        else:
+            self._watch()
+
+    def _watch(self) -> None:
+        """While activations wait, look again every _RECHECK_S (the caller holds `lock`): a thread
+        counted on (one starting an interpreter, a guest asked to park) may instead have gone into
+        a handler that blocks."""
+        if not self._watching and not self._closed:
+            self._watching = True
+            threading.Thread(target=self._recheck, name="isolate-runners-watch", daemon=True).start()
+
+    def _recheck(self) -> None:
+        while True:
+            time.sleep(_RECHECK_S)
+            with self.lock:
+                if not self._queue or self._closed:
+                    self._watching = False
+                    return
+                if self._idle:
+                    self._work.notify()
+                else:
+                    self._grow()
 
     def promote(self, activation: Activation) -> None:
         """A background activation is wanted now (its blank interpreter was taken): queue it as
