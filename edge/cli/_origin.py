@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 
+import msgspec
+
 from edge.cli._abort import abort
 from edge.control.client import OriginClient
 
-__all__ = ["DEFAULT_ORIGIN", "add_origin_options", "origin_client"]
+__all__ = ["DEFAULT_ORIGIN", "add_origin_options", "origin_client", "print_json"]
 
 DEFAULT_ORIGIN = "http://127.0.0.1:8700"
 
@@ -33,3 +35,8 @@ def origin_client(args: argparse.Namespace, url: str | None = None) -> OriginCli
         return OriginClient(url, token, ca_file=ca_file)
     except ValueError as exc:
         abort(str(exc))
+
+
+def print_json(value: object) -> None:
+    """An admin API answer as indented JSON on stdout (`--json`, for scripts)."""
+    print(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())

@@ -9,12 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
-import msgspec
-
 from edge import bundle
 from edge.cli._abort import abort
 from edge.cli._args import percent
-from edge.cli._origin import add_origin_options, origin_client
+from edge.cli._origin import add_origin_options, origin_client, print_json
 from edge.cli._wait import (
     Applied,
     Bar,
@@ -91,10 +89,6 @@ def _client(args: argparse.Namespace) -> OriginClient:
     return origin_client(args)
 
 
-def _print_json(value: object) -> None:
-    print(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
-
-
 def _short(version: str) -> str:
     return version[:12]
 
@@ -155,7 +149,7 @@ def _deploy(args: argparse.Namespace) -> int:
     bar.done()
     wait_for = args.wait or args.rollback_on_failure
     if args.json and not wait_for:
-        _print_json(result)
+        print_json(result)
     elif not args.json:
         print(
             f"deployed {result.name} {_short(result.version)} at revision {result.revision}: "
@@ -198,7 +192,7 @@ def _finish(
     if error is not None:
         abort(error)
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         print(tally(outcomes, what, args.seen_within))
 
@@ -209,7 +203,7 @@ def _ls(args: argparse.Namespace) -> int:
     except ControlError as exc:
         _fail(exc)
     if args.json:
-        _print_json(functions)
+        print_json(functions)
         return 0
     if not functions:
         print("no functions deployed")
@@ -235,7 +229,7 @@ def _versions(args: argparse.Namespace) -> int:
     except ControlError as exc:
         _fail(exc)
     if args.json:
-        _print_json(detail)
+        print_json(detail)
         return 0
     stable = detail.releases[0].version if detail.releases else None
     rows = []
@@ -257,7 +251,7 @@ def _release_command(
         _fail(exc)
     revision = result.revision
     if args.json and not args.wait:
-        _print_json(result)
+        print_json(result)
     elif not args.json:
         tail = f": {_releases(result.releases)}" if isinstance(result, ReleaseResult) else ""
         print(f"{verb} {args.name} at revision {revision}{tail}")
@@ -299,7 +293,7 @@ def _purge(args: argparse.Namespace) -> int:
     except ControlError as exc:
         _fail(exc)
     if args.json and not args.wait:
-        _print_json(result)
+        print_json(result)
     elif not args.json:
         target = "everything" if kind == "all" else f"{kind} {value}"
         print(f"purge order {result.id} for {result.function} ({target}) at revision {result.revision}")
@@ -321,7 +315,7 @@ def _nodes(args: argparse.Namespace) -> int:
     except ControlError as exc:
         _fail(exc)
     if args.json:
-        _print_json(listing)
+        print_json(listing)
         return 0
     if not listing.nodes:
         print("no nodes registered")

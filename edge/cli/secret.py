@@ -14,10 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
-import msgspec
-
 from edge.cli._abort import abort
-from edge.cli._origin import add_origin_options, origin_client
+from edge.cli._origin import add_origin_options, origin_client, print_json
 from edge.cli._wait import add_wait_options, problem, tally, wait
 from edge.cli.deploy import table
 from edge.control.admin import NodeStatus
@@ -71,10 +69,6 @@ def _fail(exc: ControlError) -> NoReturn:
     abort(str(exc))
 
 
-def _print_json(value: object) -> None:
-    print(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
-
-
 def _read_value(args: argparse.Namespace) -> bytes:
     if args.from_file is not None:
         try:
@@ -114,7 +108,7 @@ def _wait(client: OriginClient, args: argparse.Namespace, revision: int, result:
     if error is not None:
         abort(error)
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         print(tally(outcomes, what, args.seen_within))
 
@@ -127,7 +121,7 @@ def _set(args: argparse.Namespace) -> int:
     except ControlError as exc:
         _fail(exc)
     if args.json and not args.wait:
-        _print_json(result)
+        print_json(result)
     elif not args.json:
         print(f"set secret {result.key} of {result.name} ({result.size} bytes) at revision {result.revision}")
         if result.overrides_env:
@@ -144,7 +138,7 @@ def _rm(args: argparse.Namespace) -> int:
     except ControlError as exc:
         _fail(exc)
     if args.json and not args.wait:
-        _print_json(result)
+        print_json(result)
     elif not args.json:
         print(f"removed secret {result.key} of {result.name} at revision {result.revision}")
     if args.wait:
@@ -158,7 +152,7 @@ def _ls(args: argparse.Namespace) -> int:
     except ControlError as exc:
         _fail(exc)
     if args.json:
-        _print_json(listing)
+        print_json(listing)
         return 0
     if not listing.secrets:
         print(f"no secrets for {listing.name}")
@@ -187,7 +181,7 @@ def _forget_node(args: argparse.Namespace) -> int:
     except ControlError as exc:
         _fail(exc)
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         print(
             f"forgot the public key {result.public_key} of node {result.node_id}; its next"

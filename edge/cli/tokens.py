@@ -16,10 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
-import msgspec
-
 from edge.cli._abort import abort
 from edge.cli._args import duration
+from edge.cli._origin import print_json
 from edge.cli.deploy import table
 from edge.control.admin import NewToken, TokenInfo
 from edge.control.client import ControlError, OriginClient
@@ -109,10 +108,6 @@ def _when(timestamp: float | None) -> str:
     return "-" if timestamp is None else datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _print_json(value: object) -> None:
-    print(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
-
-
 def _node(info: TokenInfo) -> str:
     if info.role != "node":
         return "-"
@@ -138,7 +133,7 @@ def _create(args: argparse.Namespace) -> int:
     except (ApiError, ControlError) as exc:
         _fail(exc)
     if args.json:
-        _print_json(created)
+        print_json(created)
         return 0
     print(created.token)
     info = created.info
@@ -164,7 +159,7 @@ def _ls(args: argparse.Namespace) -> int:
     except (ApiError, ControlError) as exc:
         _fail(exc)
     if args.json:
-        _print_json(found)
+        print_json(found)
         return 0
     now = time.time()
     rows = [
@@ -199,7 +194,7 @@ def _revoke(args: argparse.Namespace) -> int:
     except (ApiError, ControlError) as exc:
         _fail(exc)
     if args.json:
-        _print_json(info)
+        print_json(info)
     else:
         print(f"revoked token {info.id} ({info.role}); the origin refuses it from its next request")
     return 0
