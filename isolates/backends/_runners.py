@@ -46,11 +46,6 @@ class Activation(Protocol):
         """Called on a runner thread; returns once the interpreter parked or ended (never raises)."""
         ...
 
-    @property
-    def booting(self) -> bool:
-        """True until its interpreter exists and its function is loaded."""
-        ...
-
     def evict(self) -> bool:
         """Called under `Runners.lock` when a thread is wanted: ask an idle interpreter to park
         early; True when it was asked (it returns its thread soon), False when it is busy."""
@@ -125,16 +120,21 @@ class Runners:
             threading.Thread(target=self._recheck, name="isolate-runners-watch", daemon=True).start()
 
     def _recheck(self) -> None:
+        # Grow only when no thread took the queue's first activation for a whole interval: while
+        # threads make progress (a node creating its interpreters, say), the floor is enough.
+        seen: Activation | None = None
         while True:
             time.sleep(_RECHECK_S)
             with self.lock:
                 if not self._queue or self._closed:
                     self._watching = False
                     return
+                first = self._queue[0]
                 if self._idle:
                     self._work.notify()
-                else:
+                elif first is seen:
                     self._grow()
+                seen = first
 
     def promote(self, activation: Activation) -> None:
         """A background activation is wanted now (its blank interpreter was taken): queue it as
@@ -144,10 +144,10 @@ class Runners:
             self.submit(activation)
 
     def _grow(self) -> None:
-        """After a thread took an activation: one more thread while others still wait and no
-        thread is idle, none is starting an interpreter and no lingering guest can give its
-        thread back (the caller holds `lock`). Submitting alone decides only once, when an
-        activation is queued; the threads it counted on may be in handlers that block."""
+        """One more thread while activations still wait and no thread is idle, none is starting
+        an interpreter and no lingering guest can give its thread back (the caller holds `lock`).
+        Submitting decides only once, when an activation is queued; the threads it counted on
+        may since have gone into handlers that block."""
         if (
             self._queue
             and not self._idle
@@ -195,8 +195,6 @@ class Runners:
                         self.threads -= 1
                         return
                 activation, background = taken
-                if not background and not activation.booting:
-                    self._grow()
             try:
                 activation.run_activation()
             except BaseException:  # run_activation reports its own failures; this is a bug

@@ -188,11 +188,6 @@ class SubinterpreterIsolate:
         return not self._ready.done() and monotonic() - self._activated_at < _STARTING_AT_MOST
 
     @property
-    def booting(self) -> bool:
-        """True until the interpreter exists and its function is loaded (or failed to)."""
-        return not self._ready.done()
-
-    @property
     def thread_id(self) -> int | None:
         """The OS id of the runner thread in it now or last (for its CPU time in /proc), None before."""
         return self._native_id

@@ -138,7 +138,6 @@ class Fake:
     def __init__(self, idle: bool = False, starting: bool = False) -> None:
         self.idle = idle
         self.starting = starting
-        self.booting = starting
         self.entered = threading.Event()
         self.release = threading.Event()
         self.evicted = 0
