@@ -89,12 +89,22 @@ def _ms(text: str) -> float:
 
 
 def run_wrk(
-    wrk: str, url: str, connections: int, seconds: int, threads: int, server: Server | None = None
+    wrk: str,
+    url: str,
+    connections: int,
+    seconds: int,
+    threads: int,
+    server: Server | None = None,
+    script: str | None = None,
 ) -> WrkResult:
-    """Drive `url` with wrk and parse its report; with `server`, also its CPU time per request."""
+    """Drive `url` with wrk and parse its report; with `server`, also its CPU time per request.
+
+    `script`: a wrk Lua script (e.g. one that picks each request's path)."""
     cpu_before = process_tree_cpu(server.pid) if server is not None else 0.0
     out = subprocess.run(
-        [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+        + (["-s", script] if script else [])
+        + [url],
         capture_output=True,
         text=True,
         check=True,
