@@ -633,23 +633,21 @@ async def _send_error(send: Send, status: int, message: str, line: AccessLine) -
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(backends: BackendLookup = backend_factory, metrics: bool = True) -> NodeApp:
+def create_app(
+    backends: BackendLookup = backend_factory,
+    metrics: bool = True,
+    *,
+    settings: NodeSettings | None = None,
+    recycle: Callable[[], None] | None = None,
+) -> NodeApp:
     """Granian's factory: settings from `edge node`'s main process (edge/node/handoff.py), else from
     `EDGE_NODE_SETTINGS_JSON` (for tools that run granian themselves; never with a token).
 
     `backends` picks each isolation level's backend (a benchmark passes a canned one); `metrics`
-    False counts nothing per request (loadtest/metrics_cost.py's baseline)."""
-    from edge.node import handoff
-
-    raw = os.environ.pop(SETTINGS_VARIABLE, None)
-    settings = handoff.receive()
+    False counts nothing per request (loadtest/metrics_cost.py's baseline). A node serving in
+    its own process (edge/node/embedded.py) gives its `settings` and how it `recycle`s itself."""
     if settings is None:
-        settings = msgspec.json.decode(raw, type=NodeSettings) if raw else NodeSettings()
-        if settings.token:
-            raise RuntimeError(
-                f"{SETTINGS_VARIABLE}: must not carry the node token (every process of the node could"
-                " read it in /proc/PID/environ); run `edge node`, which hands it over privately"
-            )
+        settings = _handed_settings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -665,7 +663,24 @@ def create_app(backends: BackendLookup = backend_factory, metrics: bool = True) 
     else:
         raise RuntimeError("no function source: set `functions` (a directory) or `origin` (a URL)")
     runtime_dir = os.environ.get(RUNTIME_DIR_VARIABLE)
-    recycle = recycle_by_sighup if runtime_dir else None
+    if recycle is None and runtime_dir:
+        recycle = recycle_by_sighup
     return NodeApp(
         settings, source, backends=backends, recycle=recycle, runtime_dir=runtime_dir, metrics=metrics
     )
+
+
+def _handed_settings() -> NodeSettings:
+    """A granian worker's settings: from `edge node`'s main process, else `EDGE_NODE_SETTINGS_JSON`."""
+    from edge.node import handoff
+
+    raw = os.environ.pop(SETTINGS_VARIABLE, None)
+    settings = handoff.receive()
+    if settings is None:
+        settings = msgspec.json.decode(raw, type=NodeSettings) if raw else NodeSettings()
+        if settings.token:
+            raise RuntimeError(
+                f"{SETTINGS_VARIABLE}: must not carry the node token (every process of the node could"
+                " read it in /proc/PID/environ); run `edge node`, which hands it over privately"
+            )
+    return settings

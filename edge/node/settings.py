@@ -28,6 +28,9 @@ class NodeSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
+    # With workers = 1 and supervise false, the node serves from one process (edge/node/embedded.py);
+    # true (or workers > 1): granian's main process supervises the worker processes.
+    supervise: bool = False
     # "1" (HTTP/1.1 only, fastest), "2" (h2c prior knowledge only) or "auto" (both, sniffed per connection)
     http: str = "1"
     functions: str = ""
