@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-314 bench lint clean
+.PHONY: setup run test test-314 bench bench-density lint clean
 
 # Creates $(VENV) with a Python >= 3.13 when it is missing or older, then upgrades pip.
 define venv
@@ -43,6 +43,10 @@ test-314:
 
 bench: $(STAMP)
 	$(BIN)/python loadtest/bench.py
+
+# Memory per instance and a node with 3,000 functions (about 3 minutes and 10 GB on the 2-core VM).
+bench-density: $(STAMP)
+	$(BIN)/python loadtest/density.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

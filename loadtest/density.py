@@ -5,13 +5,15 @@ isolated interpreter, then the guest runtime booted in it (with the node's `warm
 a hello function imported; and of a whole warm instance as the node runs it (`backend.take`,
 answered one request: host thread, queues, audit hook and all), with and without its thread stacks.
 
-Density (a real node, `edge node --functions DIR` with the default settings): N generated hello
-functions; each called once in random order (the first calls: cold starts when `preload = false`),
-then wrk drives a random mix of them for a while. RSS, PSS, thread stacks and threads of every
-process of the node, per warm instance against an idle node with one function, and req/s.
+Density (a real node, `edge node --functions DIR` with the default settings but `preload =
+false`): N generated hello functions, each called once in random order (so the first calls are
+cold starts), then wrk drives a random mix of them for a while. RSS, PSS, thread stacks and
+threads of every process of the node, per warm instance against an idle node with one function,
+and req/s. `--preload` starts every instance with the node instead (today two threads each, all
+at once: thousands of functions take minutes on 2 cores).
 
     .venv/bin/python loadtest/density.py                   # 3,000 functions, 20 s mix
-    .venv/bin/python loadtest/density.py --functions 300 --seconds 5 --lazy
+    .venv/bin/python loadtest/density.py --functions 300 --seconds 5
     .venv/bin/python loadtest/density.py --breakdown-only
 """
 
@@ -163,11 +165,11 @@ def snapshot(pid: int) -> Snapshot:
     return Snapshot(total, server, len(members))
 
 
-def _node(root: Path, lazy: bool) -> Server:
+def _node(root: Path, preload: bool) -> Server:
     port = free_port()
     argv = [sys.executable, "-m", "edge", "node", "--functions", str(root), "--port", str(port)]
     argv += ["--admin-port", "0"]
-    env = {"EDGE_LOG_LEVEL": "warning", **({"EDGE_PRELOAD": "false"} if lazy else {})}
+    env = {"EDGE_LOG_LEVEL": "warning", "EDGE_PRELOAD": "true" if preload else "false"}
     return Server(argv, f"http://127.0.0.1:{port}/_edge/ready", env=env)
 
 
@@ -222,7 +224,7 @@ def _settle(pid: int, seconds: float = 1.0) -> Snapshot:
     return snapshot(pid)
 
 
-def density(count: int, seconds: int, lazy: bool) -> dict[str, Any]:
+def density(count: int, seconds: int, preload: bool) -> dict[str, Any]:
     """Start an idle node with one function, then one with `count`; returns the figures."""
     wrk = ensure_wrk()
     figures: dict[str, Any] = {}
@@ -230,13 +232,13 @@ def density(count: int, seconds: int, lazy: bool) -> dict[str, Any]:
         one = Path(tmp, "one")
         one.mkdir()
         write_functions(one, 1)
-        with _node(one, lazy) as node:
+        with _node(one, preload) as node:
             first_calls(_port(node), ["h0000"])
             figures["idle"] = _settle(node.pid, 2.0)
         many = Path(tmp, "many")
         many.mkdir()
         names = write_functions(many, count)
-        node = _node(many, lazy)
+        node = _node(many, preload)
         started = time.perf_counter()
         node.start(timeout=600)
         try:
@@ -255,11 +257,11 @@ def _mib(kib: float) -> str:
     return f"{kib / 1024:.1f} MiB"
 
 
-def report_density(count: int, seconds: int, lazy: bool, figures: dict[str, Any]) -> None:
+def report_density(count: int, seconds: int, preload: bool, figures: dict[str, Any]) -> None:
     idle: Snapshot = figures["idle"]
     warm: Snapshot = figures["warm"]
     after: Snapshot = figures["after_mix"]
-    mode = "preload = false (first calls are cold starts)" if lazy else "default settings (preload = true)"
+    mode = "preload = true (started with the node)" if preload else "preload = false (cold first calls)"
     print(f"density: {count} hello functions, {mode}")
     print(
         f"idle node (1 function, after its first request): {idle.processes} process(es), "
@@ -281,7 +283,7 @@ def report_density(count: int, seconds: int, lazy: bool, figures: dict[str, Any]
     )
     first = figures["first"]
     print(
-        f"first calls ({'cold' if lazy else 'preloaded'}): p50 {percentile(first, 50):.1f} ms, "
+        f"first calls ({'preloaded' if preload else 'cold starts'}): p50 {percentile(first, 50):.1f} ms, "
         f"p99 {percentile(first, 99):.1f} ms, max {max(first):.1f} ms"
     )
     rps, errors = figures["mix"]
@@ -307,7 +309,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--functions", type=int, default=3000, help="hello functions on the node")
     parser.add_argument("--seconds", type=int, default=20, help="length of the random mix")
-    parser.add_argument("--lazy", action="store_true", help="preload = false: first calls are cold starts")
+    parser.add_argument("--preload", action="store_true", help="start every instance with the node")
     parser.add_argument("--sample", type=int, default=50, help="interpreters measured in the breakdown")
     parser.add_argument("--breakdown-only", action="store_true")
     parser.add_argument("--density-only", action="store_true")
@@ -317,9 +319,9 @@ def main() -> int:
     if not args.density_only:
         report_breakdown(breakdown(args.sample, NodeSettings()), args.sample)
     if not args.breakdown_only:
-        figures = density(args.functions, args.seconds, args.lazy)
+        figures = density(args.functions, args.seconds, args.preload)
         print()
-        report_density(args.functions, args.seconds, args.lazy, figures)
+        report_density(args.functions, args.seconds, args.preload, figures)
     return 0
 
 
