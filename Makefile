@@ -44,7 +44,7 @@ test-314:
 bench: $(STAMP)
 	$(BIN)/python loadtest/bench.py
 
-# Memory per instance and a node with 3,000 functions (about 3 minutes and 10 GB on the 2-core VM).
+# Memory per instance and a node with 3,000 functions (about 3.5 minutes and 9 GB on the 2-core VM).
 bench-density: $(STAMP)
 	$(BIN)/python loadtest/density.py
 
