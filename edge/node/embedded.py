@@ -14,6 +14,9 @@ the forked worker shares but RSS counts twice. What that process did, and who do
   a new worker starts first instead.
 - the settings hand-off: the app is made here, with the settings in hand.
 - the admin listener: a thread of this process, as it was of the main process.
+
+The embedded server drives granian's Rust worker with `serve_async` where a supervised worker
+uses `serve_str`: ≈ 10-15% fewer requests per second in an A/B (docs/perf/2026-12-02-memory.md).
 """
 
 from __future__ import annotations
