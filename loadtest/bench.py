@@ -97,14 +97,18 @@ def run_wrk(
     threads: int,
     server: Server | None = None,
     headers: tuple[str, ...] = (),
+    script: str | None = None,
 ) -> WrkResult:
     """Drive `url` with wrk and parse its report; with `server`, also its CPU time per request.
 
-    `headers` ("Name: value") go with every request, besides wrk's own Host."""
+    `headers` ("Name: value") go with every request, besides wrk's own Host; `script`: a wrk Lua
+    script (e.g. one that picks each request's path)."""
     cpu_before = process_tree_cpu(server.pid) if server is not None else 0.0
     extra = [arg for header in headers for arg in ("-H", header)]
     out = subprocess.run(
-        [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *extra, url],
+        [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *extra]
+        + (["-s", script] if script else [])
+        + [url],
         capture_output=True,
         text=True,
         check=True,
@@ -301,15 +305,17 @@ def _answers(url: str) -> bool:
 
 
 def respawn_times(count: int) -> list[float]:
-    """Outage (ms) after the worker of a 1-worker node is killed: SIGKILL until /hello answers again.
+    """Outage (ms) after the worker of a supervised 1-worker node is killed: SIGKILL until /hello
+    answers again.
 
-    What a segfault or the OOM killer costs with `workers = 1` (granian respawns the worker; it
-    loads every function again before it answers). Crashes are spaced 1 s apart.
+    What a segfault or the OOM killer costs with `workers = 1` and `supervise = true` (granian
+    respawns the worker; it loads every function again before it answers); a node in one process
+    (the default) is restarted by its service manager instead. Crashes are spaced 1 s apart.
     """
     port = free_port()
     url = f"http://127.0.0.1:{port}/hello"
     times = []
-    with node_server(port, ROOT / "examples") as node:
+    with node_server(port, ROOT / "examples", EDGE_SUPERVISE="true") as node:
         for _ in range(count):
             (worker,) = _worker_pids(node.pid)
             os.kill(worker, signal.SIGKILL)
@@ -404,7 +410,10 @@ def main() -> int:
     churn.report(args.churn, args.parallel)
     if args.respawns:
         times = sorted(respawn_times(args.respawns))
-        print(f"\nworker respawn (SIGKILL the only worker until /hello answers again), {len(times)} kills:")
+        print(
+            f"\nworker respawn (supervise = true: SIGKILL the only worker until /hello answers again),"
+            f" {len(times)} kills:"
+        )
         print(f"p50 {statistics.median(times):.0f} ms, min {times[0]:.0f} ms, max {times[-1]:.0f} ms")
     if args.nodes:
         seconds = measure(args.nodes, args.deploys)

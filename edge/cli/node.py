@@ -43,6 +43,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--token", help=argparse.SUPPRESS)  # deprecated: shows the token in `ps`
     parser.add_argument("--settings-fd", type=int, help=argparse.SUPPRESS)  # set by the re-exec only
+    parser.add_argument("--runtime-dir", help=argparse.SUPPRESS)  # set by a restart in place only
     parser.add_argument("--data", metavar="DIR", help="origin mode: state directory (default .edge/node)")
     parser.add_argument("--origin-key", metavar="KEY", help="origin mode: the origin's public key to pin")
     parser.add_argument(
@@ -76,8 +77,10 @@ def run(args: argparse.Namespace) -> int:
             # Functions can read this process's argv and initial environment (and so can `ps`):
             # start over in a clean process image, with the settings handed over in memory.
             print(f"edge node: re-executing without {', '.join(exposed)}", file=sys.stderr, flush=True)
+        if exposed or not sys.flags.no_site:
             _reexec(settings)
     check_port_free(settings.host, settings.port)
+    _compile_guest()
     if settings.origin:
         base = _base(settings)
         print(f"edge node: syncing from {settings.origin} on {base} (state in {settings.data})", flush=True)
@@ -89,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         if not root.is_dir():
             abort(f"--functions {settings.functions}: not a directory", 2)
         _print_banner(settings, root)
-    serve(settings)
+    serve(settings, args.runtime_dir)
     return 0
 
 
@@ -182,8 +185,27 @@ def _scrubbed(variable: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(variable, pattern) for pattern in patterns)
 
 
-def _reexec(settings: NodeSettings) -> NoReturn:
-    """Run `edge node` again in this pid with a clean environment, the settings in a memfd."""
+# How `edge node` runs once it executed itself again: without `site` (-S), which the interpreters
+# it creates for functions then skip too (≈ 0.13 MiB each, and no site-packages .pth code runs
+# in them); the node's own interpreter adds site-packages itself.
+_LAUNCH = "import site, sys; site.main(); from edge.cli.node import relaunched; sys.exit(relaunched())"
+
+
+def relaunched() -> int:
+    """`edge node` once it executed itself again (`_LAUNCH`): with this command's parser only, so
+    the node's process does not import the modules of every other command (cryptography...)."""
+    parser = argparse.ArgumentParser(prog="edge")
+    register(parser.add_subparsers())
+    args = parser.parse_args()
+    code: int = args.func(args)
+    return code
+
+
+def _reexec(settings: NodeSettings, runtime_dir: str | None = None) -> NoReturn:
+    """Run `edge node` again in this pid with a clean environment, the settings in a memfd.
+
+    `runtime_dir`: the node's runtime directory, kept by a restart in place (edge/node/embedded.py).
+    """
     fd = os.memfd_create("edge-node-settings")
     os.write(fd, msgspec.json.encode(settings))
     os.lseek(fd, 0, os.SEEK_SET)
@@ -196,8 +218,22 @@ def _reexec(settings: NodeSettings) -> NoReturn:
     }
     sys.stdout.flush()
     sys.stderr.flush()
-    argv = [*edge_argv(), "node", "--settings-fd", str(fd)]
+    launcher = edge_argv()
+    if launcher[1:] == ["-m", "edge"]:  # not the single-file artifact, whose bootstrap needs site
+        launcher = [sys.executable, "-S", "-c", _LAUNCH]
+    argv = [*launcher, "node", "--settings-fd", str(fd)]
+    if runtime_dir:
+        argv += ["--runtime-dir", runtime_dir]
     os.execve(sys.executable, argv, environ)
+
+
+def _compile_guest() -> None:
+    """Write the guest runtime's bytecode cache when it is missing (see isolates/guest/__init__.py)."""
+    from isolates.guest import compile_guest
+
+    problem = compile_guest()
+    if problem:
+        print(f"edge node: warning: {problem}", file=sys.stderr, flush=True)
 
 
 def _settings_from_fd(fd: int) -> NodeSettings:
@@ -312,18 +348,44 @@ def _node_id(settings: NodeSettings) -> str:
 _FRONT_ENDS = {"rsgi": ("edge.node.rsgi:create_app", "rsgi"), "asgi": ("edge.node.app:create_app", "asgi")}
 
 
-def serve(settings: NodeSettings) -> None:
-    """Run granian in this process until it is told to stop (workers are forked processes)."""
+def serve(settings: NodeSettings, runtime_dir: str | None = None) -> None:
+    """Serve until told to stop: in this process (edge/node/embedded.py) when `workers = 1` and
+    `supervise` is off, else under granian's main process (this one), with forked workers.
+
+    `runtime_dir`: kept from before a restart in place; else a new one is made."""
+    from edge.node.recycling import RUNTIME_DIR_VARIABLE
+
+    # Outlives every worker (marks of failing functions, metrics samples); functions may not open it.
+    runtime_dir = runtime_dir or tempfile.mkdtemp(prefix="edge-node-")
+    os.environ[RUNTIME_DIR_VARIABLE] = runtime_dir
+    admin = start_admin(settings, runtime_dir)
+    if settings.workers == 1 and not settings.supervise:
+        from edge.node.embedded import OneProcess
+
+        try:
+            recycle = OneProcess(settings).serve()
+        finally:
+            if admin is not None:
+                admin.close()
+        if recycle:
+            _reexec(settings, runtime_dir)
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+        return
+    try:
+        _serve_supervised(settings)
+    finally:
+        if admin is not None:
+            admin.close()
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+
+
+def _serve_supervised(settings: NodeSettings) -> None:
+    """Run granian's main process here until it is told to stop (workers are forked processes)."""
     from granian.constants import HTTPModes, Interfaces, Loops
 
-    from edge.node.recycling import RUNTIME_DIR_VARIABLE
     from edge.node.supervisor import NodeServer
 
     _hand_over(settings)
-    # Outlives every worker (marks of failing functions, metrics samples); functions may not open it.
-    runtime_dir = tempfile.mkdtemp(prefix="edge-node-")
-    os.environ[RUNTIME_DIR_VARIABLE] = runtime_dir
-    admin = start_admin(settings, runtime_dir)
     front_end, interface = _FRONT_ENDS[settings.interface]
     server = NodeServer(
         front_end,
@@ -349,9 +411,4 @@ def serve(settings: NodeSettings) -> None:
         ssl_cert=Path(settings.tls_cert) if settings.tls_cert else None,
         ssl_key=Path(settings.tls_key) if settings.tls_key else None,
     )
-    try:
-        server.serve()
-    finally:
-        if admin is not None:
-            admin.close()
-        shutil.rmtree(runtime_dir, ignore_errors=True)
+    server.serve()

@@ -32,7 +32,6 @@ from edge.control.admin import (
     TokenRequest,
 )
 from edge.control.messages import NodeInfo, NodeReport, PublicKey, PurgeKind, Registered, SignedState
-from edge.control.tls import client_context
 
 __all__ = [
     "BlobMismatch",
@@ -191,7 +190,12 @@ class OriginClient:
         self.poll_grace_s = POLL_GRACE_S
         self.ca_file = ca_file
         # Made once: loading the CA file for every connection would cost each call a file read.
-        self._tls = client_context(ca_file) if self._https else None
+        self._tls = None
+        if self._https:
+            # Imported for https only: it loads cryptography (≈ 10 MB of a local-mode node's RSS).
+            from edge.control.tls import client_context
+
+            self._tls = client_context(ca_file)
         self._keep_alive = keep_alive
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()

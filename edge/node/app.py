@@ -19,6 +19,7 @@ from edge.node.core import (
     build_node,
     scrub_environment,
 )
+from edge.node.settings import NodeSettings
 from edge.node.source import FunctionSource
 from isolates.backends import backend_factory
 from isolates.pool import BackendLookup
@@ -133,9 +134,15 @@ class _AsgiExchange:
             pass
 
 
-def create_app(backends: BackendLookup = backend_factory, metrics: bool = True) -> NodeApp:
-    """Granian's factory for the ASGI front end (settings as `build_node` finds them).
+def create_app(
+    backends: BackendLookup = backend_factory,
+    metrics: bool = True,
+    *,
+    settings: NodeSettings | None = None,
+    recycle: Callable[[], None] | None = None,
+) -> NodeApp:
+    """Granian's factory for the ASGI front end (see `build_node`).
 
     `backends` picks each isolation level's backend (a benchmark passes a canned one); `metrics`
     False counts nothing per request (loadtest/metrics_cost.py's baseline)."""
-    return build_node(NodeApp, backends, metrics)
+    return build_node(NodeApp, backends, metrics, settings=settings, recycle=recycle)

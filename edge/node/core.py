@@ -837,21 +837,22 @@ class _ColdStart:
         await self._exchange.disconnected()
 
 
-def build_node[T: NodeCore](cls: Callable[..., T], backends: BackendLookup, metrics: bool) -> T:
+def build_node[T: NodeCore](
+    cls: Callable[..., T],
+    backends: BackendLookup,
+    metrics: bool,
+    *,
+    settings: NodeSettings | None = None,
+    recycle: Callable[[], None] | None = None,
+) -> T:
     """A front end's granian factory: settings from `edge node`'s main process
     (edge/node/handoff.py), else from `EDGE_NODE_SETTINGS_JSON` (for tools that run granian
-    themselves; never with a token); the function source they name."""
-    from edge.node import handoff
+    themselves; never with a token); the function source they name.
 
-    raw = os.environ.pop(SETTINGS_VARIABLE, None)
-    settings = handoff.receive()
+    A node serving in its own process (edge/node/embedded.py) gives its `settings` and how it
+    `recycle`s itself."""
     if settings is None:
-        settings = msgspec.json.decode(raw, type=NodeSettings) if raw else NodeSettings()
-        if settings.token:
-            raise RuntimeError(
-                f"{SETTINGS_VARIABLE}: must not carry the node token (every process of the node could"
-                " read it in /proc/PID/environ); run `edge node`, which hands it over privately"
-            )
+        settings = _handed_settings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -867,5 +868,22 @@ def build_node[T: NodeCore](cls: Callable[..., T], backends: BackendLookup, metr
     else:
         raise RuntimeError("no function source: set `functions` (a directory) or `origin` (a URL)")
     runtime_dir = os.environ.get(RUNTIME_DIR_VARIABLE)
-    recycle = recycle_by_sighup if runtime_dir else None
+    if recycle is None and runtime_dir:
+        recycle = recycle_by_sighup
     return cls(settings, source, backends=backends, recycle=recycle, runtime_dir=runtime_dir, metrics=metrics)
+
+
+def _handed_settings() -> NodeSettings:
+    """A granian worker's settings: from `edge node`'s main process, else `EDGE_NODE_SETTINGS_JSON`."""
+    from edge.node import handoff
+
+    raw = os.environ.pop(SETTINGS_VARIABLE, None)
+    settings = handoff.receive()
+    if settings is None:
+        settings = msgspec.json.decode(raw, type=NodeSettings) if raw else NodeSettings()
+        if settings.token:
+            raise RuntimeError(
+                f"{SETTINGS_VARIABLE}: must not carry the node token (every process of the node could"
+                " read it in /proc/PID/environ); run `edge node`, which hands it over privately"
+            )
+    return settings

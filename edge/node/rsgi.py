@@ -24,13 +24,14 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, overload
 
 from granian._granian import RSGIHTTPProtocol, RSGIProtocolClosed, RSGIProtocolError
 from granian.rsgi import Scope
 
 from edge.node.core import Headers, IncompleteBody, NodeCore, build_node
+from edge.node.settings import NodeSettings
 from isolates.backends import backend_factory
 from isolates.pool import BackendLookup
 
@@ -50,6 +51,8 @@ class NodeRsgiApp(NodeCore):
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         """Granian calls this in the worker before serving: the lifespan start-up."""
+        if loop.is_running():
+            return  # granian's embedded server: edge/node/embedded.py awaits startup() itself
         try:
             loop.run_until_complete(self.startup())
         except Exception:
@@ -58,7 +61,8 @@ class NodeRsgiApp(NodeCore):
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         """Granian calls this once the worker stopped serving: the lifespan shutdown."""
-        loop.run_until_complete(self.shutdown())
+        if not loop.is_running():  # else edge/node/embedded.py awaits shutdown() itself
+            loop.run_until_complete(self.shutdown())
 
     def __rsgi__(self, scope: Scope, proto: Any) -> Coroutine[Any, Any, None]:
         # Not a coroutine itself: granian awaits the core's, one coroutine less per request.
@@ -266,6 +270,12 @@ def _to_str(pair: tuple[bytes, bytes]) -> tuple[str, str]:
     return converted
 
 
-def create_app(backends: BackendLookup = backend_factory, metrics: bool = True) -> NodeRsgiApp:
-    """Granian's factory for the RSGI front end (settings as `build_node` finds them)."""
-    return build_node(NodeRsgiApp, backends, metrics)
+def create_app(
+    backends: BackendLookup = backend_factory,
+    metrics: bool = True,
+    *,
+    settings: NodeSettings | None = None,
+    recycle: Callable[[], None] | None = None,
+) -> NodeRsgiApp:
+    """Granian's factory for the RSGI front end (see `build_node`)."""
+    return build_node(NodeRsgiApp, backends, metrics, settings=settings, recycle=recycle)

@@ -60,6 +60,9 @@ class NodeSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
+    # With workers = 1 and supervise false, the node serves from one process (edge/node/embedded.py);
+    # true (or workers > 1): granian's main process supervises the worker processes.
+    supervise: bool = False
     # "1" (HTTP/1.1 only, fastest), "2" (h2c prior knowledge only) or "auto" (both, sniffed per connection)
     http: str = "1"
     # Granian's interface to the node's app: "rsgi" (its native one, faster) or "asgi" (the reference).
@@ -87,8 +90,9 @@ class NodeSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     preload: bool = True
     # Blank isolates kept ready per worker, so a cold start skips creating an interpreter.
     warm_pool: int = 2
-    # Standard-library modules imported into blank isolates ahead of need (each costs memory).
-    warm_imports: list[str] = msgspec.field(default_factory=lambda: ["json"])
+    # Standard-library modules imported into blank isolates ahead of need: each is held by every
+    # instance (json ≈ 0.4-0.8 MiB), so none by default; a function imports what it uses.
+    warm_imports: list[str] = msgspec.field(default_factory=list)
     log_level: str = "info"
     # One JSON line per request on the `edge.access` logger (at INFO: `log_level` above info hides it).
     access_log: bool = True

@@ -36,9 +36,9 @@ fires while a warm function answers a plain request.
 
 from __future__ import annotations
 
+import _thread
 import os
 import sys
-import threading
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -347,7 +347,7 @@ class _Guard:
         top = module.partition(".")[0]
         if top in _INTERNAL:
             raise self.refuse_import(module, _INTERNALS)
-        if top in _CTYPES and not self.ctypes and threading.get_ident() != self._watchdog_thread:
+        if top in _CTYPES and not self.ctypes and _thread.get_ident() != self._watchdog_thread:
             raise self.refuse_import(module, _grant("ctypes"))
 
     # The node's process
@@ -378,7 +378,7 @@ class _Guard:
 
     def ctypes_call(self, args: tuple[Any, ...]) -> None:
         # The watchdog finds PyThreadState_SetAsyncExc through ctypes on its own thread.
-        if threading.get_ident() != self._watchdog_thread:
+        if _thread.get_ident() != self._watchdog_thread:
             raise self.refuse("use ctypes", _grant("ctypes"))
 
     # Network

@@ -34,21 +34,23 @@ Guest -> host (out-queue), one batch and one eventfd write per drained batch (or
     between them); an async handler's with the loop's once-per-iteration flush.
     (LOG, stream, request_id, line)
     (LOADED, ok, message, is_async)       once, after the entrypoint was imported (or failed)
-Standard library only; keep module-level imports cheap: they are part of every cold start.
+Standard library only; keep module-level imports cheap: they are part of every cold start, and
+every module imported here is held by every instance (`threading` alone ≈ 0.4 MiB: the runtime's
+threads use `_thread` through `_Condition` and `start_thread`).
 """
 
 from __future__ import annotations
 
+import _thread
 import contextvars
 import itertools
 import os
 import sys
-import threading
 import time
 from select import select as _select
 
 import _edge_guard  # imported while the isolate is blank (in the warm pool), not at assignment
-from _edge_compat import queue_count, queue_get, queue_put
+from _edge_compat import queue_count, queue_get, queue_put, start_thread
 from edgefn._kinds import Adapted, _check_edge, adapt
 from edgefn._wire import chunk as _chunk
 from edgefn._wire import encode as _encode
@@ -74,6 +76,43 @@ class HandlerTimeout(BaseException):
     """Raised inside a handler that ran past its deadline (a BaseException: `except Exception` misses it)."""
 
 
+class _Condition:
+    """`threading.Condition` for one waiting thread, on `_thread` locks (see the module docstring).
+
+    Use as `threading.Condition(threading.Lock())`: `with cond:`, then `wait` or `notify` inside.
+    """
+
+    __slots__ = ("_lock", "_waiter")
+
+    def __init__(self) -> None:
+        self._lock = _thread.allocate_lock()
+        self._waiter: Any = None
+
+    def __enter__(self) -> bool:
+        return self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def wait(self, timeout: float = -1) -> None:
+        """Release the lock until notified or `timeout` seconds passed (-1: no limit), then retake it."""
+        waiter = _thread.allocate_lock()
+        waiter.acquire()
+        self._waiter = waiter
+        self._lock.release()
+        try:
+            waiter.acquire(True, timeout)
+        finally:
+            self._lock.acquire()
+            self._waiter = None
+
+    def notify(self) -> None:
+        """Wake the waiting thread, if one waits (call with the lock held)."""
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.release()
+
+
 class _Channel:
     """The two queues and two eventfds shared with the host.
 
@@ -92,10 +131,10 @@ class _Channel:
         self.pressure = memoryview(bytearray(1))
         # Set by an event loop serving async handlers: arranges one flush per loop iteration.
         self.flush_soon: Any = None
-        self._serving_thread = threading.get_ident()
+        self._serving_thread = _thread.get_ident()
 
     def send(self, message: tuple[Any, ...]) -> None:
-        if threading.get_ident() != self._serving_thread:
+        if _thread.get_ident() != self._serving_thread:
             queue_put(self.out_q, (message,))
             os.write(self.done_fd, _ONE)
             return
@@ -153,14 +192,14 @@ class _Watchdog:
 
     def __init__(self, target_thread: int, start: bool = True) -> None:
         self._target = target_thread
-        self._cond = threading.Condition(threading.Lock())
+        self._cond = _Condition()
         self._deadlines: dict[int, float] = {}
         self._tokens = itertools.count(1)
         self._latest = 0.0
         self._sleeping_until: float | None = None  # None: idle, waiting to be notified
         self._stopped = True
         self.wakeups = 0
-        self._thread: threading.Thread | None = None
+        self._thread: Any = None
         if start:
             self.start(target_thread)
 
@@ -169,8 +208,7 @@ class _Watchdog:
         self._target = target_thread
         self._stopped = False
         self._sleeping_until = None
-        self._thread = threading.Thread(target=self._run, name="edge-watchdog", daemon=False)
-        self._thread.start()
+        self._thread = start_thread(self._run, "edge-watchdog")
 
     def arm(self, deadline: float) -> int:
         token = next(self._tokens)
@@ -326,12 +364,11 @@ class _Flusher:
     def __init__(self, channel: Any) -> None:
         self._channel = channel
         self._serving = channel._serving_thread
-        self._cond = threading.Condition(threading.Lock())
+        self._cond = _Condition()
         self._due = 0.0  # 0: not handed over
         self._idle = True
         self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="edge-flusher", daemon=False)
-        self._thread.start()
+        self._thread = start_thread(self._run, "edge-flusher")
 
     def hand_over(self, due: float) -> None:
         """The serving thread is about to call into the body: flush at `due` unless it is back."""
@@ -782,7 +819,7 @@ def resume() -> None:
     isolate.active = True
     channel, watchdog = isolate.channel, isolate.watchdog
     channel.flag[_SLEEPING] = 0
-    thread = threading.get_ident()
+    thread = _thread.get_ident()
     channel._serving_thread = thread
     watchdog.start(thread)
     _edge_guard.watchdog_moved(watchdog.ident or 0)

@@ -166,11 +166,15 @@ def test_stopping_the_node_leaves_no_child_behind(tmp_path: Path, start_node: No
     assert _gone(child)
 
 
-def test_a_worker_killed_outright_takes_its_children_with_it(tmp_path: Path, start_node: NodeFactory) -> None:
+@pytest.mark.parametrize("supervise", ["true", "false"])
+def test_a_worker_killed_outright_takes_its_children_with_it(
+    supervise: str, tmp_path: Path, start_node: NodeFactory
+) -> None:
     write_function(tmp_path / "functions", "who", WHO, PROCESS)
-    node = start_node(tmp_path / "functions", env=NODE_ENV)
+    node = start_node(tmp_path / "functions", env={**NODE_ENV, "EDGE_SUPERVISE": supervise})
     who = node.get("/who").json()
-    # The worker process is the child's parent (granian's main process is the worker's).
-    assert who["parent"] != node.server.pid
+    # The worker process is the child's parent: granian's main process is the worker's, or the
+    # node serves in one process.
+    assert (who["parent"] != node.server.pid) == (supervise == "true")
     os.kill(who["parent"], signal.SIGKILL)
     assert _gone(who["pid"])

@@ -1,7 +1,9 @@
 """The node survives its workers: respawn after a crash, graceful recycling, failing functions.
 
-Real nodes (granian in a subprocess) over HTTP. Bounds are generous multiples of what was
-measured on the 2-core VM (README: "The node survives its workers").
+Real nodes (granian in a subprocess) over HTTP, supervised by granian's main process
+(`supervise = true`; a node in one process recycles in place: test_node_one_process.py).
+Bounds are generous multiples of what was measured on the 2-core VM (README: "The node survives
+its workers").
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ WEDGE = """
             time.sleep(100)
         return "fine"
 """
+
+# Granian's main process and one worker, instead of the default single process.
+SUPERVISED = {"EDGE_SUPERVISE": "true"}
 
 HELLO = """
     def handler(request):
@@ -115,7 +120,7 @@ def functions(tmp_path: Path) -> Path:
 def test_a_killed_worker_is_respawned_and_the_node_keeps_answering(
     functions: Path, start_node: NodeFactory
 ) -> None:
-    node = start_node(functions)
+    node = start_node(functions, env=SUPERVISED)
     worker = _worker(node)
     os.kill(worker, signal.SIGKILL)  # what the OOM killer or a segfault does
     killed = time.monotonic()
@@ -130,7 +135,7 @@ def test_a_killed_worker_is_respawned_and_the_node_keeps_answering(
 def test_a_spinning_wedge_recycles_the_worker_and_cpu_and_threads_come_back(
     functions: Path, start_node: NodeFactory
 ) -> None:
-    node = start_node(functions, env={"EDGE_ABANDON_AFTER_MS": "300"})
+    node = start_node(functions, env={**SUPERVISED, "EDGE_ABANDON_AFTER_MS": "300"})
     worker = _worker(node)
     idle_threads = _threads(worker)
     assert node.get("/wedge?regex").status == 504
@@ -151,6 +156,7 @@ def test_a_spinning_wedge_recycles_the_worker_and_cpu_and_threads_come_back(
 
 def test_sleeping_wedges_past_the_cap_recycle_the_worker(functions: Path, start_node: NodeFactory) -> None:
     env = {
+        **SUPERVISED,
         "EDGE_MAX_ABANDONED_ISOLATES": "2",
         "EDGE_ABANDON_AFTER_MS": "300",
         "EDGE_MAX_FUNCTION_FAILURES": "9",
@@ -176,6 +182,7 @@ def test_a_function_that_keeps_wedging_is_marked_failing_also_after_a_recycle(
     functions: Path, start_node: NodeFactory
 ) -> None:
     env = {
+        **SUPERVISED,
         "EDGE_MAX_FUNCTION_FAILURES": "2",
         "EDGE_ABANDON_AFTER_MS": "300",
         "EDGE_MAX_ABANDONED_ISOLATES": "2",
@@ -208,7 +215,7 @@ def test_the_rss_ceiling_recycles_the_worker_without_failed_requests(
     root = tmp_path / "functions"
     write_function(root, "hello", HELLO)
     write_function(root, "hog", HOG)
-    node = start_node(root, env={"EDGE_MAX_RSS_MB": "200"})
+    node = start_node(root, env={**SUPERVISED, "EDGE_MAX_RSS_MB": "200"})
     worker = _worker(node)
     failures: list[str] = []
     served = 0
@@ -246,7 +253,7 @@ def test_workers_that_crash_again_and_again_are_respawned_within_the_nodes_rule(
     functions: Path, start_node: NodeFactory
 ) -> None:
     # Granian alone would end the server on the second crash within 5.5 s of a respawn.
-    node = start_node(functions)
+    node = start_node(functions, env=SUPERVISED)
     for _ in range(3):
         worker = _worker(node)
         os.kill(worker, signal.SIGSEGV)

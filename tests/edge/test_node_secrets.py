@@ -74,10 +74,13 @@ def exposed(pid: int, token: str) -> list[str]:
     ]
 
 
-def check_node(fleet: Fleet, node: Node, tmp_path: Path) -> None:
-    """The node syncs (it holds the token) and no process of it shows the token; nor does a function."""
+def check_node(fleet: Fleet, node: Node, tmp_path: Path, supervised: bool = False) -> None:
+    """The node syncs (it holds the token) and no process of it shows the token; nor does a function.
+
+    A node is one process by default (edge/node/embedded.py); `supervised`: granian's main
+    process and one worker (`supervise = true`)."""
     processes = descendants(node.pid)
-    assert len(processes) >= 2, "no granian worker found"
+    assert len(processes) == (2 if supervised else 1), processes
     assert [place for pid in processes for place in exposed(pid, node.token)] == []
     directory, version = write_version(tmp_path / "spy", "spy", name="spy", code=SPY)
     assert fleet.origin is not None
@@ -99,6 +102,15 @@ def test_a_token_file_stays_out_of_every_process(fleet: Fleet, tmp_path: Path) -
     node = fleet.start_node(token_via="file")
     check_node(fleet, node, tmp_path)
     assert TOKEN_WARNING not in node.output()
+
+
+def test_a_token_file_stays_out_of_every_process_of_a_supervised_node(fleet: Fleet, tmp_path: Path) -> None:
+    origin = fleet.start_origin()
+    node = Node(origin, origin.node_token(), tmp_path / "node", tmp_path / "node.log", None, token_via="file")
+    node.environ["EDGE_SUPERVISE"] = "true"
+    fleet.nodes.append(node)
+    node.start()
+    check_node(fleet, node, tmp_path, supervised=True)
 
 
 def test_edge_token_in_the_environment_is_dropped_by_a_re_exec(fleet: Fleet, tmp_path: Path) -> None:
