@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from isolates.backends import Isolate, IsolateSpec, LoadError
+from isolates.backends import Backend, Isolate, IsolateSpec, LoadError
 
 __all__ = ["REFUSALS", "Budget", "Instance", "InstanceSet", "Refused", "ScalePolicy"]
 
@@ -93,17 +93,42 @@ class Budget:
         self.used_mb = 0
         self.evicted = 0
         self.sets: list[InstanceSet] = []
+        # Warm pools whose blanks beyond their base size count here, each as `blank_mb` MiB.
+        self.pools: list[Backend] = []
+        self.blank_mb = 0
 
     def _fits(self, memory_mb: int) -> bool:
-        count_ok = not self.max_instances or self.instances + 1 <= self.max_instances
-        memory_ok = not self.memory_mb or self.used_mb + memory_mb <= self.memory_mb
+        blanks = sum(pool.extra_standby() for pool in self.pools) if self.pools else 0
+        count_ok = not self.max_instances or self.instances + blanks + 1 <= self.max_instances
+        memory_ok = not self.memory_mb or self.used_mb + blanks * self.blank_mb + memory_mb <= self.memory_mb
         return count_ok and memory_ok
+
+    def never_run(self, isolation: str) -> int:
+        """Function versions of that isolation level that never had an instance (none starting):
+        each may ask for a cold start any moment (deployed with `preload = false`)."""
+        return sum(
+            1
+            for owner in self.sets
+            if not owner._resolved
+            and not owner.starting
+            and not owner.closed
+            and owner.spec.isolation == isolation
+        )
+
+    def room_for_blank(self) -> bool:
+        """True when one more blank interpreter fits beside the instances and the other blanks."""
+        return self._fits(self.blank_mb)
+
+    def _drop_blank(self) -> bool:
+        return any(pool.drop_standby() for pool in self.pools)
 
     def reserve(self, requester: InstanceSet, memory_mb: int) -> str:
         """Count one more instance for `requester`; "" when it fits, else why not.
 
         Makes room by retiring the least recently used idle instances of other sets first.
         """
+        while not self._fits(memory_mb) and self._drop_blank():
+            pass
         if not self._fits(memory_mb):
             idle = sorted(
                 (

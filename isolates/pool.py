@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
@@ -31,6 +31,9 @@ from isolates.backends import (
     backend_factory,
 )
 from isolates.instances import REFUSALS, Budget, InstanceSet, ScalePolicy
+
+if TYPE_CHECKING:
+    from isolates.backends.subinterpreter import WarmPool
 
 __all__ = ["BackendLookup", "Function", "IsolatePool", "Release", "Wedged", "thread_cpu_seconds"]
 
@@ -187,6 +190,9 @@ class IsolatePool:
         self._options = msgspec.structs.replace(options or BackendOptions(), **option_fields)
         self._lookup = backends
         self._backends: dict[str, Backend] = {}
+        self._refill_soon = False
+        self.budget = budget or Budget()
+        self.budget.blank_mb = instance_mb
         # The interpreter backend starts its warm pool at once; others start on first use.
         self._backend("interpreter")
         self._drain_timeout = drain_timeout
@@ -196,7 +202,6 @@ class IsolatePool:
         self._draining: set[InstanceSet] = set()
         self._retiring: set[asyncio.Task[bool]] = set()
         self._policy = policy or ScalePolicy()
-        self.budget = budget or Budget()
         # Requests refused for want of an instance since start, by reason (isolates/instances.py).
         self.refused = dict.fromkeys(REFUSALS, 0)
         self._instance_mb = instance_mb
@@ -215,8 +220,18 @@ class IsolatePool:
         backend = self._backends.get(isolation)
         if backend is None:
             backend = self._lookup(isolation)(self._loop, self._log_sink, self._options)
+            backend.bound_by(self.budget)
+            self.budget.pools.append(backend)
             self._backends[isolation] = backend
         return backend
+
+    @property
+    def warm_pool(self) -> WarmPool | None:
+        """The interpreter backend's warm pool (None when another backend stands in for it)."""
+        from isolates.backends.subinterpreter import WarmPool
+
+        backend = self._backends.get("interpreter")
+        return backend if isinstance(backend, WarmPool) else None
 
     @property
     def functions(self) -> dict[str, Function]:
@@ -317,6 +332,13 @@ class IsolatePool:
         instances = self._new_set(spec, policy or self._policy, False)
         self._sets[(spec.name, spec.version)] = instances
         self._functions[spec.name] = Function(spec.name, spec.timeout_ms / 1000, [Release(instances, 100)])
+        if not self._refill_soon:  # once for many registered at once: blanks for their cold starts
+            self._refill_soon = True
+            self._loop.call_soon(self._refill, spec.isolation)
+
+    def _refill(self, isolation: str) -> None:
+        self._refill_soon = False
+        self._backend(isolation).refill()
 
     def fail(self, name: str, error: str, timeout: float = 30.0) -> None:
         """Record a function that cannot run (its routes answer 503 with `error`)."""

@@ -24,6 +24,7 @@ from isolates.backends import (
     OnStuck,
     Reply,
     RequestHeaders,
+    StandbyBudget,
 )
 
 __all__ = ["CannedBackend", "instant", "next_iteration"]
@@ -86,6 +87,18 @@ class CannedBackend:
 
     def take(self, spec: IsolateSpec, on_stuck: OnStuck | None, expect_async: bool = False) -> Isolate:
         return CannedIsolate(self._loop, spec, self._at_once)
+
+    def bound_by(self, budget: StandbyBudget) -> None:
+        pass
+
+    def refill(self) -> None:
+        pass
+
+    def extra_standby(self) -> int:
+        return 0
+
+    def drop_standby(self) -> bool:
+        return False
 
     def saw_async(self) -> None:
         pass

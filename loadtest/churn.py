@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import sys
@@ -44,10 +45,12 @@ def node(port: int, functions: Path, tree: Path, **env: str) -> Server:
 
 
 def worker_threads(pid: int) -> int:
-    """OS threads of the node's granian worker(s), not granian's main process."""
+    """OS threads of the node's granian worker(s), not granian's main process; those of the node's
+    own process when it serves in one (workers = 1, the default)."""
     from loadtest.bench import _worker_pids
 
-    return sum(len(list(Path(f"/proc/{worker}/task").iterdir())) for worker in _worker_pids(pid))
+    workers = _worker_pids(pid) or [pid]
+    return sum(len(list(Path(f"/proc/{worker}/task").iterdir())) for worker in workers)
 
 
 def _get(url: str) -> bytes:
@@ -56,16 +59,29 @@ def _get(url: str) -> bytes:
         return body
 
 
-def churn(count: int, tree: Path = ROOT) -> tuple[list[float], int, int]:
-    """First-response times (ms) of `count` never-run functions called back to back, and the
-    worker's threads before the first call and after the last."""
+def settle(port: int, limit: float = 30.0) -> None:
+    """Wait until the node made the blank interpreters its warm pool wants (deployed functions
+    are called some time after they are deployed, not while the node starts)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        warm = json.loads(_get(f"http://127.0.0.1:{port}/_edge/metrics")).get("warm_pool")
+        if warm is None or warm["made"] >= warm["blanks"] >= warm["target"]:
+            return
+        time.sleep(0.1)
+
+
+def churn(count: int, tree: Path = ROOT, **env: str) -> tuple[list[float], int, int]:
+    """First-response times (ms) of `count` never-run functions called back to back, once the node
+    settled, and the worker's threads before the first call and after the last. `env`: node
+    settings (EDGE_WARM_POOL_MAX=...)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for index in range(count):
             shutil.copytree(tree / "examples" / "hello", root / f"cold{index:03d}")
         port = free_port()
         times = []
-        with node(port, root, tree, EDGE_PRELOAD="false") as server:
+        with node(port, root, tree, EDGE_PRELOAD="false", **env) as server:
+            settle(port)
             before = worker_threads(server.pid)
             for index in range(count):
                 started = time.perf_counter()
@@ -112,14 +128,16 @@ def parallel(requests: int, tree: Path = ROOT) -> float:
 def report(count: int, requests: int, tree: Path = ROOT) -> None:
     """Print the churn and parallel figures."""
     if count:
-        times, before, after = churn(count, tree)
-        ordered = sorted(times)
         print(f"\ncold start under churn: {count} never-run functions back to back (preload = false):")
-        print(
-            f"p50 {statistics.median(ordered):.1f} ms, p99 {percentile(ordered, 99):.1f} ms, "
-            f"max {ordered[-1]:.1f} ms"
-        )
-        print(f"worker threads: {before} before the first call, {after} with all {count} run once")
+        sized = {"EDGE_WARM_POOL_MAX": str(count), "EDGE_BUDGET__MAX_INSTANCES": str(max(256, count))}
+        rows = (("node defaults", {}), (f"warm_pool_max = {count}, max_instances >= {count}", sized))
+        for label, env in rows:
+            times, before, after = churn(count, tree, **env)
+            ordered = sorted(times)
+            print(
+                f"{label}: p50 {statistics.median(ordered):.1f} ms, p99 {percentile(ordered, 99):.1f} ms,"
+                f" max {ordered[-1]:.1f} ms; worker threads {before} before the first call, {after} after"
+            )
     if requests:
         print(f"\ntwo CPU-bound functions at once vs one ({requests} requests each, best of 3):")
         print(f"{parallel(requests, tree):.2f}x the throughput of one")

@@ -600,7 +600,17 @@ class NodeCore:
                 "memory_mb": budget.used_mb,
                 "memory_budget_mb": budget.memory_mb,
                 "evicted": budget.evicted,
+                # Blank interpreters held beyond warm_pool while cold starts outran the pool.
+                "extra_blanks": sum(backend.extra_standby() for backend in budget.pools),
             }
+            warm = pool.warm_pool
+            if warm is not None:
+                metrics["warm_pool"] = {
+                    "target": warm.target,
+                    "blanks": warm.blanks,
+                    "made": warm.made,
+                    "outrun": warm.outrun,
+                }
         if self.cache is not None:
             metrics["cache"] = self.cache.stats.as_dict()
         return metrics
@@ -661,6 +671,7 @@ def backend_options(settings: NodeSettings, runtime_dir: str | None = None) -> B
     protected = [settings.data, *settings.protected_paths, *([runtime_dir] if runtime_dir else [])]
     return BackendOptions(
         warm_pool=settings.warm_pool,
+        warm_pool_max=settings.warm_pool_max,
         abandon_after=settings.abandon_after_ms / 1000,
         preload=tuple(settings.warm_imports),
         protected=tuple(os.path.realpath(path) for path in protected),

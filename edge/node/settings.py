@@ -90,6 +90,7 @@ class NodeSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     preload: bool = True
     # Blank isolates kept ready per worker, so a cold start skips creating an interpreter.
     warm_pool: int = 2
+    warm_pool_max: int = 32
     # Standard-library modules imported into blank isolates ahead of need: each is held by every
     # instance (json ≈ 0.4-0.8 MiB), so none by default; a function imports what it uses.
     warm_imports: list[str] = msgspec.field(default_factory=list)
@@ -150,6 +151,12 @@ def _check(settings: NodeSettings, source: str) -> None:
             "a number from 1 to 60",
         ),
         ("warm_pool", settings.warm_pool, 0 <= settings.warm_pool <= 64, "`int` from 0 to 64"),
+        (
+            "warm_pool_max",
+            settings.warm_pool_max,
+            settings.warm_pool <= settings.warm_pool_max <= 1024,
+            f"`int` from warm_pool ({settings.warm_pool}) to 1024",
+        ),
         ("abandon_after_ms", settings.abandon_after_ms, settings.abandon_after_ms > 0, "`int` > 0"),
         ("shutdown_timeout_ms", settings.shutdown_timeout_ms, settings.shutdown_timeout_ms > 0, "`int` > 0"),
         (

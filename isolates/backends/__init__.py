@@ -34,6 +34,7 @@ __all__ = [
     "OnStuck",
     "Reply",
     "RequestHeaders",
+    "StandbyBudget",
     "Stream",
     "StreamCut",
     "StreamReplies",
@@ -159,6 +160,9 @@ class BackendOptions(msgspec.Struct, frozen=True, kw_only=True):
 
     # Blank isolates (interpreters or spawned children) kept ready ahead of need.
     warm_pool: int = 2
+    # How many blank interpreters the pool may hold while cold starts outrun it (it grows past
+    # `warm_pool` only then, and only while the node's budget has room; see WarmPool).
+    warm_pool_max: int = 32
     # How long an isolate may stay silent after a request's deadline before it is replaced (s).
     abandon_after: float = 1.0
     # Standard-library modules imported into blank isolates ahead of need.
@@ -187,6 +191,34 @@ class Backend(Protocol):
 
     async def close(self, timeout: float) -> None:
         """Called at shutdown: stop the blank isolates this backend keeps."""
+        ...
+
+    def bound_by(self, budget: StandbyBudget) -> None:
+        """Called once: blank isolates beyond `warm_pool` count against this budget."""
+        ...
+
+    def refill(self) -> None:
+        """Called after deploys: make the blank isolates now wanted (in the background)."""
+        ...
+
+    def extra_standby(self) -> int:
+        """Blank isolates held beyond `warm_pool` (the budget counts them)."""
+        ...
+
+    def drop_standby(self) -> bool:
+        """Stop one blank isolate held beyond `warm_pool` (the budget needs the room); False: none."""
+        ...
+
+
+class StandbyBudget(Protocol):
+    """What a backend's warm pool asks of the node's budget (isolates/instances.py `Budget`)."""
+
+    def room_for_blank(self) -> bool:
+        """True when one more blank interpreter fits beside the instances and the other blanks."""
+        ...
+
+    def never_run(self, isolation: str) -> int:
+        """Function versions of that isolation level deployed and never started (cold starts to come)."""
         ...
 
 

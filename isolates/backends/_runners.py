@@ -11,10 +11,12 @@ activation, on at most `floor - 1` threads at once. Threads start on demand: whi
 `floor` exist, or when an activation waits and every thread serves an interpreter that is not
 idle (a handler running, or blocked: it may never return); an idle lingering interpreter is
 asked to park first, and none lingers while others wait (the `pressure` byte every guest
-reads). A thread creating an interpreter or loading a function (CPU-bound, done in
-milliseconds) is waited for rather than joined by another, so starting 300 functions at once
-takes `floor` threads. Threads beyond `floor` exit after `idle_exit` seconds without work.
-`limit` bounds the threads; activations past it wait their turn.
+reads). A thread that will be free within milliseconds — creating an interpreter (blank or
+not), loading a function, or in an interpreter that answered everything it was given — is waited
+for rather than joined by another, so starting 300 functions at once, or refilling a grown warm
+pool while requests come, takes `floor` threads; a watcher grows the threads if it still has not
+taken the waiting activation after _RECHECK_S. Threads beyond `floor` exit after `idle_exit`
+seconds without work. `limit` bounds the threads; activations past it wait their turn.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ class Activation(Protocol):
     @property
     def starting(self) -> bool:
         """True while its thread creates the interpreter or loads its function (CPU-bound, short)."""
+        ...
+
+    @property
+    def pending(self) -> int:
+        """Requests it was given and has not answered (0: it is about to linger or park)."""
         ...
 
     def run_activation(self) -> None:
@@ -106,10 +113,18 @@ class Runners:
             self._spawn()
         elif self._evict():
             self._watch()
-        elif self.threads < self._limit and not any(running.starting for running in self._running):
+        elif self.threads < self._limit and not self._soon_free():
             self._spawn()
         else:
             self._watch()
+
+    def _soon_free(self) -> bool:
+        """A thread will be free within milliseconds: one makes a blank interpreter, starts one,
+        or runs an interpreter that answered everything (it lingers or parks next); the watcher
+        looks again if not (the caller holds `lock`)."""
+        return bool(self._later_running) or any(
+            running.starting or not running.pending for running in self._running
+        )
 
     def _watch(self) -> None:
         """While activations wait, look again every _RECHECK_S (the caller holds `lock`): a thread

@@ -42,6 +42,7 @@ from isolates.backends import (
     OnStuck,
     Reply,
     RequestHeaders,
+    StandbyBudget,
     StreamReplies,
     kind_options,
 )
@@ -500,6 +501,15 @@ class ProcessBackend:
         self._started = True
         isolate._restart()
         return isolate
+
+    def bound_by(self, budget: StandbyBudget) -> None:
+        pass  # its pool stays at warm_pool (children are too costly to make ahead of need)
+
+    def extra_standby(self) -> int:
+        return 0
+
+    def drop_standby(self) -> bool:
+        return False
 
     def saw_async(self) -> None:
         """An async function was loaded here: keep a blank child with asyncio ready from now on."""

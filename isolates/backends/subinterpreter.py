@@ -51,6 +51,7 @@ from isolates.backends import (
     OnStuck,
     Reply,
     RequestHeaders,
+    StandbyBudget,
     StreamReplies,
     kind_options,
 )
@@ -85,6 +86,7 @@ _RUNNER_LIMIT = 256
 # Creating an interpreter and loading a function take milliseconds of CPU: a runner doing that is
 # waited for rather than joined by a new thread, unless it takes longer than this (seconds).
 _STARTING_AT_MOST = 0.5
+
 _BLANK = IsolateSpec(name="", version="", directory="", module="", attribute="", timeout_ms=1)
 
 _BOOT = """\
@@ -180,6 +182,11 @@ class SubinterpreterIsolate:
     def alive(self) -> bool:
         """False once the isolate was closed, crashed or abandoned."""
         return self._alive
+
+    @property
+    def made(self) -> bool:
+        """True once a runner created the interpreter (a blank one in the pool may not be yet)."""
+        return self._iid is not None
 
     @property
     def starting(self) -> bool:
@@ -551,14 +558,27 @@ class SubinterpreterIsolate:
 class WarmPool:
     """Blank isolates created ahead of need, so a cold start skips creating an interpreter.
 
-    Besides `size` plain ones it keeps one with asyncio imported once the node has run an async
-    handler: a new version of an async function takes that one and skips the import (tens of ms).
+    It keeps `warm_pool` blank ones, and more while functions deployed without an instance
+    (`preload = false`, never run yet) could each ask for a cold start: one per such function, up
+    to `warm_pool_max`, made in the background on the runner threads (after the activations that
+    serve functions) and counted against the node's budget, which they fit or are not made; an
+    instance that needs the room takes it from them first (`drop_standby`). Extra blanks are kept
+    until taken once fewer are wanted (destroying an interpreter frees little memory in 3.13). A
+    function scaled to zero after it ran gets none: freeing its interpreters is the point.
+    `warm_pool = 0` keeps no blank at all.
+
+    Besides those it keeps one with asyncio imported once the node has run an async handler: a
+    new version of an async function takes that one and skips the import (tens of ms).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, log_sink: LogSink, options: BackendOptions) -> None:
         self._loop = loop
         self._log_sink = log_sink
         self._size = options.warm_pool
+        self._most = max(options.warm_pool_max, options.warm_pool) if options.warm_pool else 0
+        # How many blanks to keep now: `warm_pool`, or one per never-run function (see above).
+        self.target = self._size
+        self._budget: StandbyBudget | None = None
         self._abandon_after = options.abandon_after
         self._preload = options.preload
         self._options = options
@@ -568,6 +588,8 @@ class WarmPool:
         self._standby_async: list[SubinterpreterIsolate] = []
         self._async_seen = False
         self._closed = False
+        # Cold starts that found no blank interpreter made yet (in /_edge/metrics).
+        self.outrun = 0
         self.refill()
 
     def take(
@@ -578,11 +600,40 @@ class WarmPool:
     ) -> SubinterpreterIsolate:
         """A started isolate assigned to `spec`: a blank one from the pool, else a new one."""
         standby = (self._standby_async or self._standby) if expect_async else self._standby
-        isolate = standby.pop(0) if standby else self._new(self._preload)
+        if standby:
+            isolate = standby.pop(0)
+            if not isolate.made:
+                self.outrun += 1
+        else:
+            self.outrun += 1
+            isolate = self._new(self._preload)
         isolate._on_stuck = on_stuck
         isolate.assign(spec)
         self._loop.call_soon(self.refill)
         return isolate
+
+    @property
+    def blanks(self) -> int:
+        """Blank interpreters in the pool, made or being made."""
+        return len(self._standby)
+
+    @property
+    def made(self) -> int:
+        """Blank interpreters created and waiting (the rest of the pool is still being made)."""
+        return sum(1 for isolate in self._standby if isolate.made)
+
+    def bound_by(self, budget: StandbyBudget) -> None:
+        self._budget = budget
+
+    def extra_standby(self) -> int:
+        return max(0, len(self._standby) - self._size)
+
+    def drop_standby(self) -> bool:
+        if len(self._standby) <= self._size:
+            return False
+        isolate = self._standby.pop()  # the newest: the least likely to be made already
+        self._loop.create_task(isolate.close(self._abandon_after + 5.0))
+        return True
 
     def saw_async(self) -> None:
         """An async function was loaded here: keep a blank isolate with asyncio ready from now on."""
@@ -603,8 +654,13 @@ class WarmPool:
         return isolate
 
     def refill(self) -> None:
-        """Top the pool up to its size (interpreters are created in the background on runner threads)."""
-        while not self._closed and len(self._standby) < self._size:
+        """Top the pool up to its target (interpreters are created in the background on runner threads)."""
+        budget = self._budget
+        expected = budget.never_run("interpreter") if budget is not None else 0
+        self.target = max(self._size, min(self._most, expected))
+        while not self._closed and len(self._standby) < self.target:
+            if len(self._standby) >= self._size and budget is not None and not budget.room_for_blank():
+                break
             self._standby.append(self._new(self._preload, background=True))
         if not self._closed and self._async_seen and self._size and not self._standby_async:
             self._standby_async.append(self._new((*self._preload, "asyncio"), background=True))

@@ -135,9 +135,11 @@ def test_a_deadline_interrupts_a_handler_after_the_isolate_moved_threads(tmp_pat
 class Fake:
     """An activation that runs until released; idle (evictable) or starting as told."""
 
-    def __init__(self, idle: bool = False, starting: bool = False) -> None:
+    def __init__(self, idle: bool = False, starting: bool = False, pending: int = 1) -> None:
         self.idle = idle
         self.starting = starting
+        # Requests in hand: an idle one, or one that answered everything, has none.
+        self.pending = 0 if idle else pending
         self.entered = threading.Event()
         self.release = threading.Event()
         self.evicted = 0
@@ -187,4 +189,18 @@ def test_runners_start_a_thread_when_every_one_is_busy_but_not_while_one_is_star
     assert runners.pressure[0] == 0
     busy.release.set()
     third.release.set()
+    runners.close()
+
+
+def test_runners_wait_for_an_interpreter_that_answered_everything_rather_than_start_a_thread() -> None:
+    # It lingers or parks next: a new thread for the second activation would outlive the need.
+    runners = Runners(floor=1, limit=8)
+    answered, waiting = Fake(pending=0), Fake()
+    submit(runners, answered)
+    assert answered.entered.wait(5.0)
+    submit(runners, waiting)
+    assert runners.started == 1
+    answered.release.set()
+    assert waiting.entered.wait(5.0)
+    waiting.release.set()
     runners.close()
