@@ -31,6 +31,7 @@ __all__ = [
     "ManifestBounds",
     "build",
     "clear_bytecode",
+    "compile_bytecode",
     "digest",
     "extract",
     "install_requirements",
@@ -455,6 +456,49 @@ def clear_bytecode(directory: Path) -> int:
         finally:
             parent.chmod(mode)
     return len(caches)
+
+
+def compile_bytecode(directory: Path) -> str | None:
+    """Write the bytecode cache of the function's own modules (`.deps/` aside), as the node.
+
+    Checked-hash `.pyc` files (PEP 552): the import system compares the source's hash with the
+    one in the cache at every import, so an edit (or a file changed on disk) is never run stale;
+    call it after `clear_bytecode` and the checks, so what is cached is what was checked. An
+    isolate that imports a module from source compiles it itself: ≈ 2 ms and ≈ 0.28 MiB more
+    per interpreter for a hello module (the compiler's per-interpreter state), at every cold start.
+    Directories keep their modes (a sealed bundle stays sealed; caches are made read-only too).
+    Returns None, or what could not be written (a source with a syntax error is left to its
+    import, which reports it as before).
+    """
+    import py_compile
+
+    mode = py_compile.PycInvalidationMode.CHECKED_HASH
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and d != DEPS_DIR)
+        sources = sorted(name for name in files if name.endswith(".py"))
+        if not sources:
+            continue
+        parent = Path(root)
+        parent_mode = stat.S_IMODE(parent.lstat().st_mode)
+        cache = parent / _PYCACHE
+        try:
+            parent.chmod(parent_mode | 0o200)
+            try:
+                for name in sources:
+                    with contextlib.suppress(py_compile.PyCompileError):
+                        py_compile.compile(str(parent / name), doraise=True, invalidation_mode=mode)
+            finally:
+                parent.chmod(parent_mode)
+            if parent_mode & 0o200 == 0 and cache.is_dir() and not cache.is_symlink():
+                for compiled in cache.iterdir():
+                    compiled.chmod(_FILE_MODE)
+                cache.chmod(_DIR_MODE)
+        except OSError as exc:
+            return (
+                f"{parent}: cannot write the bytecode cache of its modules ({exc}); each cold start"
+                " compiles them instead (≈ 2 ms and ≈ 0.3 MiB more per instance)"
+            )
+    return None
 
 
 def seal(directory: Path) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from edge.bundle import DEPS_DIR, BundleError, install_requirements, remove_tree
+from edge.bundle import DEPS_DIR, BundleError, compile_bytecode, install_requirements, remove_tree
 from edge.node.functions import FunctionDir, content_version, isolate_spec, scale_policy, scan_functions
 from edge.node.guard import build_guard
 from edge.node.source import NodeControl
@@ -259,6 +259,9 @@ class LocalSource:
             app.pool.fail(found.name, f"function {found.name}: {exc}", found.manifest.timeout_ms / 1000)
             return
         _clear_bytecode(directory)
+        problem = compile_bytecode(directory)
+        if problem:
+            log.info("function %s: %s", found.name, problem)
         app.cache_ttls[found.name] = found.manifest.cache.ttl
         spec = isolate_spec(directory, found.manifest, content_version(directory))
         if not _guard(app, directory, found.manifest, spec.version):

@@ -31,7 +31,16 @@ from typing import Any
 
 import msgspec
 
-from edge.bundle import BundleError, clear_bytecode, digest, extract, replace_tree, seal, verify_tree
+from edge.bundle import (
+    BundleError,
+    clear_bytecode,
+    compile_bytecode,
+    digest,
+    extract,
+    replace_tree,
+    seal,
+    verify_tree,
+)
 from edge.control.client import ControlError, OriginError, OriginUnreachable
 from edge.control.failover import origin_client
 from edge.control.messages import (
@@ -530,12 +539,14 @@ class OriginSource:
         with _locked(self.data / "bundles" / f".{version}.lock"):
             if not directory.is_dir():
                 extract(self._archive(name, version, verifying=False), directory, name)
+                _compile(directory)
                 return
             archive = self._archive(name, version, verifying=True)
             clear_bytecode(directory)
             changed = verify_tree(archive, directory)
             if not changed:
                 seal(directory)
+                _compile(directory)
                 return
             shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
             message = (
@@ -544,6 +555,7 @@ class OriginSource:
             )
             log.error("%s (%s)", message, directory)
             replace_tree(archive, directory, name)
+            _compile(directory)
             self.tampered.append(message)
 
     def _archive(self, name: str, version: str, verifying: bool) -> bytes:
@@ -590,3 +602,10 @@ class OriginSource:
         if self._app is None:
             raise RuntimeError("OriginSource.start() was not called")
         return self._app
+
+
+def _compile(directory: Path) -> None:
+    """The bytecode cache of a checked bundle's modules (edge/bundle.py `compile_bytecode`)."""
+    problem = compile_bytecode(directory)
+    if problem:
+        log.warning("%s", problem)

@@ -11,6 +11,8 @@ import gzip
 import hashlib
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -226,3 +228,36 @@ def test_an_archive_of_several_gzip_members_verifies_too(unpacked: tuple[bytes, 
     assert bundle.verify_tree(split, directory) == []
     tamper(directory / "main.py", "import os\n")
     assert bundle.verify_tree(split, directory) == ["main.py: content differs"]
+
+
+def test_the_node_caches_checked_bytecode_of_the_function_modules_and_the_bundle_stays_sealed(
+    unpacked: tuple[bytes, Path],
+) -> None:
+    data, directory = unpacked
+    before = modes(directory)
+    assert bundle.compile_bytecode(directory) is None
+    tag = sys.implementation.cache_tag
+    caches = sorted(path.relative_to(directory).as_posix() for path in directory.rglob("*.pyc"))
+    assert caches == [f"__pycache__/main.{tag}.pyc", f"lib/__pycache__/x.{tag}.pyc"]
+    for cache in directory.rglob("*.pyc"):
+        # PEP 552 flags: hash-based (bit 0) and checked (bit 1) against the source at every import.
+        assert int.from_bytes(cache.read_bytes()[4:8], "little") == 0b11
+        assert stat.S_IMODE(cache.stat().st_mode) == 0o444
+        assert stat.S_IMODE(cache.parent.stat().st_mode) == 0o555
+    assert modes(directory) == before  # sealed as it was
+    assert bundle.verify_tree(data, directory) == []  # caches are not part of the bundle
+    # A source changed on disk is imported as it is now, not from the stale cache.
+    tamper(directory / "lib" / "x.py", "x = 2\n")
+    probe = f"import sys; sys.path.insert(0, {str(directory)!r}); import lib.x; print(lib.x.x)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "2"
+
+
+def test_vendored_dependencies_are_left_to_their_imports(tmp_path: Path) -> None:
+    directory = tmp_path / "fn"
+    (directory / bundle.DEPS_DIR / "dep").mkdir(parents=True)
+    (directory / "main.py").write_text("def handler(request):\n    return 'hi'\n")
+    (directory / bundle.DEPS_DIR / "dep" / "__init__.py").write_text("y = 1\n")
+    (directory / "broken.py").write_text("def (:\n")  # reported by its own import, as before
+    assert bundle.compile_bytecode(directory) is None
+    assert [path.name for path in directory.rglob("*.pyc")] == [f"main.{sys.implementation.cache_tag}.pyc"]
