@@ -129,8 +129,7 @@ def report(count: int, requests: int, tree: Path = ROOT) -> None:
     """Print the churn and parallel figures."""
     if count:
         print(f"\ncold start under churn: {count} never-run functions back to back (preload = false):")
-        sized = {"EDGE_WARM_POOL_MAX": str(count), "EDGE_BUDGET__MAX_INSTANCES": str(max(256, count))}
-        rows = (("node defaults", {}), (f"warm_pool_max = {count}, max_instances >= {count}", sized))
+        rows = (("node defaults", {}), (f"warm_pool_max = {count}", {"EDGE_WARM_POOL_MAX": str(count)}))
         for label, env in rows:
             times, before, after = churn(count, tree, **env)
             ordered = sorted(times)

@@ -48,7 +48,7 @@ class ScaleSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
 class BudgetSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """`[budget]`: the ceiling on instances of every function in one worker (0: none)."""
 
-    max_instances: int = 256
+    max_instances: int = 4096
     memory_budget_mb: int = 0
     # What an interpreter instance counts against memory_budget_mb (a process one: its memory limit).
     interpreter_instance_mb: int = 24
