@@ -13,7 +13,7 @@ from node_harness import write_function
 from edge.node.functions import content_version, isolate_spec, scale_policy
 from edge.node.settings import ScaleSettings
 from isolates.backends import LoadError
-from isolates.instances import Budget, InstanceSet, Refused, ScalePolicy
+from isolates.instances import GROW_AFTER, Budget, InstanceSet, Refused, ScalePolicy
 from isolates.manifest import ManifestError, decode_manifest, load_manifest
 from isolates.pool import IsolatePool
 
@@ -220,6 +220,37 @@ def test_a_rollout_warms_the_new_version_and_the_old_one_serves_its_queue_then_r
             assert second is held
             old.give_back(second)
             assert (old.instances, pool.budget.instances) == ([], 1)
+        finally:
+            await pool.close(5.0)
+
+    asyncio.run(main())
+
+
+def test_a_request_that_waits_only_briefly_starts_no_instance_but_one_that_waits_longer_does(
+    tmp_path: Path,
+) -> None:
+    directory = write_function(tmp_path, "fast", SLOW)
+
+    async def main() -> None:
+        pool = IsolatePool(lambda *line: None, warm_pool=0, reap_interval=0)
+        try:
+            instances = await deploy(pool, directory, ScalePolicy(min_instances=1, max_instances=4))
+            held = instances.take()
+            assert held is not None
+            # Freed before GROW_AFTER: the waiter takes the slot, no instance starts.
+            waiting = asyncio.ensure_future(instances.wait())
+            await asyncio.sleep(0)
+            instances.give_back(held)
+            assert await waiting is held
+            await asyncio.sleep(GROW_AFTER * 3)
+            assert (instances.starting, instances.grown, len(instances.instances)) == (0, 0, 1)
+            # Still busy after GROW_AFTER: the set grows for the waiter.
+            waiting = asyncio.ensure_future(instances.wait())
+            await asyncio.sleep(0)
+            assert instances.starting == 0
+            second = await waiting
+            assert second is not held
+            assert (instances.grown, len(instances.instances)) == (1, 2)
         finally:
             await pool.close(5.0)
 
