@@ -6,7 +6,11 @@ which starts instances while requests queue, up to `max_instances`, within the n
 A set with no instance starts one at once (a cold start); one with instances grows only once a
 request has waited GROW_AFTER seconds, so requests that collide on a fast function (they queue
 for microseconds) do not each start an instance (≈ 3-16 ms and ≈ 2.7 MiB) that then idles for
-`idle_timeout`. A full queue refuses at once (429), a wait past `queue_timeout` refuses with 503; both raise
+`idle_timeout`; and only while the node keeps up: not while interpreters wait for a runner
+thread (`Budget.congested`: a new one would wait too; the runners add threads for handlers that
+block), nor while the event loop runs late (the CPUs are saturated: an instance more would only
+take its share of them).
+A full queue refuses at once (429), a wait past `queue_timeout` refuses with 503; both raise
 `Refused`. `reap` retires instances idle for `idle_timeout` down to `min_instances` (0: none,
 the function scaled to zero). docs/scaling.md says why the defaults are what they are.
 """
@@ -121,6 +125,11 @@ class Budget:
             and not owner.closed
             and owner.spec.isolation == isolation
         )
+
+    def congested(self) -> bool:
+        """Work waits for a host thread (the interpreter backend's runners): an instance started
+        now would wait for one too, so a set does not grow for requests that wait meanwhile."""
+        return any(pool.congested() for pool in self.pools)
 
     def room_for_blank(self) -> bool:
         """True when one more blank interpreter fits beside the instances and the other blanks."""
@@ -299,13 +308,23 @@ class InstanceSet:
         if not self.instances and not self.starting:
             self._grow()
         elif self._grow_timer is None:
-            self._grow_timer = self._loop.call_later(GROW_AFTER, self._grow_late)
+            self._arm_growth()
         return await future
 
-    def _grow_late(self) -> None:
+    def _grow_late(self, due: float) -> None:
         self._grow_timer = None
-        if self._waiters:
+        if not self._waiters:
+            return
+        # Fired late: the node's CPUs are saturated. Or interpreters wait for a host thread. Either
+        # way another instance would only compete for what is short; look again later.
+        if self._loop.time() - due > GROW_AFTER or self._budget.congested():
+            self._arm_growth()
+        else:
             self._grow()
+
+    def _arm_growth(self) -> None:
+        due = self._loop.time() + GROW_AFTER
+        self._grow_timer = self._loop.call_at(due, self._grow_late, due)
 
     def _expire(self) -> None:
         """Refuse the waiters past their deadline; re-arm for the oldest one left."""

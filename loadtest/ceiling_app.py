@@ -97,6 +97,9 @@ class CannedBackend:
     def extra_standby(self) -> int:
         return 0
 
+    def congested(self) -> bool:
+        return False
+
     def drop_standby(self) -> bool:
         return False
 

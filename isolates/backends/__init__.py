@@ -205,6 +205,10 @@ class Backend(Protocol):
         """Blank isolates held beyond `warm_pool` (the budget counts them)."""
         ...
 
+    def congested(self) -> bool:
+        """Work waits for a host thread: another instance would wait too (instance sets hold off)."""
+        ...
+
     def drop_standby(self) -> bool:
         """Stop one blank isolate held beyond `warm_pool` (the budget needs the room); False: none."""
         ...

@@ -508,6 +508,9 @@ class ProcessBackend:
     def extra_standby(self) -> int:
         return 0
 
+    def congested(self) -> bool:
+        return False
+
     def drop_standby(self) -> bool:
         return False
 

@@ -625,6 +625,9 @@ class WarmPool:
     def bound_by(self, budget: StandbyBudget) -> None:
         self._budget = budget
 
+    def congested(self) -> bool:
+        return self.runners.waiting  # read without the lock: a hint, checked again every 5 ms
+
     def extra_standby(self) -> int:
         return max(0, len(self._standby) - self._size)
 
