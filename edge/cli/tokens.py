@@ -18,7 +18,7 @@ from typing import NoReturn
 
 from edge.cli._abort import abort
 from edge.cli._args import duration
-from edge.cli._origin import print_json
+from edge.cli._origin import origin_client, print_json
 from edge.cli.deploy import table
 from edge.control.admin import NewToken, TokenInfo
 from edge.control.client import ControlError, OriginClient
@@ -48,7 +48,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="with --data: the PostgreSQL database that origin was started with (--database)",
     )
     where.add_argument(
-        "--origin", metavar="URL", help="use this origin's admin API instead (default $EDGE_ORIGIN)"
+        "--origin",
+        metavar="URL",
+        help="use this origin's admin API instead; URL1,URL2 fails over; default $EDGE_ORIGIN",
     )
     where.add_argument("--token", help="admin token for --origin (default $EDGE_TOKEN)")
     where.add_argument(
@@ -81,11 +83,7 @@ def _client(args: argparse.Namespace) -> OriginClient | None:
     url = args.origin or os.environ.get("EDGE_ORIGIN")
     if args.token_data is not None or args.data is not None or args.token_database or not url:
         return None
-    try:
-        token = args.token or os.environ.get("EDGE_TOKEN") or None
-        return OriginClient(url, token, ca_file=args.origin_ca or os.environ.get("EDGE_ORIGIN_CA") or None)
-    except ValueError as exc:
-        abort(str(exc))
+    return origin_client(args, url)
 
 
 def _store(args: argparse.Namespace) -> MetadataStore:

@@ -73,7 +73,12 @@ class ControlError(Exception):
 
 
 class OriginUnreachable(ControlError):
-    """The origin could not be reached: connection refused, DNS, timeout, connection dropped."""
+    """The origin could not be reached: connection refused, DNS, timeout, connection dropped.
+
+    `sent` is False when no byte of the request can have reached the origin (connecting failed),
+    True when it was sent, or partly, and no answer came: the origin may have acted on it."""
+
+    sent = False
 
 
 # How to fix what the origin refused for want of a (fitting) token: said once, for every command.
@@ -251,6 +256,12 @@ class OriginClient:
         limit = self.timeout if timeout is None else timeout
         while True:
             conn, reused = self._connection(limit)
+            if conn.sock is None:
+                try:
+                    conn.connect()
+                except (OSError, http.client.HTTPException) as exc:
+                    conn.close()
+                    raise self._unreachable(exc) from None  # nothing was sent
             try:
                 status, data, reusable = self._exchange(
                     conn, method, self._prefix + path, headers, body, progress
@@ -259,10 +270,10 @@ class OriginClient:
                 conn.close()
                 if reused:
                     continue  # the origin closed it while it sat idle: send on a new connection
-                raise self._unreachable(exc) from None
+                raise self._unreachable(exc, sent=True) from None
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                raise self._unreachable(exc) from None
+                raise self._unreachable(exc, sent=True) from None
             except BaseException:
                 conn.close()
                 raise
@@ -302,8 +313,14 @@ class OriginClient:
         data = response.read()
         return response.status, data, not response.will_close
 
-    def _unreachable(self, exc: BaseException) -> OriginUnreachable:
-        """The error for a call that got no answer, saying how to fix what TLS refused."""
+    def _unreachable(self, exc: BaseException, sent: bool = False) -> OriginUnreachable:
+        """The error for a call that got no answer (`sent`: after its request went out)."""
+        error = self._unreachable_error(exc)
+        error.sent = sent
+        return error
+
+    def _unreachable_error(self, exc: BaseException) -> OriginUnreachable:
+        """What went wrong, saying how to fix what TLS refused."""
         where = f"the origin at {self.url}"
         if isinstance(exc, ssl.SSLCertVerificationError):
             reason = exc.verify_message or str(exc)
