@@ -100,6 +100,9 @@ class CannedBackend:
     def congested(self) -> bool:
         return False
 
+    def hold_refill(self, seconds: float) -> None:
+        pass
+
     def drop_standby(self) -> bool:
         return False
 

@@ -511,6 +511,9 @@ class ProcessBackend:
     def congested(self) -> bool:
         return False
 
+    def hold_refill(self, seconds: float) -> None:
+        pass
+
     def drop_standby(self) -> bool:
         return False
 
