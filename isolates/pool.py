@@ -379,7 +379,6 @@ class IsolatePool:
         for isolate in instances.close():
             self._retire(isolate)
 
-
     def _retire(self, isolate: Isolate) -> None:
         task = self._loop.create_task(isolate.close(self._drain_timeout))
         self._retiring.add(task)

@@ -18,13 +18,13 @@ from isolates.backends import (
     Backend,
     BackendFactory,
     BackendOptions,
+    FixedStandby,
     Isolate,
     IsolateSpec,
     LogSink,
     OnStuck,
     Reply,
     RequestHeaders,
-    StandbyBudget,
 )
 
 __all__ = ["CannedBackend", "instant", "next_iteration"]
@@ -78,7 +78,7 @@ class CannedIsolate:
         return True
 
 
-class CannedBackend:
+class CannedBackend(FixedStandby):
     """A backend whose isolates answer with the canned reply (`at_once` or one iteration later)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, at_once: bool) -> None:
@@ -88,23 +88,8 @@ class CannedBackend:
     def take(self, spec: IsolateSpec, on_stuck: OnStuck | None, expect_async: bool = False) -> Isolate:
         return CannedIsolate(self._loop, spec, self._at_once)
 
-    def bound_by(self, budget: StandbyBudget) -> None:
-        pass
-
     def refill(self) -> None:
         pass
-
-    def extra_standby(self) -> int:
-        return 0
-
-    def congested(self) -> bool:
-        return False
-
-    def hold_refill(self, seconds: float) -> None:
-        pass
-
-    def drop_standby(self) -> bool:
-        return False
 
     def saw_async(self) -> None:
         pass

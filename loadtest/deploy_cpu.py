@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from edge import bundle
 from edge.control.client import OriginClient
 from loadtest._servers import ROOT, free_port, wait_http
-from loadtest.propagation import percentile
+from loadtest.propagation import edge_command, environ, node_token_file, percentile
 
 __all__ = ["Deploy", "group_cpu_seconds", "main", "measure"]
 
@@ -79,15 +79,6 @@ def group_cpu_seconds(group: int) -> float:
         if int(fields[2]) == group:
             total += int(fields[11]) + int(fields[12])
     return total / _TICK
-
-
-def _environ(extra: dict[str, str]) -> dict[str, str]:
-    # An operator's EDGE_* settings must not change what is measured.
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}, **extra}
-
-
-def _edge(*args: str) -> list[str]:
-    return [sys.executable, "-m", "edge", *args]
 
 
 @contextmanager
@@ -191,24 +182,14 @@ def measure(
         root = Path(tmp)
         origin_port, port = free_port(), free_port()
         origin_url = f"http://127.0.0.1:{origin_port}"
-        argv = _edge("origin", "--port", str(origin_port), "--data", str(root / "origin"))
-        with _server(argv, f"{origin_url}/v1/health", root / "origin.log", _environ({})):
+        argv = edge_command("origin", "--port", str(origin_port), "--data", str(root / "origin"))
+        with _server(argv, f"{origin_url}/v1/health", root / "origin.log", environ({})):
             admin = OriginClient(origin_url, (root / "origin" / "admin-token").read_text().strip())
-            token = subprocess.run(
-                _edge("origin", "token", "create", "--role", "node", "--data", str(root / "origin")),
-                capture_output=True,
-                text=True,
-                check=True,
-                cwd=ROOT,
-                env=_environ({}),
-            ).stdout.strip()
-            token_file = root / "node-token"
-            token_file.touch(mode=0o600)
-            token_file.write_text(token + "\n")
-            argv = _edge("node", "--origin", origin_url, "--token-file", str(token_file))
+            token_file = node_token_file(root)
+            argv = edge_command("node", "--origin", origin_url, "--token-file", str(token_file))
             argv += ["--port", str(port), "--data", str(root / "node"), "--workers", "1"]
             extra = {"PYTHONPERFSUPPORT": "1"} if perf is not None else {}
-            env = _environ({"EDGE_LOG_LEVEL": "warning", **extra, **(node_env or {})})
+            env = environ({"EDGE_LOG_LEVEL": "warning", **extra, **(node_env or {})})
             ready = f"http://127.0.0.1:{port}/_edge/ready"
             with _server(argv, ready, root / "node.log", env) as group:
                 applied = root / "node" / "applied.json"

@@ -47,13 +47,31 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def _environ(extra: dict[str, str]) -> dict[str, str]:
-    # An operator's EDGE_* settings must not change what is measured.
+def environ(extra: dict[str, str]) -> dict[str, str]:
+    """This environment without EDGE_* (an operator's settings must not change what is measured)."""
     return {**{k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}, **extra}
 
 
-def _edge(*args: str) -> list[str]:
+def edge_command(*args: str) -> list[str]:
+    """argv of `edge ARGS` in this Python."""
     return [sys.executable, "-m", "edge", *args]
+
+
+def node_token_file(root: Path) -> Path:
+    """A node token made with `edge origin token create` on the origin data in `root/origin`,
+    written to `root/node-token` (0600) for `--token-file`."""
+    token = subprocess.run(
+        edge_command("origin", "token", "create", "--role", "node", "--data", str(root / "origin")),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=environ({}),
+    ).stdout.strip()
+    token_file = root / "node-token"
+    token_file.touch(mode=0o600)
+    token_file.write_text(token + "\n")
+    return token_file
 
 
 class _Server(Server):
@@ -144,32 +162,22 @@ def measure(nodes: int = 10, deploys: int = 20, kind: str = "sync") -> list[floa
             origin_port = free_port()
             origin_url = f"http://127.0.0.1:{origin_port}"
             origin = _Server(
-                _edge("origin", "--port", str(origin_port), "--data", str(root / "origin")),
+                edge_command("origin", "--port", str(origin_port), "--data", str(root / "origin")),
                 f"{origin_url}/v1/health",
-                _environ({}),
+                environ({}),
                 root / "origin.log",
             )
             servers.append(origin)
             _start(origin)
             admin = OriginClient(origin_url, (root / "origin" / "admin-token").read_text().strip())
-            token = subprocess.run(
-                _edge("origin", "token", "create", "--role", "node", "--data", str(root / "origin")),
-                capture_output=True,
-                text=True,
-                check=True,
-                cwd=ROOT,
-                env=_environ({}),
-            ).stdout.strip()
-            token_file = root / "node-token"
-            token_file.touch(mode=0o600)
-            token_file.write_text(token + "\n")
+            token_file = node_token_file(root)
             ports = [free_port() for _ in range(nodes)]
             for index, port in enumerate(ports):
-                argv = _edge(
+                argv = edge_command(
                     "node", "--origin", origin_url, "--token-file", str(token_file), "--port", str(port)
                 )
                 argv += ["--data", str(root / f"node{index}"), "--workers", "1"]
-                env = _environ({"EDGE_LOG_LEVEL": "warning"})
+                env = environ({"EDGE_LOG_LEVEL": "warning"})
                 log = root / f"node{index}.log"
                 servers.append(_Server(argv, f"http://127.0.0.1:{port}/_edge/ready", env, log))
             with ThreadPoolExecutor(nodes) as pool:

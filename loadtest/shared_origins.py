@@ -30,13 +30,13 @@ from loadtest.propagation import (
     DEADLINE_S,
     FUNCTION,
     PAUSE_S,
-    _edge,
-    _environ,
     _Server,
     _start,
     _wait_registered,
     _Watcher,
     _write_version,
+    edge_command,
+    environ,
     percentile,
 )
 
@@ -74,9 +74,9 @@ def measure(nodes: int = 4, deploys: int = 20) -> tuple[list[float], list[float]
                         data.mkdir(mode=0o700)
                         for key in ("signing-key.pem", "secrets-key"):
                             shutil.copy2(root / "a" / key, data / key)
-                    argv = _edge("origin", "--port", str(port), "--data", str(data), "--database", database)
-                    argv += ["--blobs", blobs, "--blobs-endpoint", s3.endpoint]
-                    origin = _Server(argv, f"{urls[-1]}/v1/health", _environ(S3_ENV), root / f"{name}.log")
+                    argv = edge_command("origin", "--port", str(port), "--data", str(data))
+                    argv += ["--database", database, "--blobs", blobs, "--blobs-endpoint", s3.endpoint]
+                    origin = _Server(argv, f"{urls[-1]}/v1/health", environ(S3_ENV), root / f"{name}.log")
                     servers.append(origin)
                     _start(origin)
                 token = (root / "a" / "admin-token").read_text().strip()
@@ -88,11 +88,11 @@ def measure(nodes: int = 4, deploys: int = 20) -> tuple[list[float], list[float]
                 ports = [free_port() for _ in range(nodes)]
                 for index, port in enumerate(ports):
                     origin_url = urls[0] if index < nodes // 2 else urls[1]
-                    argv = _edge(
+                    argv = edge_command(
                         "node", "--origin", origin_url, "--token-file", str(token_file), "--port", str(port)
                     )
                     argv += ["--data", str(root / f"node{index}"), "--workers", "1"]
-                    env = _environ({"EDGE_LOG_LEVEL": "warning"})
+                    env = environ({"EDGE_LOG_LEVEL": "warning"})
                     servers.append(
                         _Server(argv, f"http://127.0.0.1:{port}/_edge/ready", env, root / f"node{index}.log")
                     )

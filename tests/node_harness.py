@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -143,3 +144,18 @@ STUCK_IN_C = """
             time.sleep(3)
         return {"calls": calls}
 """
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll `condition` every 0.1 s until it returns something true (OSError and ValueError count
+    as not yet: a node restarting refuses connections); that value, or AssertionError naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+        except (OSError, ValueError):
+            value = None
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout} s: {what}")

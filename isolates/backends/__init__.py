@@ -27,6 +27,7 @@ __all__ = [
     "Backend",
     "BackendFactory",
     "BackendOptions",
+    "FixedStandby",
     "Isolate",
     "IsolateSpec",
     "LoadError",
@@ -216,6 +217,26 @@ class Backend(Protocol):
     def drop_standby(self) -> bool:
         """Stop one blank isolate held beyond `warm_pool` (the budget needs the room); False: none."""
         ...
+
+
+class FixedStandby:
+    """The standby half of `Backend` for one whose blank isolates stay at `warm_pool` (process
+    children are too costly to make ahead of need): nothing beyond it for the budget to count."""
+
+    def bound_by(self, budget: StandbyBudget) -> None:
+        pass
+
+    def extra_standby(self) -> int:
+        return 0
+
+    def drop_standby(self) -> bool:
+        return False
+
+    def congested(self) -> bool:
+        return False
+
+    def hold_refill(self, seconds: float) -> None:
+        pass
 
 
 class StandbyBudget(Protocol):

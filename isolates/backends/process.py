@@ -36,13 +36,13 @@ from isolates.backends import (
     RESPONSE,
     STREAM,
     BackendOptions,
+    FixedStandby,
     IsolateSpec,
     LoadError,
     LogSink,
     OnStuck,
     Reply,
     RequestHeaders,
-    StandbyBudget,
     StreamReplies,
     kind_options,
 )
@@ -460,7 +460,7 @@ def _check_chunk(message: tuple[Any, ...]) -> None:
         raise ProtocolError(f"a malformed stream piece {str(message)[:80]}")
 
 
-class ProcessBackend:
+class ProcessBackend(FixedStandby):
     """Spawns confined children; keeps blank ones ready once the first process function exists."""
 
     def __init__(
@@ -501,21 +501,6 @@ class ProcessBackend:
         self._started = True
         isolate._restart()
         return isolate
-
-    def bound_by(self, budget: StandbyBudget) -> None:
-        pass  # its pool stays at warm_pool (children are too costly to make ahead of need)
-
-    def extra_standby(self) -> int:
-        return 0
-
-    def congested(self) -> bool:
-        return False
-
-    def hold_refill(self, seconds: float) -> None:
-        pass
-
-    def drop_standby(self) -> bool:
-        return False
 
     def saw_async(self) -> None:
         """An async function was loaded here: keep a blank child with asyncio ready from now on."""

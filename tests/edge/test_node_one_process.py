@@ -9,11 +9,9 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from node_harness import Node, NodeFactory, write_function
+from node_harness import Node, NodeFactory, wait_until, write_function
 
 from loadtest._memory import process_tree
 
@@ -56,19 +54,6 @@ HOG = """
 """
 
 
-def _wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-        except (OSError, ValueError):
-            value = None
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout} s: {what}")
-
-
 def _threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
@@ -76,9 +61,9 @@ def _threads(pid: int) -> int:
 def _restarted_in_place(node: Node, marker: str, starts: int) -> None:
     """Wait until the log says why the node restarts in place and it started for the `starts`th
     time (each start prints its banner), then until it serves /hello again."""
-    _wait_for(lambda: marker in node.log_text(), 20, f"{marker!r} in the log")
-    _wait_for(lambda: node.log_text().count("function(s) from") == starts, 30, f"start number {starts}")
-    _wait_for(lambda: node.get("/hello", timeout=1).body == b"hello", 30, "/hello answered again")
+    wait_until(lambda: marker in node.log_text(), 20, f"{marker!r} in the log")
+    wait_until(lambda: node.log_text().count("function(s) from") == starts, 30, f"start number {starts}")
+    wait_until(lambda: node.get("/hello", timeout=1).body == b"hello", 30, "/hello answered again")
     assert node.server.process is not None and node.server.process.poll() is None
 
 
@@ -120,7 +105,7 @@ def test_a_recycle_restarts_the_node_in_place_and_keeps_its_failing_marks(
     assert node.get("/_edge/metrics").json()["wedged_isolates"] == 0
     assert _threads(node.server.pid) <= idle_threads + 1
     # The marks live in the runtime directory, which the restart keeps.
-    _wait_for(lambda: node.get("/_edge/ready").json()["ready"], 10, "the node ready")
+    wait_until(lambda: node.get("/_edge/ready").json()["ready"], 10, "the node ready")
     assert node.get("/_edge/ready").json()["functions"]["wedge"]["state"] == "failing"
     assert node.get("/wedge").status == 503
     assert node.server.stop() == 0

@@ -12,12 +12,10 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from node_harness import Node, NodeFactory, request, write_function
+from node_harness import Node, NodeFactory, request, wait_until, write_function
 
 WEDGE = """
     import re
@@ -85,19 +83,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-        except (OSError, ValueError):
-            value = None
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout} s: {what}")
-
-
 def _new_worker(node: Node, old: int) -> int:
     def replaced() -> int | None:
         workers = _children(node.server.pid)
@@ -105,7 +90,7 @@ def _new_worker(node: Node, old: int) -> int:
             return workers[0]
         return None
 
-    worker: int = _wait_for(replaced, 20, "the old worker replaced by a new one")
+    worker: int = wait_until(replaced, 20, "the old worker replaced by a new one")
     return worker
 
 
@@ -124,7 +109,7 @@ def test_a_killed_worker_is_respawned_and_the_node_keeps_answering(
     worker = _worker(node)
     os.kill(worker, signal.SIGKILL)  # what the OOM killer or a segfault does
     killed = time.monotonic()
-    _wait_for(lambda: node.get("/hello", timeout=1).body == b"hello", 20, "/hello answered again")
+    wait_until(lambda: node.get("/hello", timeout=1).body == b"hello", 20, "/hello answered again")
     outage = time.monotonic() - killed
     assert node.server.process is not None and node.server.process.poll() is None
     assert _worker(node) != worker
@@ -143,12 +128,13 @@ def test_a_spinning_wedge_recycles_the_worker_and_cpu_and_threads_come_back(
     log = node.log_text()
     assert "recycling this worker (a new one starts first): an abandoned isolate of function wedge" in log
     # The new worker is idle: its CPU does not grow by more than a fraction of a core.
-    _wait_for(lambda: node.get("/hello", timeout=1).status == 200, 10, "the new worker serves")
+    wait_until(lambda: node.get("/hello", timeout=1).status == 200, 10, "the new worker serves")
     before = _cpu_seconds(new)
     time.sleep(1.0)
     assert _cpu_seconds(new) - before < 0.3
     # The stuck thread went with the old worker: gone within the bound, none stuck in the new one.
-    _wait_for(lambda: not os.path.exists(f"/proc/{worker}"), 20, "the old worker (and its stuck thread) gone")
+    gone = f"/proc/{worker}"
+    wait_until(lambda: not os.path.exists(gone), 20, "the old worker (and its stuck thread) gone")
     assert node.get("/_edge/metrics").json()["wedged_isolates"] == 0
     assert _threads(new) <= idle_threads + 1  # a lazily started helper thread at most
     assert node.get("/wedge").body == b"fine"
@@ -165,7 +151,7 @@ def test_sleeping_wedges_past_the_cap_recycle_the_worker(functions: Path, start_
     worker = _worker(node)
     for n in range(2):
         assert node.get(f"/wedge/{n}?sleep").status == 504
-        _wait_for(
+        wait_until(
             lambda n=n: (
                 node.get("/_edge/metrics").json()["abandoned_isolates"] == n + 1
                 or node.get("/_edge/metrics").json()["recycling"]
@@ -203,7 +189,7 @@ def test_a_function_that_keeps_wedging_is_marked_failing_also_after_a_recycle(
     assert "is failing" in reply.json()["error"]
     # Two wedged isolates reach the cap: the new worker remembers the mark instead of retrying.
     _new_worker(node, worker)
-    _wait_for(lambda: node.get("/_edge/ready").json()["ready"], 10, "the new worker ready")
+    wait_until(lambda: node.get("/_edge/ready").json()["ready"], 10, "the new worker ready")
     assert node.get("/_edge/ready").json()["functions"]["wedge"]["state"] == "failing"
     assert node.get("/wedge").status == 503
     assert node.get("/hello").body == b"hello"
@@ -239,7 +225,7 @@ def test_the_rss_ceiling_recycles_the_worker_without_failed_requests(
         for _ in range(4):
             assert node.get("/hog").status == 200
         _new_worker(node, worker)
-        _wait_for(lambda: worker not in _children(node.server.pid), 20, "the old worker gone")
+        wait_until(lambda: worker not in _children(node.server.pid), 20, "the old worker gone")
         time.sleep(0.5)
     finally:
         stop.set()
@@ -258,6 +244,6 @@ def test_workers_that_crash_again_and_again_are_respawned_within_the_nodes_rule(
         worker = _worker(node)
         os.kill(worker, signal.SIGSEGV)
         _new_worker(node, worker)
-        _wait_for(lambda: node.get("/hello", timeout=1).body == b"hello", 20, "/hello answered again")
+        wait_until(lambda: node.get("/hello", timeout=1).body == b"hello", 20, "/hello answered again")
     assert node.server.process is not None and node.server.process.poll() is None
     assert "crash loop" not in node.log_text()
