@@ -490,22 +490,15 @@ class InstanceSet:
             self._resolved = False
             self._resolve(self.instances[0].isolate)
 
-    def drain(self, settle: float = 0.0) -> None:
+    def drain(self) -> None:
         """Stop taking new requests; the queued ones are still served, then every instance retires.
 
         A deploy that switched away from this version, or the function's removal, calls it.
-        Instances idle now retire after `settle` seconds (the others as they finish).
         """
         self.closed = True
         if not self.instances and not self.starting:
             message = f"function {self.spec.name} version {self.spec.version[:12]} was replaced"
             self._refuse_all(Refused(503, message, RETRY_QUEUE_FULL, "error"))
-        if settle:
-            self._loop.call_later(settle, self._retire_idle)
-        else:
-            self._retire_idle()
-
-    def _retire_idle(self) -> None:
         if not self._waiters:
             for instance in [instance for instance in self.instances if not instance.in_flight]:
                 self.retire(instance)

@@ -47,10 +47,6 @@ BackendLookup = Callable[[str], BackendFactory]
 # Called with (function, version, reason) when a version is marked failing.
 OnFailing = Callable[[str, str, str], None]
 
-# After a deploy switched a running function, what can wait does: the warm pool makes no blank
-# and the old version's idle instances stay for this long. The switch (and on a machine running
-# many nodes, every node's switch) gets the CPU first; the same work follows.
-SETTLE_S = 1.0
 _CLOCK_TICKS = 100  # USER_HZ: /proc reports CPU times in these on every Linux architecture
 
 
@@ -300,9 +296,6 @@ class IsolatePool:
         started: list[InstanceSet] = []
         chosen: list[Release] = []
         current = self._functions.get(name)
-        if current is not None:  # a new version of a running function: its switch comes first
-            for isolation in {spec.isolation for spec, _ in releases}:
-                self._backend(isolation).hold_refill(SETTLE_S)
         # A new version of an async function is most likely async too (see WarmPool).
         expect_async = current is not None and any(release.instances.is_async for release in current.releases)
         for index, (spec, weight) in enumerate(releases):
@@ -335,12 +328,12 @@ class IsolatePool:
                     self._drain_set(release.instances)
 
     def _drain_set(self, instances: InstanceSet) -> None:
-        """A version switched away from: it serves its queue; its idle instances stop SETTLE_S later."""
+        """A version switched away from, or removed: it serves its queue, then its instances stop."""
         key = (instances.spec.name, instances.spec.version)
         if self._sets.get(key) is instances:
             del self._sets[key]
         self._draining.add(instances)
-        instances.drain(SETTLE_S)
+        instances.drain()
 
     def register_lazy(self, spec: IsolateSpec, policy: ScalePolicy | None = None) -> None:
         """Route to a function whose first instance starts on its first request (a set of none)."""

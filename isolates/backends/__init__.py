@@ -202,10 +202,6 @@ class Backend(Protocol):
         """Called after deploys: make the blank isolates now wanted (in the background)."""
         ...
 
-    def hold_refill(self, seconds: float) -> None:
-        """Called as a deploy starts: make no blank isolate for `seconds` (the switch comes first)."""
-        ...
-
     def extra_standby(self) -> int:
         """Blank isolates held beyond `warm_pool` (the budget counts them)."""
         ...
@@ -234,9 +230,6 @@ class FixedStandby:
 
     def congested(self) -> bool:
         return False
-
-    def hold_refill(self, seconds: float) -> None:
-        pass
 
 
 class StandbyBudget(Protocol):

@@ -588,7 +588,6 @@ class WarmPool:
         self._standby_async: list[SubinterpreterIsolate] = []
         self._async_seen = False
         self._closed = False
-        self._held_until = 0.0  # see hold_refill
         # Cold starts that found no blank interpreter made yet (in /_edge/metrics).
         self.outrun = 0
         self.refill()
@@ -610,16 +609,8 @@ class WarmPool:
             isolate = self._new(self._preload)
         isolate._on_stuck = on_stuck
         isolate.assign(spec)
-        if self._loop.time() >= self._held_until:
-            self._loop.call_soon(self.refill)
+        self._loop.call_soon(self.refill)
         return isolate
-
-    def hold_refill(self, seconds: float) -> None:
-        """Make no blank for `seconds` (a deploy's switch comes first; see IsolatePool.deploy)."""
-        until = self._loop.time() + seconds
-        if until > self._held_until:
-            self._held_until = until
-            self._loop.call_at(until, self.refill)
 
     @property
     def blanks(self) -> int:
@@ -667,8 +658,6 @@ class WarmPool:
 
     def refill(self) -> None:
         """Top the pool up to its target (interpreters are created in the background on runner threads)."""
-        if self._loop.time() < self._held_until:
-            return  # hold_refill scheduled one for later
         budget = self._budget
         expected = budget.never_run("interpreter") if budget is not None else 0
         self.target = max(self._size, min(self._most, expected))
