@@ -32,8 +32,11 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def measure(root: Path, count: int, seconds: float, concurrency: int) -> tuple[float, float]:
-    """(requests per second, CPU microseconds per request) over `count` deployed hello functions."""
+async def measure(
+    root: Path, count: int, seconds: float, concurrency: int
+) -> tuple[float, float, float, float]:
+    """(requests per second, CPU microseconds per request, batches and wake-ups per request) over
+    `count` deployed hello functions."""
     names = []
     for index in range(count):
         name = f"h{index:04d}"
@@ -68,12 +71,17 @@ async def measure(root: Path, count: int, seconds: float, concurrency: int) -> t
         # A short warm-up: every interpreter activated once, runner threads started.
         stop_at = time.monotonic() + min(1.0, seconds / 3)
         await asyncio.gather(*(client(random.Random(seed)) for seed in range(concurrency)))
+        isolates = [function.pick() for function in functions if function is not None]
         done = 0
+        batches = sum(getattr(isolate, "batches", 0) for isolate in isolates)
+        wakes = sum(getattr(isolate, "wakes", 0) for isolate in isolates)
         started, cpu = time.monotonic(), _cpu()
         stop_at = started + seconds
         await asyncio.gather(*(client(random.Random(1000 + seed)) for seed in range(concurrency)))
         elapsed, used = time.monotonic() - started, _cpu() - cpu
-        return done / elapsed, used / done * 1e6
+        batches = sum(getattr(isolate, "batches", 0) for isolate in isolates) - batches
+        wakes = sum(getattr(isolate, "wakes", 0) for isolate in isolates) - wakes
+        return done / elapsed, used / done * 1e6, batches / done, wakes / done
     finally:
         await pool.close(5.0)
 
@@ -89,8 +97,14 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}, concurrency {args.concurrency}, {args.seconds:.0f} s each")
     for count in args.functions:
         with tempfile.TemporaryDirectory() as directory:
-            rate, cpu = asyncio.run(measure(Path(directory), count, args.seconds, args.concurrency))
-        print(f"{count:5d} interpreters: {rate:8.0f} req/s  {cpu:6.1f} us CPU per request", flush=True)
+            rate, cpu, batches, wakes = asyncio.run(
+                measure(Path(directory), count, args.seconds, args.concurrency)
+            )
+        print(
+            f"{count:5d} interpreters: {rate:8.0f} req/s  {cpu:6.1f} us CPU per request"
+            f"  {batches:.2f} batches and {wakes:.2f} wake-ups per request",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -153,6 +153,10 @@ class _Channel:
         self.poller = _poll()
         self.poller.register(in_fd, _POLLIN)
         self.poller.register(wake_fd, _POLLIN)
+        # `peek(0)`: whether a frame came, without a failed read (and its exception).
+        peeker = _poll()
+        peeker.register(in_fd, _POLLIN)
+        self.peek = peeker.poll
 
     def send(self, message: tuple[Any, ...]) -> None:
         if _thread.get_ident() != self._serving_thread:
@@ -194,6 +198,10 @@ class _Channel:
             if not chunk:
                 self.closed = True
                 self.leftover.append((0,))
+                return True
+            if not received and int.from_bytes(chunk[:_HEADER], "little") + _HEADER == len(chunk):
+                # The usual case: one read brought exactly one frame.
+                self.leftover.extend(_loads(memoryview(chunk)[_HEADER:]))
                 return True
             received += chunk
             if len(chunk) < _READ_SIZE:
@@ -1082,12 +1090,12 @@ _FLUSH_EVERY = 0.0005
 
 def _serve_sync(channel: _Channel, function: _Function) -> bool:
     """Serve until told to stop (True) or idle for _LINGER (False: park)."""
-    call, flag, receive = function.call_sync, channel.flag, channel.receive
+    call, flag, receive, peek = function.call_sync, channel.flag, channel.receive, channel.peek
     flush, clock = channel.flush, time.monotonic
     while True:
         # Serve every frame there is, then answer them all with one batch of replies.
         flushed_at = clock()
-        while channel.leftover or receive():
+        while channel.leftover or (peek(0) and receive()):
             batch, channel.leftover = channel.leftover, []
             for item in batch:
                 if item[0] == 0:
