@@ -7,6 +7,7 @@ import marshal
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from node_harness import STUCK_IN_C, write_function
@@ -32,7 +33,7 @@ def test_frames_cross_a_full_pipe_whole_and_in_order_without_blocking_the_loop()
         writer.send(((1, big),))
         writer.send(((2, "after"),))
         assert writer.unsent > 0
-        batches: list[tuple[object, ...]] = []
+        batches: list[tuple[Any, ...]] = []
         done = loop.create_future()
 
         def on_readable() -> None:
@@ -92,11 +93,11 @@ def test_requests_waiting_in_the_pipe_of_a_stuck_isolate_go_to_its_successor(tmp
             assert function is not None
             isolate = function.pick()
             assert isolate is not None
-            sent = isolate.batches  # type: ignore[attr-defined]
+            sent = isolate.batches
             stuck = isolate.submit("GET", "/", "sleep", (), b"", "r-stuck", time.monotonic() + 0.3)
             guest_in = isolate._guest_in  # type: ignore[attr-defined]
             # Until the guest took that frame (it then sleeps in C for 3 s).
-            while isolate.batches == sent or unread(guest_in):  # type: ignore[attr-defined]
+            while isolate.batches == sent or unread(guest_in):
                 await asyncio.sleep(0.001)
             # These wait in the pipe (the guest sleeps in C) with deadlines past the replacement.
             later = [
