@@ -33,6 +33,7 @@ import contextlib
 import functools
 import logging
 import os
+import resource
 import sys
 import threading
 from itertools import count
@@ -62,7 +63,7 @@ from isolates.backends._runners import Runners, default_floor
 from isolates.guest import GUEST_DIR
 from isolates.guest._edge_compat import call_exec, create_interpreter, destroy_interpreter
 
-__all__ = ["SubinterpreterIsolate", "WarmPool", "stdlib_paths"]
+__all__ = ["SubinterpreterIsolate", "WarmPool", "raise_open_files_limit", "stdlib_paths"]
 
 log = logging.getLogger("edge.isolates")
 
@@ -109,6 +110,22 @@ def stdlib_paths() -> tuple[str, ...]:
         and not {"site-packages", "dist-packages"} & set(entry.split(os.sep))
         and (os.path.isdir(entry) or os.path.basename(entry) == stdlib_zip)
     )
+
+
+def raise_open_files_limit() -> None:
+    """Raise this process's soft limit on open files to its hard limit (at most 2**20).
+
+    Each interpreter isolate holds five descriptors (two pipes and its wake eventfd): a service
+    manager's usual soft limit of 1024 would stop a node at about 200 functions.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(1 << 20, hard) if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError) as exc:  # e.g. above fs.nr_open: keep the soft limit
+        log.warning("cannot raise the open files limit from %d to %d: %s", soft, wanted, exc)
 
 
 class SubinterpreterIsolate:
@@ -626,6 +643,7 @@ class WarmPool:
         self._options = options
         # The host threads every interpreter of this node process runs on.
         self.runners = Runners(default_floor(), _RUNNER_LIMIT)
+        raise_open_files_limit()
         self._standby: list[SubinterpreterIsolate] = []
         self._standby_async: list[SubinterpreterIsolate] = []
         self._async_seen = False

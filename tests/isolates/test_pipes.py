@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import marshal
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -84,7 +86,9 @@ def test_a_10_mb_body_and_reply_cross_both_pipes(tmp_path: Path) -> None:
 
 
 def test_requests_waiting_in_the_pipe_of_a_stuck_isolate_go_to_its_successor(tmp_path: Path) -> None:
-    write_function(tmp_path, "stuck", STUCK_IN_C, "timeout_ms = 300\n")
+    # STUCK_IN_C, sleeping 1 s in C: past the deadline and the abandon time, not much longer.
+    code = STUCK_IN_C.replace("time.sleep(3)", "time.sleep(1)")
+    write_function(tmp_path, "stuck", code, "timeout_ms = 300\n")
 
     async def body() -> None:
         async with harness(tmp_path, "stuck", abandon_after=0.2, drain_timeout=0.5) as h:
@@ -96,7 +100,7 @@ def test_requests_waiting_in_the_pipe_of_a_stuck_isolate_go_to_its_successor(tmp
             sent = isolate.batches
             stuck = isolate.submit("GET", "/", "sleep", (), b"", "r-stuck", time.monotonic() + 0.3)
             guest_in = isolate._guest_in  # type: ignore[attr-defined]
-            # Until the guest took that frame (it then sleeps in C for 3 s).
+            # Until the guest took that frame (it then sleeps in C).
             while isolate.batches == sent or unread(guest_in):
                 await asyncio.sleep(0.001)
             # These wait in the pipe (the guest sleeps in C) with deadlines past the replacement.
@@ -111,6 +115,9 @@ def test_requests_waiting_in_the_pipe_of_a_stuck_isolate_go_to_its_successor(tmp
             # A fresh isolate answered them: its module state starts over.
             assert sorted(reply[4] for reply in replies) == [b'{"calls":1}', b'{"calls":2}', b'{"calls":3}']
             assert h.pool.abandoned == 1
+            # Once its sleep returns, the abandoned guest reads the end of its pipe and stops.
+            while not isolate.exited:
+                await asyncio.sleep(0.01)
 
     run(body())
 
@@ -138,3 +145,18 @@ def test_isolates_serve_with_descriptors_past_fd_setsize(tmp_path: Path) -> None
     finally:
         for fd in fillers:
             os.close(fd)
+
+
+def test_the_backend_raises_the_open_files_limit_for_its_descriptors() -> None:
+    # Five descriptors per isolate: a soft limit of 1024 would stop a node at about 200 functions.
+    code = (
+        "import resource\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "from isolates.backends.subinterpreter import raise_open_files_limit\n"
+        "raise_open_files_limit()\n"
+        "now = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "print(now[0] == min(hard, 1 << 20) if hard != resource.RLIM_INFINITY else now[0] == 1 << 20)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout == "True\n", result.stderr
