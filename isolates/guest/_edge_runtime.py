@@ -1058,7 +1058,9 @@ def _idle_wait(channel: _Channel) -> bool:
     for fd, _ in ready:
         if fd == channel.wake_fd:  # the host asks this isolate to park (see `evict`)
             os.read(fd, 8)
-    return not (flag[_PARK] and not channel.receive())
+    # Read now: the caller then finds the items in `leftover` without polling again.
+    received = channel.receive()
+    return not (flag[_PARK] and not received)
 
 
 def _next_item(channel: _Channel) -> tuple[Any, ...] | None:
