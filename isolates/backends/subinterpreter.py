@@ -5,17 +5,19 @@ per core) run whichever interpreters have work. A runner creates the interpreter
 guest (isolates/guest/_edge_runtime.py), which parks at once: `_interpreters.exec` returns and
 the interpreter holds memory only. Work for a parked interpreter queues an activation; a runner
 enters it (`__edge_resume__()`), the guest serves what is queued and what comes within its linger
-time, then returns the thread. Requests cross as plain tuples on `_interpqueues` queues.
-Requests wait in a host-side outbox; everything submitted in one event-loop iteration goes in as
-one batch (one queue operation) at the next iteration, with one eventfd write (or one activation)
-only when the guest sleeps. The guest answers all it drained with one batch of replies and one
-write of the eventfd the loop watches with `add_reader`. So there is no thread hand-off per
-request while a function is busy, and the busier the node, the bigger the batches.
+time, then returns the thread. Requests cross as marshal frames of plain tuples on a pair of pipes
+(`_frames.py`): a pipe operation costs the same whatever the number of interpreters, unlike
+`_interpqueues` (3.13 walks every queue and interpreter on each operation). Requests wait in a
+host-side outbox; everything submitted in one event-loop iteration goes in as one batch (one
+frame, one write) at the next iteration; the frame wakes a guest waiting on its pipe, and a parked
+one gets an activation. The guest answers all it drained with one frame of replies on the pipe
+the loop watches with `add_reader`. So there is no thread hand-off per request while a function
+is busy, and the busier the node, the bigger the batches.
 
 The flag bytes shared with the guest (SLEEPING, PARK, ENDED, IDLE: see the guest runtime) and the
 runners' lock decide hand-offs: the loop raises work for a sleeping guest under the lock, and a
 runner whose guest returned checks under the same lock whether work came meanwhile, so no batch
-is left on the queue of a parked interpreter.
+is left in the pipe of a parked interpreter (the runner looks at the pipe's byte count).
 
 A streamed reply (STREAM, then CHUNK pieces) resolves its request's future with a `Stream` fed as
 the pieces arrive (`StreamReplies`); one complete within the batches of one wake-up is answered
@@ -31,6 +33,7 @@ import contextlib
 import functools
 import logging
 import os
+import resource
 import sys
 import threading
 from itertools import count
@@ -55,27 +58,17 @@ from isolates.backends import (
     StreamReplies,
     kind_options,
 )
+from isolates.backends._frames import FrameReader, FrameWriter, ProtocolError, decode, unread
 from isolates.backends._runners import Runners, default_floor
 from isolates.guest import GUEST_DIR
-from isolates.guest._edge_compat import (
-    call_exec,
-    create_interpreter,
-    destroy_interpreter,
-    queue_count,
-    queue_create,
-    queue_destroy,
-    queue_get,
-    queue_put,
-)
+from isolates.guest._edge_compat import call_exec, create_interpreter, destroy_interpreter
 
-__all__ = ["SubinterpreterIsolate", "WarmPool", "stdlib_paths"]
+__all__ = ["SubinterpreterIsolate", "WarmPool", "raise_open_files_limit", "stdlib_paths"]
 
 log = logging.getLogger("edge.isolates")
 
 _ONE = (1).to_bytes(8, sys.byteorder)
 _STOP = (0,)
-# Stands in for a batch that came back unbound (None): its interpreter is gone (see _run).
-_NOTHING: tuple[Any, ...] = ()
 # The flag bytes shared with the guest (isolates/guest/_edge_runtime.py).
 _SLEEPING, _PARK, _ENDED, _IDLE = 0, 1, 2, 3
 # Run by a runner thread to serve a parked interpreter (`boot` put the name in its __main__).
@@ -95,7 +88,7 @@ sys.path[:] = paths
 sys.path_importer_cache.clear()
 del sys
 import _edge_runtime
-_edge_runtime.boot(in_q, out_q, wake_fd, done_fd, flag, pressure, preload)
+_edge_runtime.boot(in_fd, out_fd, wake_fd, flag, pressure, preload)
 """
 
 
@@ -117,6 +110,22 @@ def stdlib_paths() -> tuple[str, ...]:
         and not {"site-packages", "dist-packages"} & set(entry.split(os.sep))
         and (os.path.isdir(entry) or os.path.basename(entry) == stdlib_zip)
     )
+
+
+def raise_open_files_limit() -> None:
+    """Raise this process's soft limit on open files to its hard limit (at most 2**20).
+
+    Each interpreter isolate holds five descriptors (two pipes and its wake eventfd): a service
+    manager's usual soft limit of 1024 would stop a node at about 200 functions.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(1 << 20, hard) if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError) as exc:  # e.g. above fs.nr_open: keep the soft limit
+        log.warning("cannot raise the open files limit from %d to %d: %s", soft, wanted, exc)
 
 
 class SubinterpreterIsolate:
@@ -143,17 +152,25 @@ class SubinterpreterIsolate:
         self._abandon_after = abandon_after
         self._preload = preload
         self._protected = protected
-        self._in_q = queue_create()
-        self._out_q = queue_create()
+        # Requests: the host writes, the guest reads (both ends non-blocking: the guest polls).
+        self._guest_in, to_guest = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        # Replies: the guest writes (blocking when full), the loop reads on readiness.
+        from_guest, self._guest_out = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(from_guest, False)
+        self._writer = FrameWriter(loop, to_guest, self._wake)
+        self._reader = FrameReader(from_guest)
+        # Asks a lingering guest to park (`evict`); the guest polls it besides its pipe.
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC)
-        self._done_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        # Where each frame sent ends in the request stream (see take_queued), trimmed as read.
+        self._frame_ends: list[int] = []
+        self._frames_from = 0  # where the first of them starts
         self._seq = count(1)
         self._pending: dict[int, tuple[asyncio.Future[Reply], float]] = {}
         # Requests answered with a stream whose end has not come yet.
         self._streams = StreamReplies(loop, abandon_after, self._check_stuck)
-        # Items for the guest not yet put on its queue: flushed as one batch (see _flush).
+        # Items for the guest not yet written to its pipe: flushed as one batch (see _flush).
         self._outbox: list[tuple[Any, ...]] = []
-        # Batches put on the guest's queue, and eventfd writes or activations that woke it (in
+        # Batches written to the guest's pipe, and wake-ups of a sleeping or parked guest (in
         # /_edge/metrics).
         self.batches = 0
         self.wakes = 0
@@ -213,7 +230,7 @@ class SubinterpreterIsolate:
         """Queue the creation of a blank interpreter on a runner thread; it parks until `assign`.
 
         `background`: for the warm pool, after the activations that serve functions."""
-        self._loop.add_reader(self._done_fd, self._on_replies)
+        self._loop.add_reader(self._reader.fd, self._on_replies)
         with self._runners.lock:
             self._runners.submit(self, background)
 
@@ -269,7 +286,7 @@ class SubinterpreterIsolate:
         while error is None and not flag[_ENDED]:
             with runners.lock:
                 flag[_PARK] = flag[_IDLE] = 0
-                if flag[_SLEEPING] and not queue_count(self._in_q):
+                if flag[_SLEEPING] and not unread(self._guest_in):
                     self._scheduled = False  # parked: the next batch queues an activation
                     return
                 if turn and runners.waiting:  # others wait for a thread: take a turn behind them
@@ -308,31 +325,17 @@ class SubinterpreterIsolate:
     def _end(self, error: str | None) -> None:
         """Serving is over (stopped, or crashed with `error`): destroy the interpreter."""
         if self._iid is not None:
-            try:
-                # Replies still queued become unbound (lost) once their interpreter is destroyed:
-                # let the loop take them first.
-                drained = threading.Event()
-                with contextlib.suppress(RuntimeError):  # a closed loop: nobody wants them
-                    self._loop.call_soon_threadsafe(self._drain, drained)
-                    drained.wait(5.0)
-            finally:
-                destroy_interpreter(self._iid)
-        with contextlib.suppress(RuntimeError):
+            # Replies in the pipe outlive the interpreter: _on_exit reads them.
+            destroy_interpreter(self._iid)
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody wants them
             self._loop.call_soon_threadsafe(self._on_exit, error)
-
-    def _drain(self, drained: threading.Event) -> None:
-        try:
-            self._on_replies()
-        finally:
-            drained.set()
 
     def _shared(self) -> dict[str, Any]:
         return {
             "paths": (str(GUEST_DIR), *stdlib_paths()),
-            "in_q": self._in_q,
-            "out_q": self._out_q,
+            "in_fd": self._guest_in,
+            "out_fd": self._guest_out,
             "wake_fd": self._wake_fd,
-            "done_fd": self._done_fd,
             "flag": self._flag,
             "pressure": self._runners.pressure,
             "preload": self._preload,
@@ -368,8 +371,8 @@ class SubinterpreterIsolate:
         return future
 
     def _flush(self) -> None:
-        """Put everything submitted since the last flush on the queue as one batch."""
-        if self._outbox and self._alive:  # a dead isolate's queue is gone; _on_exit answers 503
+        """Write everything submitted since the last flush to the pipe as one batch."""
+        if self._outbox and self._alive:  # a dead isolate reads no more; _on_exit answers 503
             self._put_outbox()
 
     def _send_now(self, item: tuple[Any, ...]) -> None:
@@ -379,15 +382,21 @@ class SubinterpreterIsolate:
 
     def _put_outbox(self) -> None:
         batch, self._outbox = tuple(self._outbox), []
-        queue_put(self._in_q, batch)
+        writer = self._writer
+        if writer.fd < 0:  # abandoned: its pipe is closed
+            return
+        writer.send(batch)
+        self._frame_ends.append(writer.total)
+        if len(self._frame_ends) > 64:
+            self._trim_frames()
         self.batches += 1
         self._wake()
 
     def _wake(self) -> None:
-        # The guest raises the flag before its last look at the queue and then blocks on the
-        # eventfd or parks: a batch put after that look sees the flag and writes, or queues an
-        # activation. While the guest is busy the flag is down and it finds new batches itself,
-        # so there is no syscall and no lock.
+        # A frame in the pipe wakes a guest that polls it. The guest raises the flag before it
+        # polls or parks, and the runner looks at the pipe under the lock before it lets the
+        # interpreter park: a frame written after that sees the flag and queues an activation.
+        # While the guest is busy the flag is down and it reads new frames itself: no lock.
         flag = self._flag
         if flag[_SLEEPING]:
             runners = self._runners
@@ -397,8 +406,17 @@ class SubinterpreterIsolate:
                 if not self._scheduled:
                     self._scheduled = True
                     runners.submit(self)
-                    return
-            os.write(self._wake_fd, _ONE)
+
+    def _trim_frames(self) -> None:
+        """Forget the ends of the frames the guest has read (take_queued needs only the others)."""
+        writer, ends = self._writer, self._frame_ends
+        consumed = writer.total - writer.unsent - unread(self._guest_in)
+        read = 0
+        while read < len(ends) and ends[read] <= consumed:
+            read += 1
+        if read:
+            self._frames_from = ends[read - 1]
+            del ends[:read]
 
     def _schedule_sweep(self, deadline: float) -> None:
         self._sweep = self._loop.call_later(max(0.0, deadline - monotonic()), self._expire_overdue)
@@ -422,13 +440,16 @@ class SubinterpreterIsolate:
             self._loop.call_later(self._abandon_after, self._check_stuck, self._loop.time())
 
     def _on_replies(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.read(self._done_fd, 8)
-        out_q, pending, streams = self._out_q, self._pending, self._streams
+        try:
+            batches = self._reader.read()
+        except ProtocolError as exc:
+            self._refuse(str(exc))
+            return
+        pending, streams = self._pending, self._streams
         self._last_progress = self._loop.time()
         started = False
-        while queue_count(out_q):
-            for message in queue_get(out_q) or _NOTHING:  # None: unbound, its interpreter is gone
+        for batch in batches:
+            for message in batch:
                 kind = message[0]
                 if kind <= ERROR:
                     if kind == ERROR and streams.error(message[1], self._stream_error(message)):
@@ -451,6 +472,15 @@ class SubinterpreterIsolate:
                     self._on_loaded(message[1], message[2])
         if started:
             self._settle_streams()
+
+    def _refuse(self, problem: str) -> None:
+        """The guest's pipe carried something that is not a frame of replies: replace the isolate."""
+        log.error("function %s: isolate sent %s on its reply pipe; replacing it", self.spec.name, problem)
+        self._loop.remove_reader(self._reader.fd)
+        if self._alive and self._on_stuck is not None:
+            self._on_stuck(self)
+        elif self._alive:
+            self.abandon()
 
     def _stream_error(self, message: tuple[Any, ...]) -> str:
         return self._timeout_message if message[2] == 504 else message[3]
@@ -488,9 +518,7 @@ class SubinterpreterIsolate:
 
     def take_queued(self) -> list[tuple[tuple[Any, ...], asyncio.Future[Reply]]]:
         """Remove the requests the guest has not picked up yet, with their futures (for a successor)."""
-        items: list[tuple[Any, ...]] = []
-        while queue_count(self._in_q):
-            items.extend(queue_get(self._in_q) or _NOTHING)
+        items = self._unread_items()
         items.extend(self._outbox)
         self._outbox = []
         taken = []
@@ -499,6 +527,35 @@ class SubinterpreterIsolate:
             if entry is not None:
                 taken.append((item, entry[0]))
         return taken
+
+    def _unread_items(self) -> list[tuple[Any, ...]]:
+        """Take the frames the guest has not begun to read out of its pipe (and what waits to go
+        in); their items. A frame it read in part is dropped whole: it never gets the rest."""
+        writer = self._writer
+        if writer.fd < 0:
+            return []
+        waiting = unread(self._guest_in)
+        consumed = writer.total - writer.unsent - waiting
+        stream = bytearray()
+        while len(stream) < waiting:
+            try:
+                chunk = os.read(self._guest_in, waiting - len(stream))
+            except BlockingIOError:  # the guest read it meanwhile: it was not stuck after all
+                break
+            stream += chunk
+        stream += writer.take_unsent()
+        items: list[tuple[Any, ...]] = []
+        start = self._frames_from
+        for end in self._frame_ends:
+            if start >= consumed:
+                frame = bytearray(stream[start - consumed : end - consumed])
+                with contextlib.suppress(ProtocolError):
+                    for batch in decode(frame):
+                        items.extend(batch)
+            start = end
+        self._frame_ends.clear()
+        self._frames_from = writer.total
+        return items
 
     def adopt(self, queued: list[tuple[tuple[Any, ...], asyncio.Future[Reply]]]) -> None:
         """Take over requests queued on a predecessor, keeping their futures and deadlines."""
@@ -516,6 +573,8 @@ class SubinterpreterIsolate:
         self._alive = False
         self._streams.cut_all(f"function {self.spec.name}: its isolate was replaced (stuck)")
         self._send_now(_STOP)
+        # Then end of file: the guest stops even if take_queued left it part of a frame.
+        self._writer.close()
 
     async def close(self, timeout: float) -> bool:
         """Stop after the requests in hand are answered; returns False if it had to be abandoned."""
@@ -534,6 +593,7 @@ class SubinterpreterIsolate:
         self._alive = False
         if error is not None:
             log.error("function %s: isolate crashed:\n%s", self.spec.name, error)
+        self._on_replies()  # what it wrote before it ended (the pipe outlives the interpreter)
         if not self._ready.done():
             self._ready.set_exception(LoadError(f"isolate exited before loading: {error}"))
             self._ready.exception()
@@ -541,11 +601,10 @@ class SubinterpreterIsolate:
         self._streams.cut_all(f"function {self.spec.name}: its isolate stopped")
         if self._sweep is not None:
             self._sweep.cancel()
-        self._loop.remove_reader(self._done_fd)
-        os.close(self._wake_fd)
-        os.close(self._done_fd)
-        queue_destroy(self._in_q)
-        queue_destroy(self._out_q)
+        self._loop.remove_reader(self._reader.fd)
+        self._writer.close()
+        for fd in (self._reader.fd, self._guest_in, self._guest_out, self._wake_fd):
+            os.close(fd)
         self._exited.set_result(None)
 
     def _fail_pending(self, status: int, message: str) -> None:
@@ -584,6 +643,7 @@ class WarmPool:
         self._options = options
         # The host threads every interpreter of this node process runs on.
         self.runners = Runners(default_floor(), _RUNNER_LIMIT)
+        raise_open_files_limit()
         self._standby: list[SubinterpreterIsolate] = []
         self._standby_async: list[SubinterpreterIsolate] = []
         self._async_seen = False

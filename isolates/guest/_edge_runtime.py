@@ -4,15 +4,19 @@ A host runner thread calls `boot(...)` once through `_interpreters.exec`: the is
 blank (standard library and this runtime imported) and parks, holding no thread. Whenever there
 is work the host calls `resume()` (as `__edge_resume__()`) on any of its runner threads: the
 first activation takes the assignment, loads the function and reports the outcome on the
-out-queue; each one serves what is queued and what comes within _LINGER, then returns (parks)
+out-pipe; each one serves what is in its in-pipe and what comes within _LINGER, then returns (parks)
 with the watchdog thread stopped, until told to stop. So a warm pool of blank isolates makes cold
 starts cheap, and an idle function costs memory only. On assignment, before the function's module
 is imported, the audit hook of `_edge_guard` is installed with the function's permissions and the
 runtime's own modules leave sys.modules.
 
-Both queues carry batches: tuples of the items below, in order.
-Host -> guest (in-queue); the host writes the wake eventfd, or activates a parked isolate, only
-while the guest's SLEEPING flag is raised:
+Both pipes carry frames (a 4-byte little-endian length, then marshal.dumps of a batch: a tuple of
+the items below, in order), as the process backend's pipes do (isolates/guest/_edge_child.py).
+A pipe costs the same whatever the number of interpreters; an `_interpqueues` operation walks
+every queue and interpreter of the process (CPython 3.13), which made a node with thousands of
+functions spend most of its CPU there.
+Host -> guest (in-pipe, non-blocking on both sides); a frame wakes a guest waiting on the pipe,
+and the host activates a parked isolate when it writes while the guest's SLEEPING flag is raised:
     (-1, paths, name, version, env, module, attribute, policy, kind)          assignment, first
         policy: None (no audit hook) or (directory, net, read, write, subprocess, ctypes,
         protected, node_pids), see _edge_guard.install; net is a bool or a tuple of "host:port"
@@ -21,7 +25,8 @@ while the guest's SLEEPING flag is raised:
         headers marshal-encoded (one bytes object crosses instead of a tuple per header),
         client "host:port" or ""; method "<invoke>" for a direct invocation (Lambda invoke API)
     (0,)                                                                      stop
-Guest -> host (out-queue), one batch and one eventfd write per drained batch (or loop iteration):
+Guest -> host (out-pipe, blocking on the guest's side, read on readiness by the host's event
+loop), one frame per drained batch (or loop iteration):
     (RESPONSE, seq, status, headers, body)
     (ERROR, seq, status, message)        the host renders the JSON error body
     (STREAM, seq, status, headers)       a streamed response starts; its body follows as
@@ -47,10 +52,13 @@ import itertools
 import os
 import sys
 import time
-from select import select as _select
+from marshal import dumps as _dumps
+from marshal import loads as _loads
+from select import POLLIN as _POLLIN
+from select import poll as _poll
 
 import _edge_guard  # imported while the isolate is blank (in the warm pool), not at assignment
-from _edge_compat import queue_count, queue_get, queue_put, start_thread
+from _edge_compat import start_thread
 from edgefn._kinds import Adapted, _check_edge, adapt
 from edgefn._wire import chunk as _chunk
 from edgefn._wire import encode as _encode
@@ -62,7 +70,10 @@ if TYPE_CHECKING:
     from typing import Any
 
 RESPONSE, ERROR, LOG, LOADED, STREAM, CHUNK = 0, 1, 2, 3, 4, 5
-_ONE = (1).to_bytes(8, sys.byteorder)
+# Frames on both pipes: a 4-byte little-endian length, then the marshal-encoded batch.
+_HEADER = 4
+# Read at most this much at once: a small frame comes in one read, a 10 MB body in many.
+_READ_SIZE = 1 << 16
 _CO_COROUTINE = 0x80
 _PLAIN = frozenset({str, bytes, dict, list, tuple})  # results that are surely not awaitables
 # Iterators that make their pieces without blocking: their pieces are not flushed one by one.
@@ -114,40 +125,99 @@ class _Condition:
 
 
 class _Channel:
-    """The two queues and two eventfds shared with the host.
+    """The two pipes and the wake eventfd shared with the host.
 
-    Messages from the serving thread wait in `outbox` until `flush` puts them as one batch;
-    other threads of the function (its own, printing) send theirs at once.
+    Both pipes carry frames: a 4-byte little-endian length, then marshal.dumps of a batch (a tuple
+    of messages). Messages from the serving thread wait in `outbox` until `flush` writes them as
+    one frame; other threads of the function (its own, printing) write theirs at once. A lock keeps
+    frames whole (a pipe write is atomic only up to 4096 bytes).
     """
 
-    def __init__(self, in_q: int, out_q: int, wake_fd: int, done_fd: int, flag: memoryview) -> None:
-        self.in_q, self.out_q, self.wake_fd, self.done_fd = in_q, out_q, wake_fd, done_fd
-        # 1 = "I am about to sleep on wake_fd": the host writes wake_fd only then (see _serve_sync).
+    def __init__(self, in_fd: int, out_fd: int, wake_fd: int, flag: memoryview) -> None:
+        # in_fd is non-blocking (the host made it so): reads never wait; out_fd blocks when full.
+        self.in_fd, self.out_fd, self.wake_fd = in_fd, out_fd, wake_fd
+        # 1 = "I am about to sleep or park": the host then activates a parked isolate (see _serve_sync).
         self.flag = memoryview(flag)
         self.outbox: list[tuple[Any, ...]] = []
-        # Items of a batch taken from the in-queue and not yet handled (see _next_item).
+        # Items received from the host and not yet handled (see _next_item).
         self.leftover: list[tuple[Any, ...]] = []
         # The host's byte: 1 while interpreters wait for a thread (then nothing lingers).
         self.pressure = memoryview(bytearray(1))
         # Set by an event loop serving async handlers: arranges one flush per loop iteration.
         self.flush_soon: Any = None
         self._serving_thread = _thread.get_ident()
+        self._lock = _thread.allocate_lock()
+        self._received = bytearray()  # the start of a frame whose rest has not come yet
+        self.closed = False  # the host closed its end (an abandoned isolate): stop
+        # poll, not select: a node with thousands of isolates has descriptors past FD_SETSIZE.
+        self.poller = _poll()
+        self.poller.register(in_fd, _POLLIN)
+        self.poller.register(wake_fd, _POLLIN)
+        # `peek(0)`: whether a frame came, without a failed read (and its exception).
+        peeker = _poll()
+        peeker.register(in_fd, _POLLIN)
+        self.peek = peeker.poll
 
     def send(self, message: tuple[Any, ...]) -> None:
         if _thread.get_ident() != self._serving_thread:
-            queue_put(self.out_q, (message,))
-            os.write(self.done_fd, _ONE)
+            self._write((message,))
             return
         if not self.outbox and self.flush_soon is not None:
             self.flush_soon()
         self.outbox.append(message)
 
     def flush(self) -> None:
-        """Put the waiting messages as one batch and wake the host."""
+        """Write the waiting messages to the host as one frame."""
         if self.outbox:
             batch, self.outbox = tuple(self.outbox), []
-            queue_put(self.out_q, batch)
-            os.write(self.done_fd, _ONE)
+            self._write(batch)
+
+    def _write(self, batch: tuple[tuple[Any, ...], ...]) -> None:
+        data = _dumps(batch)
+        size = len(data)
+        with self._lock:
+            written = os.writev(self.out_fd, (size.to_bytes(_HEADER, "little"), data))
+            if written < size + _HEADER:  # the pipe was full: the rest as the host reads
+                rest = memoryview(size.to_bytes(_HEADER, "little") + data)[written:]
+                while rest:
+                    rest = rest[os.write(self.out_fd, rest) :]
+
+    def receive(self) -> bool:
+        """Read what the host wrote, without waiting; the items of whole frames go to `leftover`.
+
+        True when `leftover` has items. Once the host closed its end, a stop item comes instead.
+        """
+        if self.closed:
+            return bool(self.leftover)
+        received = self._received
+        while True:
+            try:
+                chunk = os.read(self.in_fd, _READ_SIZE)
+            except BlockingIOError:
+                break
+            if not chunk:
+                self.closed = True
+                self.leftover.append((0,))
+                return True
+            if not received and int.from_bytes(chunk[:_HEADER], "little") + _HEADER == len(chunk):
+                # The usual case: one read brought exactly one frame.
+                self.leftover.extend(_loads(memoryview(chunk)[_HEADER:]))
+                return True
+            received += chunk
+            if len(chunk) < _READ_SIZE:
+                break
+        if len(received) < _HEADER:
+            return bool(self.leftover)
+        leftover, end, start = self.leftover, len(received), 0
+        with memoryview(received) as view:
+            while end - start >= _HEADER:
+                stop = start + _HEADER + int.from_bytes(view[start : start + _HEADER], "little")
+                if stop > end:
+                    break
+                leftover.extend(_loads(view[start + _HEADER : stop]))
+                start = stop
+        del received[:start]
+        return bool(leftover)
 
 
 class _LogWriter:
@@ -757,12 +827,14 @@ def warm_up(preload: tuple[str, ...]) -> None:
 # How long an activation waits for more work before it parks (returns its host thread), unless
 # the host asks it to park sooner because another interpreter waits for a thread.
 _LINGER = 0.25
+_LINGER_MS = int(_LINGER * 1000)
 
 # Bytes of the memoryview shared with the host (isolates/backends/subinterpreter.py):
-# SLEEPING 1 while the guest sleeps on the wake eventfd or is parked (the host then writes the
-# eventfd, or activates the interpreter); PARK 1: the host asks the guest to park as soon as it is
-# idle; ENDED 1: serving is over (told to stop), the host destroys the interpreter; IDLE 1 while
-# the guest waits for work with nothing in hand (a candidate for PARK).
+# SLEEPING 1 while the guest waits on its in-pipe or is parked (the host then activates a parked
+# interpreter); PARK 1: the host asks the guest to park as soon as it is idle (and writes the wake
+# eventfd, which the guest waits on besides its pipe); ENDED 1: serving is over (told to stop),
+# the host destroys the interpreter; IDLE 1 while the guest waits for work with nothing in hand
+# (a candidate for PARK).
 _SLEEPING, _PARK, _ENDED, _IDLE = 0, 1, 2, 3
 
 
@@ -784,10 +856,9 @@ _isolate: _Isolate | None = None
 
 
 def boot(
-    in_q: int,
-    out_q: int,
+    in_fd: int,
+    out_fd: int,
     wake_fd: int,
-    done_fd: int,
     flag: memoryview,
     pressure: memoryview,
     preload: tuple[str, ...],
@@ -797,7 +868,7 @@ def boot(
     The host then calls `__edge_resume__()` (see `resume`) whenever there is work for it.
     """
     global _isolate
-    channel = _Channel(in_q, out_q, wake_fd, done_fd, flag)
+    channel = _Channel(in_fd, out_fd, wake_fd, flag)
     channel._serving_thread = 0  # parked: any thread's messages go straight to the host
     warm_up(preload)
     _isolate = _Isolate(channel)
@@ -910,6 +981,7 @@ def _assign(
         finally:
             if loop is not None:
                 loop.remove_reader(channel.wake_fd)
+                loop.remove_reader(channel.in_fd)
                 loop.close()
             function.close()
 
@@ -973,18 +1045,22 @@ def _guard(name: str, paths: tuple[str, ...], policy: tuple[Any, ...], watchdog:
 
 
 def _idle_wait(channel: _Channel) -> bool:
-    """Wait up to _LINGER for the host's wake-up (then read it); False: park instead (nothing came,
-    or the host asked for this thread and nothing is queued)."""
+    """Wait up to _LINGER for a frame or the host's wake-up; False: park instead (nothing came, or
+    the host asked for this thread and nothing is in hand)."""
     flag = channel.flag
     if flag[_PARK] or channel.pressure[0]:
         return False
     flag[_IDLE] = 1
-    woken = bool(_select([channel.wake_fd], (), (), _LINGER)[0])
+    ready = channel.poller.poll(_LINGER_MS)
     flag[_IDLE] = 0
-    if not woken:
+    if not ready:
         return False
-    os.read(channel.wake_fd, 8)
-    return not (flag[_PARK] and not queue_count(channel.in_q))
+    for fd, _ in ready:
+        if fd == channel.wake_fd:  # the host asks this isolate to park (see `evict`)
+            os.read(fd, 8)
+    # Read now: the caller then finds the items in `leftover` without polling again.
+    received = channel.receive()
+    return not (flag[_PARK] and not received)
 
 
 def _next_item(channel: _Channel) -> tuple[Any, ...] | None:
@@ -992,12 +1068,11 @@ def _next_item(channel: _Channel) -> tuple[Any, ...] | None:
     while True:
         if channel.leftover:
             return channel.leftover.pop(0)
-        if queue_count(channel.in_q):
+        if channel.receive():
             channel.flag[_SLEEPING] = 0
-            channel.leftover.extend(queue_get(channel.in_q))
             continue
         channel.flag[_SLEEPING] = 1  # same protocol as _serve_sync
-        if not queue_count(channel.in_q) and not _idle_wait(channel):
+        if not _idle_wait(channel):
             return None
 
 
@@ -1017,15 +1092,14 @@ _FLUSH_EVERY = 0.0005
 
 def _serve_sync(channel: _Channel, function: _Function) -> bool:
     """Serve until told to stop (True) or idle for _LINGER (False: park)."""
-    in_q, call, flag = channel.in_q, function.call_sync, channel.flag
+    call, flag, receive, peek = function.call_sync, channel.flag, channel.receive, channel.peek
     flush, clock = channel.flush, time.monotonic
-    batch: tuple[tuple[Any, ...], ...] = tuple(channel.leftover)
-    channel.leftover.clear()
     while True:
-        # Drain every batch there is, then answer them all with one batch of replies.
+        # Serve every frame there is, then answer them all with one batch of replies.
         flushed_at = clock()
-        while batch or queue_count(in_q):
-            for item in batch or queue_get(in_q):
+        while channel.leftover or (peek(0) and receive()):
+            batch, channel.leftover = channel.leftover, []
+            for item in batch:
                 if item[0] == 0:
                     flush()
                     return True
@@ -1034,14 +1108,11 @@ def _serve_sync(channel: _Channel, function: _Function) -> bool:
                 if now - flushed_at > _FLUSH_EVERY:
                     flush()
                     flushed_at = now
-            batch = ()
         flush()
-        # Raise the flag, then look once more: a batch put after this look finds the flag
-        # raised and writes the eventfd (or activates a parked isolate), so none is missed.
+        # Raise the flag, then wait on the pipe: a frame written after the last look wakes the
+        # poll; the host activates a parked isolate when it writes while the flag is raised (it
+        # also finds bytes left in the pipe when the guest returns), so none is missed.
         flag[_SLEEPING] = 1
-        if queue_count(in_q):
-            flag[_SLEEPING] = 0
-            continue
         if not _idle_wait(channel):
             return False
         flag[_SLEEPING] = 0
@@ -1074,7 +1145,8 @@ class _AsyncServer:
         self.last_busy = time.monotonic()
         # Replies and log lines go back once per loop iteration, in one batch.
         channel.flush_soon = lambda: loop.call_soon(channel.flush)
-        loop.add_reader(channel.wake_fd, self.on_wake)
+        loop.add_reader(channel.in_fd, self.on_wake)
+        loop.add_reader(channel.wake_fd, self.on_park)
 
     def __call__(self, isolate: _Isolate) -> bool:
         import asyncio
@@ -1095,19 +1167,22 @@ class _AsyncServer:
         return self.stopped
 
     def on_wake(self) -> None:
-        os.read(self.channel.wake_fd, 8)
         self.take()
         if self.channel.flag[_PARK]:
             self.check()
 
+    def on_park(self) -> None:
+        os.read(self.channel.wake_fd, 8)
+        self.on_wake()
+
     def take(self) -> None:
         channel, loop = self.channel, self.loop
-        # The loop only looks at the queue when woken: keep the flag raised, before draining.
+        # The loop reads the pipe only when it is readable: keep the flag raised, before reading.
         channel.flag[_SLEEPING] = 1
-        items = channel.leftover
-        while queue_count(channel.in_q):
-            items.extend(queue_get(channel.in_q))
-        channel.leftover = []
+        channel.receive()
+        items, channel.leftover = channel.leftover, []
+        if channel.closed:
+            loop.remove_reader(channel.in_fd)  # (it stays readable: end of file)
         for item in items:
             if item[0] == 0:
                 self.stopped = True
@@ -1132,7 +1207,11 @@ class _AsyncServer:
         until, loop, channel = self.until, self.loop, self.channel
         if until.done():
             return
-        idle = not self.tasks and not queue_count(channel.in_q)
+        if channel.receive():
+            self.take()
+            if until.done():
+                return
+        idle = not self.tasks
         wanted = channel.flag[_PARK] or channel.pressure[0]
         if idle and (wanted or time.monotonic() - self.last_busy >= _LINGER) and self.quiet():
             until.set_result(None)
