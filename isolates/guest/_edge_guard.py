@@ -2,9 +2,9 @@
 
 `sys.addaudithook` inside an isolate applies to that interpreter only, for every thread in it.
 This is defence in depth for code the operator trusts, not a security boundary: native code
-(ctypes when granted, C extensions), raw file descriptors of the node's process (`os.read` and
-`os.write` raise no event) and Python-level introspection of the runtime's objects (frames,
-`__globals__`, a builtin's `__self__`) all get past it.
+(ctypes when granted, C extensions), descriptors reached other ways than the replaced os calls
+(`socket.socket(fileno=N)`, `fcntl`, `mmap`) and Python-level introspection of the runtime's
+objects (frames, `__globals__`, a builtin's `__self__`, a replaced call's closure) all get past it.
 
 What it refuses (paths are compared after resolving `..` and symlinks; a descriptor by its
 /proc/self/fd link):
@@ -16,6 +16,9 @@ What it refuses (paths are compared after resolving `..` and symlinks; a descrip
 - imports of the interpreter APIs and the runtime's modules (`_INTERNAL`), of the node's packages
   unless the bundle has a module of that name, of ctypes unless granted; gc.get_objects and
   gc.get_referrers (modules the runtime loaded leave sys.modules and __main__: see `conceal`);
+- by descriptor number (os.read/write/readv/writev/pread/pwrite, sendfile, splice,
+  copy_file_range, dup, dup2, close, fsync; replaced, as none raises an event): a file as its
+  path would be opened; a pipe, socket or eventfd only if this interpreter made it; closerange;
 - os._exit and os.abort (replaced: neither raises an event), fork, exec, a signal to the node's
   pids or process group, and what is shared by the whole process: chdir, putenv/unsetenv,
   setrlimit/prlimit, sethostname; sys.remote_exec (3.14) into any process;
@@ -526,6 +529,95 @@ def _disarm(posixsubprocess: Any, guard: _Guard) -> None:
         subprocess._fork_exec = fork_exec
 
 
+# What a descriptor number may reach (os.read and friends raise no audit event in 3.13).
+_FD_REASON = (
+    "it is not a file this function may open nor a pipe or eventfd it made (the worker's other"
+    " descriptors carry other functions' requests and secrets)"
+)
+# (close and fsync judge a file as reading: closing a file the function may read is its own business)
+_FD_READING = ("read", "readv", "pread", "preadv", "close", "fsync", "fdatasync")
+_FD_WRITING = ("write", "writev", "pwrite", "pwritev")
+# (name, which arguments are descriptors read from, which written to)
+_FD_PAIRS = (("sendfile", (1,), (0,)), ("splice", (0,), (1,)), ("copy_file_range", (0,), (1,)))
+_FD_MAKERS = ("pipe", "pipe2", "eventfd", "openpty")
+
+
+def _guard_descriptors(guard: _Guard, posix: Any) -> None:
+    """Replace the calls that take a descriptor number in this interpreter's os and posix
+    modules: a file is judged by its path as `open` would be; anything else (a pipe, socket,
+    eventfd) only if this interpreter made it (os.pipe, os.eventfd, a dup of one). So a function
+    cannot read or write the worker's other isolates' pipes, the node's sockets or its stdio by
+    number. (Socket objects' methods and the runtime's own channel do not come here.)"""
+    made: set[int] = set()
+
+    def allowed(fd: Any, writing: bool, call: str) -> None:
+        if not isinstance(fd, int) or fd in made:
+            return
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return  # not open: the call itself fails
+        if target.startswith("/"):
+            guard.check_real(target, writing, f"{call} descriptor {fd} ({target!r})")
+            return
+        raise guard.refuse(f"{call} descriptor {fd} ({target})", _FD_REASON)
+
+    def checked(name: str, reading: tuple[int, ...], writing: tuple[int, ...]) -> Any:
+        original = getattr(posix, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            for index in reading:
+                if index < len(args):
+                    allowed(args[index], False, name)
+            for index in writing:
+                if index < len(args):
+                    allowed(args[index], True, name)
+            return original(*args, **kwargs)
+
+        return call
+
+    def making(name: str) -> Any:
+        original = getattr(posix, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = original(*args, **kwargs)
+            made.update(result if isinstance(result, tuple) else (result,))
+            return result
+
+        return call
+
+    def dup(fd: int, *args: Any) -> int:
+        allowed(fd, False, "dup")
+        new: int = posix.dup(fd, *args)
+        if fd in made:
+            made.add(new)
+        return new
+
+    def dup2(fd: int, fd2: int, *args: Any) -> int:
+        allowed(fd, False, "dup2")
+        allowed(fd2, True, "dup2")
+        result: int = posix.dup2(fd, fd2, *args)
+        made.discard(fd2)
+        if fd in made:
+            made.add(fd2)
+        return result
+
+    replaced: dict[str, Any] = {"dup": dup, "dup2": dup2}
+    for name in _FD_READING:
+        replaced[name] = checked(name, (0,), ())
+    for name in _FD_WRITING:
+        replaced[name] = checked(name, (), (0,))
+    for name, reading, writing in _FD_PAIRS:
+        replaced[name] = checked(name, reading, writing)
+    for name in _FD_MAKERS:
+        replaced[name] = making(name)
+    replaced["closerange"] = _refusing(guard, "call os.closerange", _FD_REASON)
+    for name, function in replaced.items():
+        if hasattr(posix, name):
+            setattr(posix, name, function)
+            setattr(os, name, function)
+
+
 def _refusing(guard: _Guard, action: str, reason: str = _ENDS_NODE) -> Any:
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise guard.refuse(action, reason)
@@ -578,6 +670,7 @@ def install(
     # Neither raises an audit event (3.13): replace them in this interpreter's os and posix modules.
     os._exit = posix._exit = _refusing(guard, "call os._exit")
     os.abort = posix.abort = _refusing(guard, "call os.abort")
+    _guard_descriptors(guard, posix)
     if not subprocess and "_posixsubprocess" in sys.modules:  # loaded with asyncio, say
         _disarm(sys.modules["_posixsubprocess"], guard)
     sys.addaudithook(hook)

@@ -65,6 +65,10 @@ from edgefn._wire import encode as _encode
 
 from edgefn import Context, Headers, Request
 
+# The descriptor calls as they were when the runtime loaded: the guard replaces os.read and
+# friends for the function's code (_edge_guard.py `_guard_descriptors`), not for the channel.
+_read, _write, _writev = os.read, os.write, os.writev
+
 TYPE_CHECKING = False  # importing typing would cost ~10 ms of every cold start
 if TYPE_CHECKING:
     from typing import Any
@@ -176,11 +180,11 @@ class _Channel:
         data = _dumps(batch)
         size = len(data)
         with self._lock:
-            written = os.writev(self.out_fd, (size.to_bytes(_HEADER, "little"), data))
+            written = _writev(self.out_fd, (size.to_bytes(_HEADER, "little"), data))
             if written < size + _HEADER:  # the pipe was full: the rest as the host reads
                 rest = memoryview(size.to_bytes(_HEADER, "little") + data)[written:]
                 while rest:
-                    rest = rest[os.write(self.out_fd, rest) :]
+                    rest = rest[_write(self.out_fd, rest) :]
 
     def receive(self) -> bool:
         """Read what the host wrote, without waiting; the items of whole frames go to `leftover`.
@@ -192,7 +196,7 @@ class _Channel:
         received = self._received
         while True:
             try:
-                chunk = os.read(self.in_fd, _READ_SIZE)
+                chunk = _read(self.in_fd, _READ_SIZE)
             except BlockingIOError:
                 break
             if not chunk:
@@ -1057,7 +1061,7 @@ def _idle_wait(channel: _Channel) -> bool:
         return False
     for fd, _ in ready:
         if fd == channel.wake_fd:  # the host asks this isolate to park (see `evict`)
-            os.read(fd, 8)
+            _read(fd, 8)
     # Read now: the caller then finds the items in `leftover` without polling again.
     received = channel.receive()
     return not (flag[_PARK] and not received)
@@ -1172,7 +1176,7 @@ class _AsyncServer:
             self.check()
 
     def on_park(self) -> None:
-        os.read(self.channel.wake_fd, 8)
+        _read(self.channel.wake_fd, 8)
         self.on_wake()
 
     def take(self) -> None:

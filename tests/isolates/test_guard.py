@@ -39,6 +39,14 @@ SPY = """
         with socket.create_connection((host, port), timeout=2) as sock:
             return sock.recv(2)
 
+    def _own_pipe():
+        r, w = os.pipe()
+        os.write(w, b"mine")
+        os.close(w)
+        data = os.read(r, 10)
+        os.close(r)
+        return data
+
     def _optional(name):
         try:
             __import__(name)
@@ -59,6 +67,14 @@ SPY = """
         # A descriptor the node's process has open (functions share the process's descriptors).
         "node-fd": lambda: open(int(os.environ["FD"]), "rb", closefd=False).read(),
         "node-fd-link": lambda: _read(f"/proc/self/fd/{os.environ['FD']}"),
+        # By number, with the calls that raise no audit event.
+        "node-fd-read": lambda: os.read(int(os.environ["FD"]), 10),
+        "pipe-read": lambda: os.read(int(os.environ["PIPE_R"]), 10),
+        "pipe-write": lambda: os.write(int(os.environ["PIPE_W"]), b"forged"),
+        "pipe-close": lambda: os.close(int(os.environ["PIPE_W"])),
+        "pipe-dup2": lambda: os.dup2(int(os.environ["PIPE_W"]), int(os.environ["PIPE_R"])),
+        "closerange": lambda: os.closerange(3, 4),
+        "own-pipe": lambda: _own_pipe(),
         "data": lambda: _read(os.environ["DATA"] + "/applied.json"),
         "data-list": lambda: os.listdir(os.environ["DATA"]),
         "own-bundle": lambda: _read(os.path.join(HERE, "main.py")),
@@ -426,3 +442,39 @@ def test_sys_remote_exec_is_refused(tmp_path: Path) -> None:
     assert answers["remote-exec"] == (
         "PermissionError: function spy may not call sys.remote_exec: other processes are off limits"
     )
+
+
+def test_descriptors_by_number_reach_files_as_their_paths_and_no_pipe_the_function_did_not_make(
+    tmp_path: Path,
+) -> None:
+    # Another isolate's pipe, as the worker holds it: a function must neither read its requests
+    # (and assignments, secrets included) nor forge its replies, nor close it.
+    secret = tmp_path / "data" / "applied.json"
+    secret.parent.mkdir()
+    secret.write_text("{}")
+    fd = os.open(secret, os.O_RDONLY)
+    pipe_r, pipe_w = os.pipe()
+    os.write(pipe_w, b"a request")
+    queries = ["node-fd-read", "pipe-read", "pipe-write", "pipe-close", "pipe-dup2", "closerange", "own-pipe"]
+    try:
+        answers = probe(tmp_path, "", queries, FD=str(fd), PIPE_R=str(pipe_r), PIPE_W=str(pipe_w))
+        assert os.read(pipe_r, 100) == b"a request"  # nothing was taken, nothing added
+        os.write(pipe_w, b"still open")
+        assert os.read(pipe_r, 100) == b"still open"
+    finally:
+        for descriptor in (fd, pipe_r, pipe_w):
+            os.close(descriptor)
+    prefix = "PermissionError: function spy may not "
+    assert answers["node-fd-read"] == (
+        f"{prefix}read descriptor {fd} ({str(secret)!r}): the node's data directories are off limits"
+    )
+    for query, call, number in [
+        ("pipe-read", "read", pipe_r),
+        ("pipe-write", "write", pipe_w),
+        ("pipe-close", "close", pipe_w),
+        ("pipe-dup2", "dup2", pipe_w),
+    ]:
+        assert answers[query].startswith(f"{prefix}{call} descriptor {number} (pipe:["), answers[query]
+        assert answers[query].endswith("other functions' requests and secrets)")
+    assert answers["closerange"].startswith(f"{prefix}call os.closerange")
+    assert answers["own-pipe"] == "ok: b'mine'"
