@@ -6,10 +6,8 @@ which starts instances while requests queue, up to `max_instances`, within the n
 A set with no instance starts one at once (a cold start); one with instances grows only once a
 request has waited GROW_AFTER seconds, so requests that collide on a fast function (they queue
 for microseconds) do not each start an instance (≈ 3-16 ms and ≈ 2.7 MiB) that then idles for
-`idle_timeout`; and only while the node keeps up: not while interpreters wait for a runner
-thread (`Budget.congested`: a new one would wait too; the runners add threads for handlers that
-block), nor while the event loop runs late (the CPUs are saturated: an instance more would only
-take its share of them).
+`idle_timeout`; and not while interpreters wait for a runner thread (`Budget.congested`: a new
+one would wait too; the runners add threads for handlers that block).
 A full queue refuses at once (429), a wait past `queue_timeout` refuses with 503; both raise
 `Refused`. `reap` retires instances idle for `idle_timeout` down to `min_instances` (0: none,
 the function scaled to zero). docs/scaling.md says why the defaults are what they are.
@@ -311,20 +309,18 @@ class InstanceSet:
             self._arm_growth()
         return await future
 
-    def _grow_late(self, due: float) -> None:
+    def _grow_late(self) -> None:
         self._grow_timer = None
         if not self._waiters:
             return
-        # Fired late: the node's CPUs are saturated. Or interpreters wait for a host thread. Either
-        # way another instance would only compete for what is short; look again later.
-        if self._loop.time() - due > GROW_AFTER or self._budget.congested():
+        # Interpreters wait for a host thread: another instance would wait too; look again later.
+        if self._budget.congested():
             self._arm_growth()
         else:
             self._grow()
 
     def _arm_growth(self) -> None:
-        due = self._loop.time() + GROW_AFTER
-        self._grow_timer = self._loop.call_at(due, self._grow_late, due)
+        self._grow_timer = self._loop.call_later(GROW_AFTER, self._grow_late)
 
     def _expire(self) -> None:
         """Refuse the waiters past their deadline; re-arm for the oldest one left."""
