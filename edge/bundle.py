@@ -470,6 +470,7 @@ def compile_bytecode(directory: Path) -> str | None:
     Returns None, or what could not be written (a source with a syntax error is left to its
     import, which reports it as before).
     """
+    import importlib.util
     import py_compile
 
     mode = py_compile.PycInvalidationMode.CHECKED_HASH
@@ -480,7 +481,8 @@ def compile_bytecode(directory: Path) -> str | None:
             continue
         parent = Path(root)
         parent_mode = stat.S_IMODE(parent.lstat().st_mode)
-        cache = parent / _PYCACHE
+        # parent/__pycache__, or under sys.pycache_prefix (PYTHONPYCACHEPREFIX), where imports look too.
+        cache = Path(importlib.util.cache_from_source(str(parent / sources[0]))).parent
         try:
             parent.chmod(parent_mode | 0o200)
             try:
@@ -489,7 +491,8 @@ def compile_bytecode(directory: Path) -> str | None:
                         py_compile.compile(str(parent / name), doraise=True, invalidation_mode=mode)
             finally:
                 parent.chmod(parent_mode)
-            if parent_mode & 0o200 == 0 and cache.is_dir() and not cache.is_symlink():
+            sealed = parent_mode & 0o200 == 0 and cache == parent / _PYCACHE
+            if sealed and cache.is_dir() and not cache.is_symlink():
                 for compiled in cache.iterdir():
                     compiled.chmod(_FILE_MODE)
                 cache.chmod(_DIR_MODE)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import os
 import stat
 import subprocess
@@ -236,14 +237,17 @@ def test_the_node_caches_checked_bytecode_of_the_function_modules_and_the_bundle
     data, directory = unpacked
     before = modes(directory)
     assert bundle.compile_bytecode(directory) is None
-    tag = sys.implementation.cache_tag
-    caches = sorted(path.relative_to(directory).as_posix() for path in directory.rglob("*.pyc"))
-    assert caches == [f"__pycache__/main.{tag}.pyc", f"lib/__pycache__/x.{tag}.pyc"]
-    for cache in directory.rglob("*.pyc"):
+    # Where imports look: __pycache__ beside each module, or under PYTHONPYCACHEPREFIX if set.
+    modules = (directory / "main.py", directory / "lib" / "x.py")
+    caches = [Path(importlib.util.cache_from_source(str(module))) for module in modules]
+    for cache in caches:
         # PEP 552 flags: hash-based (bit 0) and checked (bit 1) against the source at every import.
         assert int.from_bytes(cache.read_bytes()[4:8], "little") == 0b11
-        assert stat.S_IMODE(cache.stat().st_mode) == 0o444
-        assert stat.S_IMODE(cache.parent.stat().st_mode) == 0o555
+        if sys.pycache_prefix is None:
+            assert stat.S_IMODE(cache.stat().st_mode) == 0o444
+            assert stat.S_IMODE(cache.parent.stat().st_mode) == 0o555
+    other = {path for path in directory.rglob("*.pyc")} - set(caches)
+    assert not other
     assert modes(directory) == before  # sealed as it was
     assert bundle.verify_tree(data, directory) == []  # caches are not part of the bundle
     # A source changed on disk is imported as it is now, not from the stale cache.
@@ -260,4 +264,6 @@ def test_vendored_dependencies_are_left_to_their_imports(tmp_path: Path) -> None
     (directory / bundle.DEPS_DIR / "dep" / "__init__.py").write_text("y = 1\n")
     (directory / "broken.py").write_text("def (:\n")  # reported by its own import, as before
     assert bundle.compile_bytecode(directory) is None
-    assert [path.name for path in directory.rglob("*.pyc")] == [f"main.{sys.implementation.cache_tag}.pyc"]
+    assert Path(importlib.util.cache_from_source(str(directory / "main.py"))).is_file()
+    dependency = directory / bundle.DEPS_DIR / "dep" / "__init__.py"
+    assert not Path(importlib.util.cache_from_source(str(dependency))).exists()
