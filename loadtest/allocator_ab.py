@@ -1,4 +1,4 @@
-"""A/B of the node's allocator: `PYTHONMALLOC=pymalloc` against `malloc` (the node's default).
+"""A/B of the node's allocator: `PYTHONMALLOC=pymalloc` (the default) against `malloc`.
 
     .venv/bin/python loadtest/allocator_ab.py [--rounds 4] [--seconds 3]
 

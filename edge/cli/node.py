@@ -216,12 +216,6 @@ def _reexec(settings: NodeSettings, runtime_dir: str | None = None) -> NoReturn:
         for key, value in os.environ.items()
         if not _scrubbed(key, settings.scrub_env) and not (token and token in value)
     }
-    # The C allocator for every interpreter of the node unless the operator chose one: a destroyed
-    # interpreter (scaled to zero, evicted, recycled) leaves 1.7-6 MiB behind with each isolated
-    # interpreter's own pymalloc arenas, 0.2-0.9 MiB with malloc (../shared/DESIGN.md); a warm
-    # instance holds the same (2.72 MiB), and a hello served 1.10x the requests per second in an
-    # A/B (docs/perf/2026-12-02-malloc.md).
-    environ.setdefault("PYTHONMALLOC", "malloc")
     sys.stdout.flush()
     sys.stderr.flush()
     launcher = edge_argv()
